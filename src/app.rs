@@ -1,0 +1,126 @@
+//! `App`: the state every request handler shares (config, store, keys,
+//! sessions, mail, metrics), built once at start from a `Config`.
+//!
+//! Building it opens the store and loads (or creates) the keys; it does not
+//! listen on anything. The servers that use it are assembled in `lib.rs`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::{Config, Site};
+use crate::keys::Keys;
+use crate::mail::{mailer_for, Mailer, Outbox};
+use crate::metrics::Metrics;
+use crate::pages::Pages;
+use crate::ratelimit::RateLimiter;
+use crate::session::{cookies, Sessions};
+use crate::store::{self, DynStore};
+
+/// A configured site with what the hot path needs precomputed.
+pub struct SiteRt {
+    pub site: Site,
+    pub session_cookie: String,
+    pub pending_cookie: String,
+    next_upstream: AtomicUsize,
+}
+
+impl SiteRt {
+    /// The next upstream, round robin.
+    pub fn upstream(&self) -> std::net::SocketAddr {
+        let i = self.next_upstream.fetch_add(1, Ordering::Relaxed);
+        self.site.upstreams[i % self.site.upstreams.len()]
+    }
+}
+
+pub struct App {
+    pub config: Config,
+    pub sites: Vec<SiteRt>,
+    pub store: DynStore,
+    pub keys: Keys,
+    pub sessions: Sessions,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub pages: Pages,
+    pub mailer: Arc<dyn Mailer>,
+    pub outbox: Outbox,
+    pub email_limit: RateLimiter,
+    pub client_limit: RateLimiter,
+    /// Content-Security-Policy of Sesame's own pages.
+    pub csp: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Mail(#[from] crate::mail::MailError),
+}
+
+impl App {
+    /// Build the shared state. Must run inside a tokio runtime that outlives
+    /// the app: the mail outbox worker is spawned on it.
+    pub async fn build(config: Config, clock: Clock) -> Result<Arc<App>, BuildError> {
+        let store = store::open(&config.store).await?;
+        let keys = Keys::load(&*store).await?;
+        let metrics = Arc::new(Metrics::new());
+        let mailer = mailer_for(&config.mail)?;
+        let outbox = Outbox::start(mailer.clone(), metrics.clone(), config.mail.timeout);
+        let sites = config
+            .sites
+            .iter()
+            .map(|s| SiteRt {
+                session_cookie: cookies::session_name(&config, s),
+                pending_cookie: cookies::pending_name(s),
+                site: s.clone(),
+                next_upstream: AtomicUsize::new(0),
+            })
+            .collect();
+        let origins: Vec<&str> = config.sites.iter().map(|s| s.origin.as_str()).collect();
+        let csp = format!(
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; \
+             form-action 'self' {}; frame-ancestors 'none'; base-uri 'none'",
+            origins.join(" ")
+        );
+        Ok(Arc::new(App {
+            sessions: Sessions::new(config.session.clone(), store.clone(), clock.clone()),
+            email_limit: RateLimiter::new(config.rate_limit.window, config.rate_limit.per_email, clock.clone()),
+            client_limit: RateLimiter::new(config.rate_limit.window, config.rate_limit.per_client, clock.clone()),
+            config,
+            sites,
+            store,
+            keys,
+            clock,
+            metrics,
+            pages: Pages::new(),
+            mailer,
+            outbox,
+            csp,
+        }))
+    }
+
+    /// The site that answers `host` (a `Host` header value, port ignored).
+    pub fn site_for_host(&self, host: &str) -> Option<(usize, &SiteRt)> {
+        let name = strip_port(host);
+        self.sites
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.site.host.eq_ignore_ascii_case(name))
+    }
+
+    /// Delete expired pending logins and count the unconfirmed ones.
+    pub async fn sweep(&self) {
+        match self.store.sweep_pending(self.clock.now()).await {
+            Ok(n) => self.metrics.links_opened_unconfirmed.inc_by(n),
+            Err(e) => tracing::warn!(error = %e, "sweeping expired sign-ins failed"),
+        }
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+}

@@ -1,0 +1,134 @@
+//! The TOML file as written by an operator: serde structs and nothing else.
+//!
+//! Only `config::Config::load` sees these types; every other module works with
+//! the validated [`super::Config`]. Unknown keys are refused so that a typo is
+//! an error, not a silently ignored setting.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+    #[serde(default)]
+    pub session: SessionFile,
+    #[serde(default)]
+    pub magic_link: MagicLinkFile,
+    #[serde(default)]
+    pub store: StoreFile,
+    #[serde(default)]
+    pub mail: MailFile,
+    #[serde(default)]
+    pub users: UsersFile,
+    #[serde(default)]
+    pub rate_limit: RateLimitFile,
+    #[serde(default)]
+    pub site: Vec<SiteFile>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub listen: Option<Vec<String>>,
+    pub admin_listen: Option<String>,
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub rp_id: Option<String>,
+    pub rp_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    pub cookie_name: Option<String>,
+    pub cookie_domain: Option<String>,
+    pub lifetime: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MagicLinkFile {
+    pub ttl: Option<String>,
+    pub code_attempts: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MailFile {
+    pub transport: Option<MailTransportFile>,
+    pub from: Option<String>,
+    pub smtp_url: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MailTransportFile {
+    Smtp,
+    Console,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    pub signup: Option<SignupFile>,
+    pub signup_domains: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SignupFile {
+    Closed,
+    Domains,
+    Open,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub window: Option<String>,
+    pub per_email: Option<u32>,
+    pub per_client: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFile {
+    pub name: Option<String>,
+    pub public_url: Option<String>,
+    pub upstream: Option<Vec<String>>,
+    #[serde(default)]
+    pub public_paths: Vec<String>,
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+    #[serde(default)]
+    pub allow_emails: Vec<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    #[serde(default)]
+    pub headers: HeaderNamesFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderNamesFile {
+    pub user: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Option<String>,
+    pub auth_method: Option<String>,
+}

@@ -1,0 +1,554 @@
+//! The validated configuration: typed values built from the TOML file.
+//!
+//! `Config::load` reads a file, `Config::from_toml` parses text; both collect
+//! every problem as a [`ConfigError`] naming its key path (`site[0].upstream`)
+//! instead of stopping at the first. Nothing here touches the network, the
+//! store or the clock. The serde mirror of the file lives in `file.rs`.
+
+mod file;
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use file::{FileConfig, HeaderNamesFile, MailTransportFile, SignupFile, SiteFile};
+use url::Url;
+
+use crate::email::Email;
+
+/// One problem in a config file, named by its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a config file, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    pub threads: usize,
+    pub rp_id: String,
+    pub rp_name: String,
+    pub session: SessionConfig,
+    pub magic_link: MagicLinkConfig,
+    pub store: StoreConfig,
+    pub mail: MailConfig,
+    pub signup: Signup,
+    pub rate_limit: RateLimitConfig,
+    pub sites: Vec<Site>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: String,
+    pub cookie_domain: Option<String>,
+    pub lifetime: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MagicLinkConfig {
+    pub ttl: Duration,
+    pub code_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// SQLite database file; created with its folder if missing.
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Clone)]
+pub enum MailTransport {
+    /// Print the message on standard output (for trying Sesame out).
+    Console,
+    /// Send by SMTP; the URL carries TLS mode and credentials.
+    Smtp { url: String },
+}
+
+impl fmt::Debug for MailTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailTransport::Console => f.write_str("Console"),
+            // The URL may carry a password.
+            MailTransport::Smtp { url } => match Url::parse(url) {
+                Ok(u) => write!(
+                    f,
+                    "Smtp({}://{}:{})",
+                    u.scheme(),
+                    u.host_str().unwrap_or(""),
+                    u.port().map(|p| p.to_string()).unwrap_or_default()
+                ),
+                Err(_) => f.write_str("Smtp(<invalid>)"),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    pub from: lettre::message::Mailbox,
+    pub timeout: Duration,
+}
+
+/// Who may ask for a sign-in link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signup {
+    /// Only users added with `sesame user add`.
+    Closed,
+    /// Known users, and anyone whose address is in one of these domains.
+    Domains(Vec<String>),
+    /// Anyone with a valid address.
+    Open,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub window: Duration,
+    pub per_email: u32,
+    pub per_client: u32,
+}
+
+/// Names of the identity headers sent to one site's upstream.
+#[derive(Debug, Clone)]
+pub struct HeaderNames {
+    pub user: http::HeaderName,
+    pub email: http::HeaderName,
+    pub name: http::HeaderName,
+    pub groups: http::HeaderName,
+    pub auth_method: http::HeaderName,
+}
+
+impl HeaderNames {
+    pub fn all(&self) -> [&http::HeaderName; 5] {
+        [
+            &self.user,
+            &self.email,
+            &self.name,
+            &self.groups,
+            &self.auth_method,
+        ]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub public_url: Url,
+    /// `scheme://host[:port]`, as browsers send it in `Origin`.
+    pub origin: String,
+    /// Lower-case host name the site answers (port ignored).
+    pub host: String,
+    /// Cookies get `Secure` (everything but plain http on localhost).
+    pub secure: bool,
+    pub upstreams: Vec<SocketAddr>,
+    /// Normalised path prefixes that pass without a session.
+    pub public_paths: Vec<String>,
+    pub allow_domains: Vec<String>,
+    pub allow_emails: Vec<Email>,
+    pub allow_groups: Vec<String>,
+    pub headers: HeaderNames,
+}
+
+impl Site {
+    /// True if the person may use this site (empty allow lists admit everyone signed in).
+    pub fn admits(&self, email: &Email, groups: &[String]) -> bool {
+        if self.allow_domains.is_empty() && self.allow_emails.is_empty() && self.allow_groups.is_empty() {
+            return true;
+        }
+        self.allow_emails.iter().any(|e| e == email)
+            || self.allow_domains.iter().any(|d| d == email.domain())
+            || groups.iter().any(|g| self.allow_groups.contains(g))
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: path.display().to_string(),
+                message: format!("cannot read config file: {e}"),
+            }])
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parse and validate config text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+        let de = toml::Deserializer::new(text);
+        let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = match e.path().to_string() {
+                p if p == "." || p.is_empty() => "config".to_string(),
+                p => p,
+            };
+            ConfigErrors(vec![ConfigError {
+                path,
+                message: e.inner().message().trim().to_string(),
+            }])
+        })?;
+        let mut v = Validator::default();
+        let config = v.config(file);
+        match config {
+            Some(c) if v.errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(v.errors)),
+        }
+    }
+
+    pub fn site_by_host(&self, host: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.host == host)
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, value: Option<String>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => match humantime::parse_duration(&s) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.err(path, "must be longer than zero");
+                    default
+                }
+                Err(e) => {
+                    self.err(path, format!("invalid duration {s:?} ({e}); use e.g. \"15m\" or \"12h\""));
+                    default
+                }
+            },
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Some(a);
+        }
+        match s.to_socket_addrs().map(|mut it| it.next()) {
+            Ok(Some(a)) => Some(a),
+            _ => {
+                self.err(path, format!("{s:?} is not an address of the form host:port"));
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, f: FileConfig) -> Option<Config> {
+        let listen_raw = f.server.listen.unwrap_or_else(|| vec!["0.0.0.0:8080".into()]);
+        if listen_raw.is_empty() {
+            self.err("server.listen", "needs at least one address");
+        }
+        let listen: Vec<SocketAddr> = listen_raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| self.socket_addr(&format!("server.listen[{i}]"), a))
+            .collect();
+        let admin_listen = self.socket_addr(
+            "server.admin_listen",
+            f.server.admin_listen.as_deref().unwrap_or("127.0.0.1:9090"),
+        );
+        let threads = match f.server.threads {
+            Some(0) => {
+                self.err("server.threads", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+
+        let session = self.session(f.session);
+        let magic_link = MagicLinkConfig {
+            ttl: self.duration("magic_link.ttl", f.magic_link.ttl, Duration::from_secs(15 * 60)),
+            code_attempts: match f.magic_link.code_attempts {
+                Some(0) => {
+                    self.err("magic_link.code_attempts", "must be at least 1");
+                    5
+                }
+                Some(n) => n,
+                None => 5,
+            },
+        };
+        let store = self.store(f.store.url.as_deref());
+        let mail = self.mail(f.mail);
+        let signup = self.signup(f.users);
+        let rate_limit = RateLimitConfig {
+            window: self.duration("rate_limit.window", f.rate_limit.window, Duration::from_secs(15 * 60)),
+            per_email: f.rate_limit.per_email.unwrap_or(5),
+            per_client: f.rate_limit.per_client.unwrap_or(30),
+        };
+
+        if f.site.is_empty() {
+            self.err("site", "at least one [[site]] is needed");
+        }
+        let mut sites = Vec::new();
+        for (i, s) in f.site.into_iter().enumerate() {
+            if let Some(site) = self.site(i, s, session.cookie_domain.as_deref()) {
+                if let Some(other) = sites.iter().position(|o: &Site| o.host == site.host) {
+                    self.err(
+                        format!("site[{i}].public_url"),
+                        format!("host {} is already used by site[{other}]", site.host),
+                    );
+                }
+                sites.push(site);
+            }
+        }
+        let rp_id = f
+            .auth
+            .rp_id
+            .or_else(|| sites.first().map(|s| s.host.clone()))
+            .unwrap_or_default();
+        let rp_name = f.auth.rp_name.unwrap_or_else(|| "Sesame".into());
+
+        Some(Config {
+            listen,
+            admin_listen: admin_listen?,
+            threads,
+            rp_id,
+            rp_name,
+            session,
+            magic_link,
+            store: store?,
+            mail: mail?,
+            signup,
+            rate_limit,
+            sites,
+        })
+    }
+
+    fn session(&mut self, s: file::SessionFile) -> SessionConfig {
+        let cookie_name = s.cookie_name.unwrap_or_else(|| "sesame".into());
+        if cookie_name.is_empty()
+            || !cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            self.err("session.cookie_name", "use only letters, digits, '_' and '-'");
+        }
+        let cookie_domain = s.cookie_domain.map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+        if let Some(d) = &cookie_domain {
+            if d.is_empty() || !d.contains('.') || d.contains('/') {
+                self.err("session.cookie_domain", "must be a domain name such as example.com");
+            }
+        }
+        SessionConfig {
+            cookie_name,
+            cookie_domain,
+            lifetime: self.duration("session.lifetime", s.lifetime, Duration::from_secs(12 * 3600)),
+            idle_timeout: self.duration("session.idle_timeout", s.idle_timeout, Duration::from_secs(2 * 3600)),
+        }
+    }
+
+    fn store(&mut self, url: Option<&str>) -> Option<StoreConfig> {
+        let url = url.unwrap_or("sqlite:///var/lib/sesame/sesame.db");
+        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let path = rest.split('?').next().unwrap_or("");
+            if path.is_empty() {
+                self.err("store.url", "sqlite URL needs a file path, e.g. sqlite:///var/lib/sesame/sesame.db");
+                return None;
+            }
+            return Some(StoreConfig::Sqlite { path: PathBuf::from(path) });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            self.err("store.url", "the PostgreSQL store is not available in this version; use sqlite://PATH");
+        } else {
+            self.err("store.url", "must start with sqlite://");
+        }
+        None
+    }
+
+    fn mail(&mut self, m: file::MailFile) -> Option<MailConfig> {
+        let transport = match m.transport.unwrap_or(MailTransportFile::Smtp) {
+            MailTransportFile::Console => MailTransport::Console,
+            MailTransportFile::Smtp => {
+                let url = m.smtp_url.unwrap_or_else(|| "smtp://127.0.0.1:25".into());
+                match Url::parse(&url) {
+                    Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {}
+                    Ok(_) => self.err(
+                        "mail.smtp_url",
+                        "must be smtp://host[:port] (STARTTLS with ?tls=required) or smtps://host[:port]",
+                    ),
+                    Err(e) => self.err("mail.smtp_url", format!("not a URL: {e}")),
+                }
+                MailTransport::Smtp { url }
+            }
+        };
+        let from_raw = m.from.unwrap_or_else(|| "Sesame <login@localhost>".into());
+        let from = match from_raw.parse::<lettre::message::Mailbox>() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.err("mail.from", format!("not a mailbox ({e}); use e.g. \"Example login <login@example.com>\""));
+                None
+            }
+        };
+        let timeout = self.duration("mail.timeout", m.timeout, Duration::from_secs(10));
+        Some(MailConfig {
+            transport,
+            from: from?,
+            timeout,
+        })
+    }
+
+    fn signup(&mut self, u: file::UsersFile) -> Signup {
+        let domains: Vec<String> = u
+            .signup_domains
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+            .collect();
+        match u.signup.unwrap_or(SignupFile::Closed) {
+            SignupFile::Closed => Signup::Closed,
+            SignupFile::Open => Signup::Open,
+            SignupFile::Domains => {
+                if domains.is_empty() {
+                    self.err("users.signup_domains", "signup = \"domains\" needs at least one domain");
+                }
+                Signup::Domains(domains)
+            }
+        }
+    }
+
+    fn site(&mut self, i: usize, s: SiteFile, cookie_domain: Option<&str>) -> Option<Site> {
+        let p = |k: &str| format!("site[{i}].{k}");
+        let name = s.name.unwrap_or_else(|| format!("site{i}"));
+        let Some(raw_url) = s.public_url else {
+            self.err(p("public_url"), "is required, e.g. \"https://wiki.example.com\"");
+            return None;
+        };
+        let public_url = match Url::parse(&raw_url) {
+            Ok(u) => u,
+            Err(e) => {
+                self.err(p("public_url"), format!("not a URL: {e}"));
+                return None;
+            }
+        };
+        let host = public_url.host_str().unwrap_or("").to_ascii_lowercase();
+        let is_local = host == "localhost" || host == "127.0.0.1" || host == "[::1]";
+        match public_url.scheme() {
+            "https" => {}
+            "http" if is_local => {}
+            "http" => self.err(p("public_url"), "must be https unless the host is localhost"),
+            _ => self.err(p("public_url"), "must be an http(s) URL"),
+        }
+        if host.is_empty() {
+            self.err(p("public_url"), "has no host");
+        }
+        if public_url.path() != "/" || public_url.query().is_some() {
+            self.err(p("public_url"), "must be an origin without a path, e.g. https://wiki.example.com");
+        }
+        if let Some(d) = cookie_domain {
+            if host != d && !host.ends_with(&format!(".{d}")) {
+                self.err(p("public_url"), format!("host {host} is not under session.cookie_domain {d}"));
+            }
+        }
+        let origin = public_url.origin().ascii_serialization();
+
+        let upstreams: Vec<SocketAddr> = match s.upstream {
+            None => {
+                self.err(p("upstream"), "is required, e.g. [\"127.0.0.1:3000\"]");
+                vec![]
+            }
+            Some(list) if list.is_empty() => {
+                self.err(p("upstream"), "needs at least one address");
+                vec![]
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(j, a)| self.socket_addr(&format!("site[{i}].upstream[{j}]"), a))
+                .collect(),
+        };
+
+        let mut public_paths = Vec::new();
+        for (j, raw) in s.public_paths.iter().enumerate() {
+            match crate::path::normalize(raw) {
+                Ok(n) if raw.starts_with('/') => public_paths.push(n),
+                _ => self.err(format!("site[{i}].public_paths[{j}]"), "must be an absolute path such as /health"),
+            }
+        }
+        let allow_domains = s
+            .allow_domains
+            .iter()
+            .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+            .collect();
+        let mut allow_emails = Vec::new();
+        for (j, e) in s.allow_emails.iter().enumerate() {
+            match Email::parse(e) {
+                Ok(e) => allow_emails.push(e),
+                Err(err) => self.err(format!("site[{i}].allow_emails[{j}]"), err.to_string()),
+            }
+        }
+        let headers = self.header_names(i, s.headers);
+        Some(Site {
+            name,
+            secure: public_url.scheme() == "https" || !is_local,
+            public_url,
+            origin,
+            host,
+            upstreams,
+            public_paths,
+            allow_domains,
+            allow_emails,
+            allow_groups: s.allow_groups,
+            headers,
+        })
+    }
+
+    fn header_names(&mut self, i: usize, h: HeaderNamesFile) -> HeaderNames {
+        let mut one = |key: &str, v: Option<String>, default: &'static str| -> http::HeaderName {
+            match v {
+                None => http::HeaderName::from_static(default),
+                Some(s) => match http::HeaderName::from_bytes(s.as_bytes()) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.err(format!("site[{i}].headers.{key}"), format!("{s:?} is not a header name"));
+                        http::HeaderName::from_static(default)
+                    }
+                },
+            }
+        };
+        HeaderNames {
+            user: one("user", h.user, "remote-user"),
+            email: one("email", h.email, "remote-email"),
+            name: one("name", h.name, "remote-name"),
+            groups: one("groups", h.groups, "remote-groups"),
+            auth_method: one("auth_method", h.auth_method, "sesame-auth-method"),
+        }
+    }
+}

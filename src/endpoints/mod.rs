@@ -1,0 +1,189 @@
+//! Sesame's own endpoints under `/.sesame/`, as plain functions from a
+//! [`Req`] to a [`Resp`], so they can be tested without Pingora.
+//!
+//! This module routes and maps errors to pages or JSON; the sign-in logic is
+//! in `login.rs` (crate root) and the handlers in `signin.rs`.
+
+mod signin;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use serde::Serialize;
+
+use crate::app::{App, SiteRt};
+use crate::pages::STATIC;
+use crate::session::cookies;
+
+/// Requests to Sesame's endpoints may not carry more than this in their body.
+pub const MAX_BODY: usize = 16 * 1024;
+/// ... or in their headers.
+pub const MAX_HEADERS: usize = 16 * 1024;
+
+pub struct Req<'a> {
+    pub method: &'a Method,
+    /// Path below `/.sesame`, e.g. `/login`.
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: Bytes,
+    pub client_ip: IpAddr,
+    pub site_index: usize,
+    pub site: &'a SiteRt,
+}
+
+impl Req<'_> {
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    pub fn form_param(&self, key: &str) -> Option<String> {
+        form_urlencoded::parse(&self.body)
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The value of cookie `name`, from any `Cookie` header.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| cookies::find(v, name))
+    }
+
+    /// False for a state-changing request that a browser sent from another site.
+    pub fn same_origin(&self) -> bool {
+        let origin = &self.site.site.origin;
+        if let Some(o) = self.headers.get(header::ORIGIN) {
+            return o.as_bytes() == origin.as_bytes();
+        }
+        if let Some(s) = self.headers.get("sec-fetch-site") {
+            return matches!(s.as_bytes(), b"same-origin" | b"none");
+        }
+        if let Some(r) = self.headers.get(header::REFERER).and_then(|r| r.to_str().ok()) {
+            return url::Url::parse(r).map(|u| u.origin().ascii_serialization() == *origin).unwrap_or(false);
+        }
+        // No browser sends a cross-site POST without Origin; other clients cannot be forged.
+        true
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+        Resp {
+            status,
+            headers: vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            body: body.into(),
+        }
+    }
+
+    /// One of Sesame's own pages: never cached, never framed, no inline script.
+    pub fn page(app: &App, status: u16, html: String) -> Resp {
+        let mut r = Resp::new(status, "text/html; charset=utf-8", html);
+        r.no_store();
+        if let Ok(v) = HeaderValue::from_str(&app.csp) {
+            r.headers.push((header::CONTENT_SECURITY_POLICY, v));
+        }
+        r.headers.push((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
+        r.headers.push((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")));
+        r
+    }
+
+    pub fn json<T: Serialize>(status: u16, value: &T) -> Resp {
+        let mut r = Resp::new(status, "application/json", serde_json::to_vec(value).unwrap_or_default());
+        r.no_store();
+        r
+    }
+
+    pub fn redirect(status: u16, location: &str) -> Resp {
+        let mut r = Resp::new(status, "text/plain; charset=utf-8", "");
+        if let Ok(v) = HeaderValue::from_str(location) {
+            r.headers.push((header::LOCATION, v));
+        }
+        r.no_store();
+        r
+    }
+
+    fn no_store(&mut self) {
+        self.headers.push((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        self.headers.push((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
+    }
+
+    pub fn header(mut self, name: HeaderName, value: &str) -> Resp {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    pub fn cookie(self, set_cookie: String) -> Resp {
+        self.header(header::SET_COOKIE, &set_cookie)
+    }
+}
+
+#[derive(Serialize)]
+pub struct ErrorPage<'a> {
+    pub site_name: &'a str,
+    pub title: &'a str,
+    pub message: &'a str,
+    pub offer_new_link: bool,
+    pub rd: &'a str,
+    pub retry_after: Option<u64>,
+}
+
+pub fn error_page(app: &App, req: &Req, status: u16, title: &str, message: &str, offer_new_link: bool) -> Resp {
+    let html = app.pages.render(
+        "error.html",
+        &ErrorPage {
+            site_name: &req.site.site.name,
+            title,
+            message,
+            offer_new_link,
+            rd: "",
+            retry_after: None,
+        },
+    );
+    Resp::page(app, status, html)
+}
+
+/// Answer a request to `/.sesame/*`.
+pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
+    let m = req.method;
+    match req.path {
+        "/login" if m == Method::GET => signin::login_page(app, &req),
+        "/login" if m == Method::POST => signin::request_link(app, &req).await,
+        "/magic" if m == Method::GET => signin::confirm_page(app, &req).await,
+        "/magic" if m == Method::POST => signin::consume_link(app, &req).await,
+        "/code" if m == Method::POST => signin::consume_code(app, &req).await,
+        "/logout" if m == Method::POST => signin::logout(app, &req).await,
+        "/whoami" if m == Method::GET => signin::whoami(app, &req).await,
+        p if p.starts_with("/static/") && m == Method::GET => static_asset(&p["/static/".len()..]),
+        "/login" | "/magic" | "/code" | "/logout" | "/whoami" => {
+            error_page(app, &req, 405, "Method not allowed", "This address does not accept that kind of request.", false)
+        }
+        _ => error_page(app, &req, 404, "Not found", "There is no such page.", false),
+    }
+}
+
+fn static_asset(name: &str) -> Resp {
+    match STATIC.iter().find(|(n, _, _)| *n == name) {
+        Some((_, ct, body)) => {
+            let mut r = Resp::new(200, ct, Bytes::from_static(body.as_bytes()));
+            r.headers.push((header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")));
+            r.headers.push((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
+            r
+        }
+        None => Resp::new(404, "text/plain; charset=utf-8", "not found"),
+    }
+}

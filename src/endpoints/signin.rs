@@ -1,0 +1,327 @@
+//! Handlers of the magic-link and code sign-in pages, sign-out and whoami.
+
+use std::sync::Arc;
+
+use http::header;
+use serde::Serialize;
+use serde_json::json;
+
+use super::{error_page, ErrorPage, Req, Resp};
+use crate::app::App;
+use crate::email::Email;
+use crate::login::{self, FinishError};
+use crate::magic_link::token::{self, TokenError};
+use crate::magic_link::{code_matches, Code};
+use crate::return_to::ReturnTo;
+use crate::session::{cookies, LiveSession, NewSession};
+use crate::store::{AuthMethod, PendingLogin};
+
+#[derive(Serialize)]
+struct LoginPage<'a> {
+    site_name: &'a str,
+    rd: &'a str,
+    error: Option<&'a str>,
+    email: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct CheckEmailPage<'a> {
+    site_name: &'a str,
+    email: &'a str,
+    ttl_minutes: u64,
+    rd: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ConfirmPage<'a> {
+    site_name: &'a str,
+    token: &'a str,
+    masked_email: &'a str,
+    auto: bool,
+}
+
+fn return_to(app: &App, req: &Req, raw: Option<String>) -> ReturnTo {
+    ReturnTo::parse(raw.as_deref().unwrap_or(""), &req.site.site, &app.config.sites)
+}
+
+fn ttl_minutes(app: &App) -> u64 {
+    app.config.magic_link.ttl.as_secs().div_ceil(60)
+}
+
+pub fn login_page(app: &App, req: &Req) -> Resp {
+    let rd = return_to(app, req, req.query_param("rd"));
+    let html = app.pages.render(
+        "login.html",
+        &LoginPage { site_name: &req.site.site.name, rd: rd.as_str(), error: None, email: None },
+    );
+    Resp::page(app, 200, html)
+}
+
+fn cross_site(app: &App, req: &Req) -> Resp {
+    error_page(app, req, 403, "Request refused", "This form was sent from another site. Please go back and try again.", false)
+}
+
+fn rate_limited(app: &App, req: &Req, key: &str, wait: u64) -> Resp {
+    app.metrics.rate_limited.with_label_values(&[key]).inc();
+    tracing::info!(target: "sesame::audit", event = "rate_limited", key, client = %req.client_ip);
+    let html = app.pages.render(
+        "error.html",
+        &ErrorPage {
+            site_name: &req.site.site.name,
+            title: "Too many attempts",
+            message: "Too many sign-in links were asked for.",
+            offer_new_link: false,
+            rd: "",
+            retry_after: Some(wait),
+        },
+    );
+    Resp::page(app, 429, html).header(header::RETRY_AFTER, &wait.to_string())
+}
+
+/// POST /login: the same answer whether or not the address may sign in;
+/// the link (if any) is issued and mailed after the response.
+pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site(app, req);
+    }
+    let rd = return_to(app, req, req.form_param("rd"));
+    let raw = req.form_param("email").unwrap_or_default();
+    let email = match Email::parse(&raw) {
+        Ok(e) => e,
+        Err(e) => {
+            let msg = format!("Please check the address: {e}.");
+            let shown: String = raw.chars().filter(|c| !c.is_control()).take(254).collect();
+            let html = app.pages.render(
+                "login.html",
+                &LoginPage { site_name: &req.site.site.name, rd: rd.as_str(), error: Some(&msg), email: Some(&shown) },
+            );
+            return Resp::page(app, 400, html);
+        }
+    };
+    if let Err(wait) = app.client_limit.hit(&req.client_ip.to_string()) {
+        return rate_limited(app, req, "client", wait);
+    }
+    if let Err(wait) = app.email_limit.hit(email.as_str()) {
+        return rate_limited(app, req, "email", wait);
+    }
+    app.metrics.login_requests.inc();
+    let pending_id = login::new_pending_id();
+    let sealed = cookies::seal(&app.keys.cookie, &req.site.pending_cookie, &pending_id);
+    let max_age = app.config.magic_link.ttl.as_secs() as i64;
+    let pending_cookie = cookies::set(&app.config, &req.site.site, &req.site.pending_cookie, &sealed, max_age, false);
+    tokio::spawn(login::issue_link(app.clone(), req.site_index, email.clone(), rd.clone(), pending_id));
+    let html = app.pages.render(
+        "check_email.html",
+        &CheckEmailPage {
+            site_name: &req.site.site.name,
+            email: email.as_str(),
+            ttl_minutes: ttl_minutes(app),
+            rd: rd.as_str(),
+            error: None,
+        },
+    );
+    Resp::page(app, 200, html).cookie(pending_cookie)
+}
+
+fn link_refused(app: &App, req: &Req, e: &TokenError, method: &str) -> Resp {
+    match e {
+        TokenError::Invalid => {
+            app.metrics.verifications.with_label_values(&[method, "invalid"]).inc();
+            error_page(app, req, 400, "This link is not valid", "The sign-in link is damaged or not meant for this site. Ask for a new one.", true)
+        }
+        TokenError::Expired(_) => {
+            app.metrics.verifications.with_label_values(&[method, "expired"]).inc();
+            gone(app, req, method, "This link has expired", "Sign-in links work for a short time only. Ask for a new one.")
+        }
+    }
+}
+
+fn gone(app: &App, req: &Req, method: &str, title: &str, message: &str) -> Resp {
+    app.metrics.verifications.with_label_values(&[method, "gone"]).inc();
+    error_page(app, req, 410, title, message, true)
+}
+
+fn pending_id(app: &App, req: &Req) -> Option<String> {
+    let name = &req.site.pending_cookie;
+    cookies::open(&app.keys.cookie, name, req.cookie(name)?)
+}
+
+/// GET /magic: show the confirm page. Never consumes the token.
+pub async fn confirm_page(app: &App, req: &Req<'_>) -> Resp {
+    let raw = req.query_param("token").unwrap_or_default();
+    let claims = match token::verify(&app.keys, &raw, &req.site.site.origin, app.clock.now()) {
+        Ok(c) => c,
+        Err(e) => return link_refused(app, req, &e, "magic_link"),
+    };
+    match app.store.view_pending(&claims.jti).await {
+        Ok(Some(p)) if !p.consumed => {}
+        Ok(_) => return gone(app, req, "magic_link", "This link was already used", "Each sign-in link works once. Ask for a new one."),
+        Err(e) => return store_down(app, req, &e),
+    }
+    app.metrics.confirm_views.inc();
+    let auto = pending_id(app, req).is_some_and(|id| id == claims.jti);
+    let masked = Email::parse(&claims.sub).map(|e| e.masked()).unwrap_or_default();
+    let html = app.pages.render(
+        "confirm.html",
+        &ConfirmPage { site_name: &req.site.site.name, token: &raw, masked_email: &masked, auto },
+    );
+    Resp::page(app, 200, html)
+}
+
+fn store_down(app: &App, req: &Req, e: &dyn std::fmt::Display) -> Resp {
+    tracing::error!(error = %e, "store error during sign-in");
+    error_page(app, req, 503, "Please try again shortly", "Sign-in is unavailable for a moment. Nothing was lost; try again in a minute.", false)
+}
+
+/// POST /magic: consume the link and start a session.
+pub async fn consume_link(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site(app, req);
+    }
+    let raw = req.form_param("token").unwrap_or_default();
+    let claims = match token::verify(&app.keys, &raw, &req.site.site.origin, app.clock.now()) {
+        Ok(c) => c,
+        Err(e) => return link_refused(app, req, &e, "magic_link"),
+    };
+    let pending = match app.store.consume_pending(&claims.jti, app.clock.now()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return gone(app, req, "magic_link", "This link was already used", "Each sign-in link works once. Ask for a new one."),
+        Err(e) => return store_down(app, req, &e),
+    };
+    if pending.email.as_str() != claims.sub || pending.site != req.site.site.name {
+        app.metrics.verifications.with_label_values(&["magic_link", "invalid"]).inc();
+        return error_page(app, req, 400, "This link is not valid", "The sign-in link does not match. Ask for a new one.", true);
+    }
+    signed_in(app, req, &pending, AuthMethod::MagicLink).await
+}
+
+/// POST /code: the emailed code, only in the browser that asked for it.
+pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site(app, req);
+    }
+    let Some(id) = pending_id(app, req) else {
+        app.metrics.verifications.with_label_values(&["code", "no_pending"]).inc();
+        return error_page(
+            app,
+            req,
+            400,
+            "Use the link instead",
+            "A code works only in the browser where you asked for it. Open the link from the email, or ask for a new one here.",
+            true,
+        );
+    };
+    let Some(code) = Code::parse(&req.form_param("code").unwrap_or_default()) else {
+        app.metrics.verifications.with_label_values(&["code", "invalid"]).inc();
+        return error_page(app, req, 400, "That is not a code", "The code is the six digits in the email.", false);
+    };
+    let max = app.config.magic_link.code_attempts;
+    let pending = match app.store.attempt_code(&id, app.clock.now(), max).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return gone(
+                app,
+                req,
+                "code",
+                "This code no longer works",
+                "It expired, was already used, or too many wrong codes were tried. Ask for a new one.",
+            )
+        }
+        Err(e) => return store_down(app, req, &e),
+    };
+    if !code_matches(&app.keys, &id, &code, &pending.code_mac) {
+        app.metrics.verifications.with_label_values(&["code", "wrong"]).inc();
+        tracing::info!(target: "sesame::audit", event = "code_wrong", login = %id, attempts = pending.attempts);
+        let left = max.saturating_sub(pending.attempts);
+        let msg = format!("That code is not right. {left} attempt(s) left.");
+        let html = app.pages.render(
+            "check_email.html",
+            &CheckEmailPage {
+                site_name: &req.site.site.name,
+                email: pending.email.as_str(),
+                ttl_minutes: ttl_minutes(app),
+                rd: &pending.return_to,
+                error: Some(&msg),
+            },
+        );
+        return Resp::page(app, 400, html);
+    }
+    match app.store.consume_pending(&id, app.clock.now()).await {
+        Ok(Some(p)) => signed_in(app, req, &p, AuthMethod::Code).await,
+        Ok(None) => gone(app, req, "code", "This code was already used", "Each code works once. Ask for a new one."),
+        Err(e) => store_down(app, req, &e),
+    }
+}
+
+async fn signed_in(app: &App, req: &Req<'_>, pending: &PendingLogin, method: AuthMethod) -> Resp {
+    let (session, _user) = match login::finish(app, req.site, pending, method).await {
+        Ok(s) => s,
+        Err(FinishError::NotAllowed) => {
+            app.metrics.verifications.with_label_values(&[method.as_str(), "not_allowed"]).inc();
+            return error_page(app, req, 403, "Sign-in not allowed", "This address may not sign in here.", false);
+        }
+        Err(FinishError::Store(e)) => return store_down(app, req, &e),
+    };
+    app.metrics.verifications.with_label_values(&[method.as_str(), "ok"]).inc();
+    session_response(app, req, &session, &pending.return_to)
+}
+
+fn session_response(app: &App, req: &Req, session: &NewSession, to: &str) -> Resp {
+    let site = &req.site.site;
+    let sealed = cookies::seal(&app.keys.cookie, &req.site.session_cookie, &session.cookie_plain);
+    let max_age = session.record.expires_at - app.clock.now();
+    Resp::redirect(303, to)
+        .cookie(cookies::set(&app.config, site, &req.site.session_cookie, &sealed, max_age, true))
+        .cookie(cookies::clear(&app.config, site, &req.site.pending_cookie, false))
+}
+
+/// The live session of this request, if any.
+pub async fn current_session(app: &App, req: &Req<'_>) -> Option<(String, Arc<LiveSession>)> {
+    let name = &req.site.session_cookie;
+    let plain = cookies::open(&app.keys.cookie, name, req.cookie(name)?)?;
+    let live = app.sessions.check(&plain).await.ok()?;
+    Some((plain, live))
+}
+
+/// POST /logout: revoke the session in the store, so a replayed cookie is refused.
+pub async fn logout(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site(app, req);
+    }
+    if let Some(plain) = req
+        .cookie(&req.site.session_cookie)
+        .and_then(|v| cookies::open(&app.keys.cookie, &req.site.session_cookie, v))
+    {
+        match app.sessions.revoke(&plain).await {
+            Ok(Some(record)) => {
+                app.metrics.sessions_revoked.inc();
+                tracing::info!(target: "sesame::audit", event = "session_revoked", email = %record.email, session = &record.id_hash[..16], reason = "logout");
+            }
+            Ok(None) => {}
+            Err(e) => return store_down(app, req, &e),
+        }
+    }
+    Resp::redirect(303, "/.sesame/login").cookie(cookies::clear(&app.config, &req.site.site, &req.site.session_cookie, true))
+}
+
+/// GET /whoami: the identity of this session, as JSON.
+pub async fn whoami(app: &App, req: &Req<'_>) -> Resp {
+    match current_session(app, req).await {
+        Some((_, live)) => {
+            let r = &live.record;
+            Resp::json(
+                200,
+                &json!({
+                    "user": r.user_id,
+                    "email": r.email.as_str(),
+                    "name": r.name,
+                    "groups": r.groups,
+                    "auth_method": r.auth_method.as_str(),
+                    "expires_at": r.expires_at,
+                }),
+            )
+        }
+        None => Resp::json(401, &json!({"error": "unauthenticated", "login_url": format!("{}.sesame/login", req.site.site.public_url)})),
+    }
+}

@@ -1,0 +1,242 @@
+//! The Pingora `ProxyHttp` implementation. Each phase only dispatches: to
+//! `endpoints` for `/.sesame/*`, to `policy` for everything else, and to
+//! `headers` for what the upstream receives.
+
+mod headers;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::json;
+
+use crate::app::App;
+use crate::endpoints::{self, Req, Resp, MAX_BODY, MAX_HEADERS};
+use crate::policy::{self, Decision};
+use crate::session::LiveSession;
+
+pub struct Gateway {
+    pub app: Arc<App>,
+}
+
+#[derive(Default)]
+pub struct Ctx {
+    site: Option<usize>,
+    identity: Option<Arc<LiveSession>>,
+    outcome: &'static str,
+}
+
+const PREFIX: &str = "/.sesame";
+
+fn client_ip(session: &Session) -> IpAddr {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+fn headers_size(req: &RequestHeader) -> usize {
+    req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + req.uri.to_string().len()
+}
+
+async fn write(session: &mut Session, resp: Resp) -> Result<()> {
+    let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 1))?;
+    for (k, v) in resp.headers {
+        h.append_header(k, v)?;
+    }
+    h.insert_header(header::CONTENT_LENGTH, resp.body.len())?;
+    let has_body = !resp.body.is_empty();
+    session.write_response_header(Box::new(h), !has_body).await?;
+    if has_body {
+        session.write_response_body(Some(resp.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Read a request body of at most `MAX_BODY` bytes; `None` if it is larger.
+async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(body)))
+}
+
+impl Gateway {
+    async fn endpoint(&self, session: &mut Session, site_index: usize) -> Result<()> {
+        let app = &self.app;
+        let site = &app.sites[site_index];
+        if headers_size(session.req_header()) > MAX_HEADERS {
+            return write(session, Resp::new(431, "text/plain; charset=utf-8", "request headers too large")).await;
+        }
+        let body = match read_body(session).await? {
+            Some(b) => b,
+            None => return write(session, Resp::new(413, "text/plain; charset=utf-8", "request body too large")).await,
+        };
+        let client_ip = client_ip(session);
+        let req_header = session.req_header();
+        let path = req_header.uri.path();
+        let req = Req {
+            method: &req_header.method,
+            path: &path[PREFIX.len()..],
+            query: req_header.uri.query().unwrap_or(""),
+            headers: &req_header.headers,
+            body,
+            client_ip,
+            site_index,
+            site,
+        };
+        let resp = endpoints::handle(app, req).await;
+        write(session, resp).await
+    }
+
+    /// 302 to the login page for a browser navigation, 401 JSON otherwise.
+    fn login_response(&self, session: &Session, site_index: usize) -> Resp {
+        let site = &self.app.sites[site_index].site;
+        let req = session.req_header();
+        let original = match req.uri.path_and_query() {
+            Some(pq) => format!("{}{}", site.origin, pq.as_str()),
+            None => site.origin.clone(),
+        };
+        let mut login = site.public_url.clone();
+        login.set_path("/.sesame/login");
+        login.query_pairs_mut().append_pair("rd", &original);
+        let is_navigation = req.method == Method::GET
+            && req
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"));
+        if is_navigation {
+            Resp::redirect(302, login.as_str())
+        } else {
+            Resp::json(401, &json!({"error": "unauthenticated", "login_url": login.as_str()}))
+                .header(header::WWW_AUTHENTICATE, "Sesame")
+        }
+    }
+
+    fn denied_response(&self, site_index: usize, live: &LiveSession) -> Resp {
+        let app = &self.app;
+        let site = &app.sites[site_index].site;
+        let html = app.pages.render(
+            "error.html",
+            &endpoints::ErrorPage {
+                site_name: &site.name,
+                title: "No access",
+                message: &format!(
+                    "You are signed in as {}, who may not use {}. Sign out to switch account.",
+                    live.record.email, site.name
+                ),
+                offer_new_link: true,
+                rd: "",
+                retry_after: None,
+            },
+        );
+        Resp::page(app, 403, html)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    /// Classify and decide. `Ok(true)`: Sesame answered (endpoint, login,
+    /// refusal) and nothing is proxied. `Ok(false)`: proxy, with `ctx`
+    /// holding the identity (if any). `Err`: the connection failed.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let started = Instant::now();
+        let Some((site_index, site)) = request_host(session.req_header()).and_then(|h| self.app.site_for_host(h)) else {
+            ctx.outcome = "unknown_site";
+            write(session, Resp::new(404, "text/plain; charset=utf-8", "no site is configured for this host")).await?;
+            return Ok(true);
+        };
+        ctx.site = Some(site_index);
+        let path = session.req_header().uri.path();
+        if path == PREFIX || path.starts_with("/.sesame/") {
+            ctx.outcome = "endpoint";
+            self.endpoint(session, site_index).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        let cookie = policy::session_cookie(site, req.headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()));
+        let decision = policy::decide(&self.app, site, req.uri.path(), cookie).await;
+        self.app.metrics.auth_check_seconds.observe(started.elapsed().as_secs_f64());
+        ctx.outcome = decision.outcome();
+        let resp = match decision {
+            Decision::Allow(live) => {
+                ctx.identity = Some(live);
+                return Ok(false);
+            }
+            Decision::Public => return Ok(false),
+            Decision::Login => {
+                let r = self.login_response(session, site_index);
+                if r.status == 302 {
+                    ctx.outcome = "login_redirect";
+                }
+                r
+            }
+            Decision::Deny(live) => self.denied_response(site_index, &live),
+            Decision::BadPath => Resp::new(400, "text/plain; charset=utf-8", "ambiguous path encoding"),
+        };
+        write(session, resp).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(i) = ctx.site else {
+            return Error::e_explain(ErrorType::InternalError, "no site chosen");
+        };
+        Ok(Box::new(HttpPeer::new(self.app.sites[i].upstream(), false, String::new())))
+    }
+
+    /// Strip anything identity-like the client sent, add the real identity.
+    async fn upstream_request_filter(&self, session: &mut Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        let Some(i) = ctx.site else { return Ok(()) };
+        let site = &self.app.sites[i];
+        headers::strip(up, site);
+        if let Some(live) = &ctx.identity {
+            headers::inject(up, site, live);
+        }
+        let ip = client_ip(session).to_string();
+        up.insert_header("x-forwarded-for", ip)?;
+        up.insert_header("x-forwarded-proto", site.site.public_url.scheme())?;
+        up.insert_header("x-forwarded-host", site.site.host.as_str())?;
+        Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let site = ctx.site.map(|i| self.app.sites[i].site.name.as_str()).unwrap_or("-");
+        let outcome = if ctx.outcome.is_empty() { "error" } else { ctx.outcome };
+        self.app.metrics.requests.with_label_values(&[site, outcome]).inc();
+    }
+}

@@ -1,0 +1,224 @@
+//! Sesame: a passwordless authentication gateway on Pingora.
+//!
+//! This crate root assembles servers from a validated [`config::Config`]:
+//! [`run`] for the `sesame run` / `sesame demo` commands (blocks until a
+//! signal), [`start`] for tests and embedding (returns a handle that stops
+//! it). Both use the same path, so tests exercise what operators run.
+
+pub mod admin;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod demo_app;
+pub mod email;
+pub mod endpoints;
+pub mod gateway;
+pub mod keys;
+pub mod login;
+pub mod magic_link;
+pub mod mail;
+pub mod metrics;
+pub mod pages;
+pub mod path;
+pub mod policy;
+pub mod ratelimit;
+pub mod return_to;
+pub mod session;
+pub mod store;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::config::Config;
+
+/// What to run besides the gateway.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub clock: Clock,
+    /// Also serve the built-in demo app on this address.
+    pub demo_app: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("cannot start: {0}")]
+    Build(#[from] app::BuildError),
+    #[error("cannot start the background runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A gateway running in this process.
+pub struct Running {
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop listening and wait until the server has shut down.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Prepared {
+    server: Server,
+    app: Arc<App>,
+    background: tokio::runtime::Runtime,
+}
+
+fn check_free(addr: SocketAddr) -> Result<(), StartError> {
+    TcpListener::bind(addr).map(drop).map_err(|error| StartError::Listen { addr, error })
+}
+
+fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
+    let mut addrs: Vec<SocketAddr> = config.listen.clone();
+    addrs.push(config.admin_listen);
+    addrs.extend(opts.demo_app);
+    for a in addrs {
+        check_free(a)?;
+    }
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sesame-bg")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let app = background.block_on(App::build(config, opts.clock.clone()))?;
+    {
+        let app = app.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                app.sweep().await;
+            }
+        });
+    }
+
+    let conf = ServerConf {
+        threads: app.config.threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway::Gateway { app: app.clone() },
+        "sesame gateway",
+    );
+    for a in &app.config.listen {
+        proxy.add_tcp(&a.to_string());
+    }
+    server.add_service(proxy);
+
+    let mut admin = Service::new("sesame admin".to_string(), admin::Admin { app: app.clone() });
+    admin.add_tcp(&app.config.admin_listen.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    if let Some(addr) = opts.demo_app {
+        let mut demo = Service::new("sesame demo app".to_string(), demo_app::DemoApp);
+        demo.add_tcp(&addr.to_string());
+        demo.threads = Some(1);
+        server.add_service(demo);
+    }
+    Ok(Prepared { server, app, background })
+}
+
+/// Shuts the server down when the watch turns true, or on SIGTERM (graceful)
+/// and SIGINT (fast) when `signals` is set.
+struct Shutdown {
+    rx: watch::Receiver<bool>,
+    signals: bool,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Shutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.rx.clone();
+        if !self.signals {
+            let _ = rx.wait_for(|stop| *stop).await;
+            return ShutdownSignal::FastShutdown;
+        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let _ = rx.wait_for(|stop| *stop).await;
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = rx.wait_for(|stop| *stop) => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// Run until SIGTERM (graceful) or SIGINT. Call from `main`, outside any
+/// tokio runtime: Pingora runs its own.
+pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
+    let Prepared { server, app, background } = prepare(config, &opts)?;
+    tracing::info!(
+        listen = ?app.config.listen,
+        admin = %app.config.admin_listen,
+        sites = app.sites.len(),
+        "sesame is running"
+    );
+    let (_tx, rx) = watch::channel(false);
+    server.run(RunArgs { shutdown_signal: Box::new(Shutdown { rx, signals: true }) });
+    background.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// Start in a background thread; returns once the listeners accept connections.
+pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
+    let listen = config.listen.clone();
+    let Prepared { server, app, background } = prepare(config, &opts)?;
+    let (tx, rx) = watch::channel(false);
+    let thread = std::thread::spawn(move || {
+        server.run(RunArgs { shutdown_signal: Box::new(Shutdown { rx, signals: false }) });
+        background.shutdown_timeout(Duration::from_secs(2));
+    });
+    for a in listen {
+        let mut up = false;
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(a).is_ok() {
+                up = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !up {
+            tracing::warn!(addr = %a, "listener did not come up within 5 s");
+        }
+    }
+    Ok(Running { app, stop: tx, thread: Some(thread) })
+}

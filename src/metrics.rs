@@ -1,0 +1,91 @@
+//! Every Prometheus metric Sesame exports, in one place. Served on the admin
+//! listener as `/metrics`; all names start with `sesame_`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Proxied and intercepted requests by site and outcome
+    /// (`allowed`, `public`, `login_redirect`, `unauthenticated`, `denied`, `endpoint`).
+    pub requests: IntCounterVec,
+    pub auth_check_seconds: Histogram,
+    pub mail_sent: IntCounter,
+    pub mail_failed: IntCounter,
+    /// Link and code verifications by method and result.
+    pub verifications: IntCounterVec,
+    pub sessions_created: IntCounter,
+    pub sessions_revoked: IntCounter,
+    /// Requests refused by a rate limit, by what was limited (`email`, `client`).
+    pub rate_limited: IntCounterVec,
+    pub confirm_views: IntCounter,
+    /// Confirm pages opened whose link expired unused: suspected mail-scanner hits.
+    pub links_opened_unconfirmed: IntCounter,
+    pub login_requests: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    registry.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+impl Metrics {
+    /// Build the metric set. The definitions are static, so the `expect`s
+    /// here can only fire on a programming error, never on input.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let auth_check_seconds = Histogram::with_opts(
+            HistogramOpts::new("sesame_auth_check_seconds", "Time to decide a protected request")
+                .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1]),
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(auth_check_seconds.clone()))
+            .expect("metric registered once");
+        Metrics {
+            requests: counter_vec(&registry, "sesame_requests_total", "Requests by site and outcome", &["site", "outcome"]),
+            auth_check_seconds,
+            mail_sent: counter(&registry, "sesame_magic_links_sent_total", "Sign-in emails handed to the mail server"),
+            mail_failed: counter(&registry, "sesame_magic_links_failed_total", "Sign-in emails that could not be sent"),
+            verifications: counter_vec(
+                &registry,
+                "sesame_verifications_total",
+                "Link and code verifications by method and result",
+                &["method", "result"],
+            ),
+            sessions_created: counter(&registry, "sesame_sessions_created_total", "Sessions created"),
+            sessions_revoked: counter(&registry, "sesame_sessions_revoked_total", "Sessions revoked"),
+            rate_limited: counter_vec(&registry, "sesame_rate_limited_total", "Requests refused by a rate limit", &["key"]),
+            confirm_views: counter(&registry, "sesame_magic_link_confirm_views_total", "Confirm pages shown"),
+            links_opened_unconfirmed: counter(
+                &registry,
+                "sesame_magic_links_opened_unconfirmed_total",
+                "Links whose confirm page was opened but that expired unused (suspected scanners)",
+            ),
+            login_requests: counter(&registry, "sesame_login_requests_total", "Sign-in links asked for"),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

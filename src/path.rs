@@ -1,0 +1,90 @@
+//! Request-path normalisation, so that path rules cannot be skipped by
+//! spelling a path differently (`/public/../admin`, `/%2e%2e/`, `//`).
+//!
+//! Matching is case-sensitive: `/Health` is not the public `/health`, which
+//! errs towards asking for a session. Query strings are never part of a path.
+
+use percent_encoding::percent_decode_str;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousPath;
+
+/// Decode percent-escapes once, merge duplicate slashes and resolve `.` and
+/// `..` segments. A path that is not valid UTF-8 after decoding, that holds a
+/// NUL or a backslash, or whose decoding still contains a `%`-escape
+/// (double encoding) is refused as ambiguous.
+pub fn normalize(raw: &str) -> Result<String, AmbiguousPath> {
+    let raw = raw.split(['?', '#']).next().unwrap_or("");
+    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| AmbiguousPath)?;
+    if decoded.contains(['\0', '\\']) || has_escape(&decoded) {
+        return Err(AmbiguousPath);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len() + 1);
+    for seg in &out {
+        path.push('/');
+        path.push_str(seg);
+    }
+    if path.is_empty() || (decoded.ends_with('/') && !out.is_empty()) {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+fn has_escape(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
+/// True if `path` (normalised) is `prefix` or lies below it.
+pub fn is_under(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let prefix = prefix.trim_end_matches('/');
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_dot_segments_and_slashes() {
+        assert_eq!(normalize("/public/../admin").unwrap(), "/admin");
+        assert_eq!(normalize("/public/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(normalize("/public/%2E%2E/admin").unwrap(), "/admin");
+        assert_eq!(normalize("//public//x").unwrap(), "/public/x");
+        assert_eq!(normalize("/a/./b/").unwrap(), "/a/b/");
+        assert_eq!(normalize("/../../").unwrap(), "/");
+        assert_eq!(normalize("/health?x=/../admin").unwrap(), "/health");
+    }
+
+    #[test]
+    fn refuses_ambiguous() {
+        assert!(normalize("/a%252e%252e/").is_err());
+        assert!(normalize("/a\\..\\b").is_err());
+        assert!(normalize("/a%5c..%5cb").is_err());
+        assert!(normalize("/a%00").is_err());
+        assert!(normalize("/a%ff").is_err());
+    }
+
+    #[test]
+    fn prefix_matches_at_segment_boundary() {
+        assert!(is_under("/health", "/health"));
+        assert!(is_under("/health/live", "/health"));
+        assert!(is_under("/static/x.css", "/static/"));
+        assert!(!is_under("/healthz", "/health"));
+        assert!(!is_under("/Health", "/health"));
+    }
+}

@@ -1,0 +1,182 @@
+//! Sessions: minting a new one at sign-in, checking one on every request,
+//! revoking one at sign-out.
+//!
+//! The per-request check opens the sealed cookie (symmetric AEAD only) and
+//! looks the session up in an in-memory cache; only a cache miss reaches the
+//! store. Cookie attributes live in `cookies.rs`; who may sign in is decided
+//! elsewhere.
+
+pub mod cookies;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::config::SessionConfig;
+use crate::keys::random_id;
+use crate::store::{AuthMethod, DynStore, SessionRecord, StoreResult, User};
+
+/// How often a session's last-seen time is written back to the store.
+const TOUCH_EVERY_SECS: i64 = 60;
+
+/// A live session as the hot path sees it.
+#[derive(Debug)]
+pub struct LiveSession {
+    pub record: SessionRecord,
+    /// Comma-joined groups, ready for the header.
+    pub groups_header: String,
+    last_seen: AtomicI64,
+    persisted_seen: AtomicI64,
+}
+
+/// Why a cookie did not yield a session (for metrics; all mean anonymous).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    Malformed,
+    Expired,
+    Revoked,
+    Idle,
+    Unknown,
+    StoreUnavailable,
+}
+
+pub struct Sessions {
+    config: SessionConfig,
+    store: DynStore,
+    clock: Clock,
+    cache: Cache<String, Arc<LiveSession>>,
+}
+
+/// A freshly minted session: its cookie plaintext and record.
+pub struct NewSession {
+    pub cookie_plain: String,
+    pub record: SessionRecord,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+pub fn hash_id(id: &str) -> String {
+    let digest = Sha256::digest(id.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Sessions {
+    pub fn new(config: SessionConfig, store: DynStore, clock: Clock) -> Sessions {
+        Sessions {
+            config,
+            store,
+            clock,
+            cache: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+        }
+    }
+
+    /// Create and store a new session with a new random id.
+    pub async fn create(&self, user: &User, method: AuthMethod) -> StoreResult<NewSession> {
+        let id = random_id(32);
+        let now = self.clock.now();
+        let expires_at = now + self.config.lifetime.as_secs() as i64;
+        let record = SessionRecord {
+            id_hash: hash_id(&id),
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            groups: user.groups.clone(),
+            auth_method: method,
+            created_at: now,
+            expires_at,
+            last_seen: now,
+            revoked: false,
+        };
+        self.store.create_session(&record).await?;
+        Ok(NewSession {
+            cookie_plain: format!("{id}.{expires_at}"),
+            record,
+        })
+    }
+
+    pub fn lifetime_secs(&self) -> i64 {
+        self.config.lifetime.as_secs() as i64
+    }
+
+    /// Check an opened cookie plaintext (`id.expires_at`).
+    pub async fn check(&self, plain: &str) -> Result<Arc<LiveSession>, Rejected> {
+        let (id, exp) = plain.split_once('.').ok_or(Rejected::Malformed)?;
+        let exp: i64 = exp.parse().map_err(|_| Rejected::Malformed)?;
+        let now = self.clock.now();
+        if exp <= now {
+            return Err(Rejected::Expired);
+        }
+        let live = match self.cache.get(id) {
+            Some(live) => live,
+            None => self.load(id).await?,
+        };
+        if live.record.revoked {
+            return Err(Rejected::Revoked);
+        }
+        if live.record.expires_at <= now {
+            return Err(Rejected::Expired);
+        }
+        let last = live.last_seen.load(Ordering::Relaxed);
+        if now - last > self.config.idle_timeout.as_secs() as i64 {
+            return Err(Rejected::Idle);
+        }
+        if now > last {
+            live.last_seen.fetch_max(now, Ordering::Relaxed);
+        }
+        if now - live.persisted_seen.load(Ordering::Relaxed) >= TOUCH_EVERY_SECS {
+            live.persisted_seen.store(now, Ordering::Relaxed);
+            let store = self.store.clone();
+            let id_hash = live.record.id_hash.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_session(&id_hash, now).await {
+                    tracing::warn!(error = %e, "could not record session activity");
+                }
+            });
+        }
+        Ok(live)
+    }
+
+    async fn load(&self, id: &str) -> Result<Arc<LiveSession>, Rejected> {
+        let record = match self.store.session(&hash_id(id)).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(Rejected::Unknown),
+            Err(e) => {
+                tracing::error!(error = %e, "session lookup failed");
+                return Err(Rejected::StoreUnavailable);
+            }
+        };
+        let live = Arc::new(LiveSession {
+            groups_header: record.groups.join(","),
+            last_seen: AtomicI64::new(record.last_seen),
+            persisted_seen: AtomicI64::new(record.last_seen),
+            record,
+        });
+        self.cache.insert(id.to_string(), live.clone());
+        Ok(live)
+    }
+
+    /// Revoke the session whose cookie plaintext this is; true if it was live.
+    pub async fn revoke(&self, plain: &str) -> StoreResult<Option<SessionRecord>> {
+        let Some((id, _)) = plain.split_once('.') else {
+            return Ok(None);
+        };
+        let id_hash = hash_id(id);
+        let revoked = self.store.revoke_session(&id_hash).await?;
+        let record = match self.cache.remove(id) {
+            Some(live) => Some(live.record.clone()),
+            None => self.store.session(&id_hash).await?,
+        };
+        Ok(record.filter(|_| revoked))
+    }
+}

@@ -1,0 +1,160 @@
+//! The `Store` trait: everything Sesame keeps beyond one request (users,
+//! sessions, pending logins, keys), behind one async interface.
+//!
+//! Callers never see SQL; implementations (today SQLite, `sqlite.rs`) make
+//! every single-use step atomic in the database itself, so that it also holds
+//! across processes. Caching is the caller's business, not the store's.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::StoreConfig;
+use crate::email::Email;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Exists,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Exists,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: Email,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// How a session was signed in; sent to apps as `Sesame-Auth-Method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    MagicLink,
+    Code,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::MagicLink => "magic_link",
+            AuthMethod::Code => "code",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AuthMethod> {
+        match s {
+            "magic_link" => Some(AuthMethod::MagicLink),
+            "code" => Some(AuthMethod::Code),
+            _ => None,
+        }
+    }
+}
+
+/// A server-side session. `id_hash` is SHA-256 of the session id, so a copy of
+/// the database does not hold live session ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub user_id: String,
+    pub email: Email,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    pub auth_method: AuthMethod,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_seen: i64,
+    pub revoked: bool,
+}
+
+/// A link-and-code sign-in that was asked for and not yet used.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingLogin {
+    /// Also the `jti` of the magic-link token.
+    pub id: String,
+    pub email: Email,
+    pub site: String,
+    pub return_to: String,
+    /// HMAC of the emailed code; never the code itself.
+    pub code_mac: Vec<u8>,
+    pub expires_at: i64,
+    pub attempts: u32,
+    pub consumed: bool,
+}
+
+impl fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("site", &self.site)
+            .field("expires_at", &self.expires_at)
+            .field("attempts", &self.attempts)
+            .field("consumed", &self.consumed)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Return the secret called `name`, creating it from `fresh` if there is
+    /// none yet. The first writer wins, so every process gets the same secret.
+    async fn ensure_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>>;
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn add_user(&self, user: &User) -> StoreResult<()>;
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Remove a user and revoke their sessions; false if there was none.
+    async fn remove_user(&self, email: &Email) -> StoreResult<bool>;
+
+    async fn create_pending(&self, login: &PendingLogin) -> StoreResult<()>;
+    /// Count one opening of the confirm page and return the login as it now is.
+    async fn view_pending(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
+    /// Atomically mark a live pending login as used; `None` if it was already
+    /// used, expired or never existed. Exactly one caller wins.
+    async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>>;
+    /// Atomically count one code attempt; `None` if the login is used,
+    /// expired, unknown, or has no attempts left.
+    async fn attempt_code(&self, id: &str, now: i64, max_attempts: u32) -> StoreResult<Option<PendingLogin>>;
+    /// Delete expired pending logins; returns how many had their confirm page
+    /// opened but were never used (suspected mail-scanner hits).
+    async fn sweep_pending(&self, now: i64) -> StoreResult<u64>;
+
+    async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn touch_session(&self, id_hash: &str, last_seen: i64) -> StoreResult<()>;
+    async fn revoke_session(&self, id_hash: &str) -> StoreResult<bool>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Open (and migrate) the store a config names.
+pub async fn open(config: &StoreConfig) -> StoreResult<DynStore> {
+    match config {
+        StoreConfig::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+    }
+}
