@@ -33,8 +33,10 @@ impl ServeHttp for Admin {
             "/metrics" => reply(200, "text/plain; version=0.0.4", self.app.metrics.render()),
             "/healthz" => reply(200, "text/plain", "ok\n".into()),
             "/readyz" => {
-                let store = tokio::time::timeout(Duration::from_secs(2), self.app.store.ping()).await;
-                let mail = tokio::time::timeout(Duration::from_secs(3), self.app.mailer.check()).await;
+                let store =
+                    tokio::time::timeout(Duration::from_secs(2), self.app.store.ping()).await;
+                let mail =
+                    tokio::time::timeout(Duration::from_secs(3), self.app.mailer.check()).await;
                 let store_ok = matches!(store, Ok(Ok(())));
                 let mail_ok = matches!(mail, Ok(Ok(())));
                 let body = format!(
@@ -42,7 +44,11 @@ impl ServeHttp for Admin {
                     if store_ok { "ok" } else { "unavailable" },
                     if mail_ok { "ok" } else { "unavailable" }
                 );
-                reply(if store_ok && mail_ok { 200 } else { 503 }, "text/plain", body)
+                reply(
+                    if store_ok && mail_ok { 200 } else { 503 },
+                    "text/plain",
+                    body,
+                )
             }
             _ => reply(404, "text/plain", "not found\n".into()),
         }

@@ -85,8 +85,16 @@ impl App {
         );
         Ok(Arc::new(App {
             sessions: Sessions::new(config.session.clone(), store.clone(), clock.clone()),
-            email_limit: RateLimiter::new(config.rate_limit.window, config.rate_limit.per_email, clock.clone()),
-            client_limit: RateLimiter::new(config.rate_limit.window, config.rate_limit.per_client, clock.clone()),
+            email_limit: RateLimiter::new(
+                config.rate_limit.window,
+                config.rate_limit.per_email,
+                clock.clone(),
+            ),
+            client_limit: RateLimiter::new(
+                config.rate_limit.window,
+                config.rate_limit.per_client,
+                clock.clone(),
+            ),
             config,
             sites,
             store,

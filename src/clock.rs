@@ -26,6 +26,7 @@ impl Clock {
 
     /// Move this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
-        self.offset_secs.fetch_add(by.as_secs() as i64, Ordering::Relaxed);
+        self.offset_secs
+            .fetch_add(by.as_secs() as i64, Ordering::Relaxed);
     }
 }

@@ -9,18 +9,38 @@ use pingora::protocols::http::ServerSession;
 pub struct DemoApp;
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[async_trait]
 impl ServeHttp for DemoApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let get = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let rows: String = ["Remote-User", "Remote-Email", "Remote-Name", "Remote-Groups", "Sesame-Auth-Method"]
-            .iter()
-            .map(|n| format!("<tr><th>{n}</th><td><code>{}</code></td></tr>", escape(&get(n))))
-            .collect();
+        let get = |n: &str| {
+            req.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let rows: String = [
+            "Remote-User",
+            "Remote-Email",
+            "Remote-Name",
+            "Remote-Groups",
+            "Sesame-Auth-Method",
+        ]
+        .iter()
+        .map(|n| {
+            format!(
+                "<tr><th>{n}</th><td><code>{}</code></td></tr>",
+                escape(&get(n))
+            )
+        })
+        .collect();
         let who = get("Remote-Email");
         let body = format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Demo app</title>\

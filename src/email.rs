@@ -102,8 +102,14 @@ mod tests {
 
     #[test]
     fn accepts_and_lowercases() {
-        assert_eq!(Email::parse(" Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
-        assert_eq!(Email::parse("a.b+tag@sub.example.org").unwrap().domain(), "sub.example.org");
+        assert_eq!(
+            Email::parse(" Ada@Example.COM ").unwrap().as_str(),
+            "ada@example.com"
+        );
+        assert_eq!(
+            Email::parse("a.b+tag@sub.example.org").unwrap().domain(),
+            "sub.example.org"
+        );
     }
 
     #[test]
@@ -132,6 +138,9 @@ mod tests {
 
     #[test]
     fn masks() {
-        assert_eq!(Email::parse("ada@example.com").unwrap().masked(), "a…@example.com");
+        assert_eq!(
+            Email::parse("ada@example.com").unwrap().masked(),
+            "a…@example.com"
+        );
     }
 }

@@ -52,7 +52,10 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {error}")]
-    Listen { addr: SocketAddr, error: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     #[error("cannot start: {0}")]
     Build(#[from] app::BuildError),
     #[error("cannot start the background runtime: {0}")]
@@ -93,7 +96,9 @@ struct Prepared {
 }
 
 fn check_free(addr: SocketAddr) -> Result<(), StartError> {
-    TcpListener::bind(addr).map(drop).map_err(|error| StartError::Listen { addr, error })
+    TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|error| StartError::Listen { addr, error })
 }
 
 fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
@@ -140,7 +145,10 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
     }
     server.add_service(proxy);
 
-    let mut admin = Service::new("sesame admin".to_string(), admin::Admin { app: app.clone() });
+    let mut admin = Service::new(
+        "sesame admin".to_string(),
+        admin::Admin { app: app.clone() },
+    );
     admin.add_tcp(&app.config.admin_listen.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
@@ -151,7 +159,11 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
         demo.threads = Some(1);
         server.add_service(demo);
     }
-    Ok(Prepared { server, app, background })
+    Ok(Prepared {
+        server,
+        app,
+        background,
+    })
 }
 
 /// Shuts the server down when the watch turns true, or on SIGTERM (graceful)
@@ -170,7 +182,10 @@ impl ShutdownSignalWatch for Shutdown {
             return ShutdownSignal::FastShutdown;
         }
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             let _ = rx.wait_for(|stop| *stop).await;
             return ShutdownSignal::FastShutdown;
         };
@@ -185,7 +200,11 @@ impl ShutdownSignalWatch for Shutdown {
 /// Run until SIGTERM (graceful) or SIGINT. Call from `main`, outside any
 /// tokio runtime: Pingora runs its own.
 pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
-    let Prepared { server, app, background } = prepare(config, &opts)?;
+    let Prepared {
+        server,
+        app,
+        background,
+    } = prepare(config, &opts)?;
     tracing::info!(
         listen = ?app.config.listen,
         admin = %app.config.admin_listen,
@@ -193,7 +212,9 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
         "sesame is running"
     );
     let (_tx, rx) = watch::channel(false);
-    server.run(RunArgs { shutdown_signal: Box::new(Shutdown { rx, signals: true }) });
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Shutdown { rx, signals: true }),
+    });
     background.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }
@@ -201,10 +222,16 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
 /// Start in a background thread; returns once the listeners accept connections.
 pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
     let listen = config.listen.clone();
-    let Prepared { server, app, background } = prepare(config, &opts)?;
+    let Prepared {
+        server,
+        app,
+        background,
+    } = prepare(config, &opts)?;
     let (tx, rx) = watch::channel(false);
     let thread = std::thread::spawn(move || {
-        server.run(RunArgs { shutdown_signal: Box::new(Shutdown { rx, signals: false }) });
+        server.run(RunArgs {
+            shutdown_signal: Box::new(Shutdown { rx, signals: false }),
+        });
         background.shutdown_timeout(Duration::from_secs(2));
     });
     for a in listen {
@@ -220,5 +247,9 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
             tracing::warn!(addr = %a, "listener did not come up within 5 s");
         }
     }
-    Ok(Running { app, stop: tx, thread: Some(thread) })
+    Ok(Running {
+        app,
+        stop: tx,
+        thread: Some(thread),
+    })
 }

@@ -31,7 +31,13 @@ fn signup_admits(signup: &Signup, email: &Email) -> bool {
 
 /// Issue a link and code for `email` if it may sign in, and queue the email.
 /// Runs after the response has gone out; nothing here reaches the asker.
-pub async fn issue_link(app: Arc<App>, site_index: usize, email: Email, return_to: ReturnTo, pending_id: String) {
+pub async fn issue_link(
+    app: Arc<App>,
+    site_index: usize,
+    email: Email,
+    return_to: ReturnTo,
+    pending_id: String,
+) {
     let site = &app.sites[site_index];
     match may_sign_in(&app, &email).await {
         Ok(true) => {}
@@ -71,7 +77,14 @@ pub async fn issue_link(app: Arc<App>, site_index: usize, email: Email, return_t
     };
     let token = token::mint(&app.keys, &claims);
     let link = link_for(&site.site.public_url, &token.0);
-    let mail = compose(&app.pages, &email, &site.site.name, &link, &code, (ttl as u64).div_ceil(60));
+    let mail = compose(
+        &app.pages,
+        &email,
+        &site.site.name,
+        &link,
+        &code,
+        (ttl as u64).div_ceil(60),
+    );
     if app.outbox.enqueue(mail, &app.metrics) {
         tracing::info!(target: "sesame::audit", event = "link_issued", site = %site.site.name, email = %email, login = %pending_id);
     }
@@ -100,7 +113,12 @@ impl From<StoreError> for FinishError {
 
 /// Turn a consumed pending login into a new session for its user, creating
 /// the user on first sign-in where the signup policy allows.
-pub async fn finish(app: &App, site: &SiteRt, pending: &PendingLogin, method: AuthMethod) -> Result<(NewSession, User), FinishError> {
+pub async fn finish(
+    app: &App,
+    site: &SiteRt,
+    pending: &PendingLogin,
+    method: AuthMethod,
+) -> Result<(NewSession, User), FinishError> {
     let user = match app.store.user_by_email(&pending.email).await? {
         Some(u) if u.disabled => return Err(FinishError::NotAllowed),
         Some(u) => u,
@@ -116,7 +134,11 @@ pub async fn finish(app: &App, site: &SiteRt, pending: &PendingLogin, method: Au
             match app.store.add_user(&user).await {
                 Ok(()) => user,
                 // Created by a parallel sign-in: use that one.
-                Err(StoreError::Exists) => app.store.user_by_email(&pending.email).await?.ok_or(FinishError::NotAllowed)?,
+                Err(StoreError::Exists) => app
+                    .store
+                    .user_by_email(&pending.email)
+                    .await?
+                    .ok_or(FinishError::NotAllowed)?,
                 Err(e) => return Err(e.into()),
             }
         }

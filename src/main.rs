@@ -12,7 +12,11 @@ use sesame::keys::random_id;
 use sesame::store::{self, User};
 
 #[derive(Parser)]
-#[command(name = "sesame", version, about = "Passwordless authentication gateway")]
+#[command(
+    name = "sesame",
+    version,
+    about = "Passwordless authentication gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,9 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
     let json = std::env::var("SESAME_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -97,7 +103,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config, demo_app: Option<SocketAddr>) -> Result<(), String> {
-    let opts = sesame::Options { demo_app, ..Default::default() };
+    let opts = sesame::Options {
+        demo_app,
+        ..Default::default()
+    };
     sesame::run(config, opts).map_err(|e| e.to_string())
 }
 
@@ -116,12 +125,23 @@ fn user(config: Config, action: UserAction) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let store = store::open(&config.store).await.map_err(|e| e.to_string())?;
+        let store = store::open(&config.store)
+            .await
+            .map_err(|e| e.to_string())?;
         match action {
-            UserAction::Add { email, name, groups } => {
+            UserAction::Add {
+                email,
+                name,
+                groups,
+            } => {
                 let email = Email::parse(&email).map_err(|e| format!("{email:?}: {e}"))?;
-                if let Some(g) = groups.iter().find(|g| g.is_empty() || g.contains([',', '\r', '\n'])) {
-                    return Err(format!("group {g:?}: must be non-empty and hold no comma or line break"));
+                if let Some(g) = groups
+                    .iter()
+                    .find(|g| g.is_empty() || g.contains([',', '\r', '\n']))
+                {
+                    return Err(format!(
+                        "group {g:?}: must be non-empty and hold no comma or line break"
+                    ));
                 }
                 if let Some(n) = &name {
                     if n.chars().any(|c| c.is_control()) {
@@ -156,7 +176,11 @@ fn user(config: Config, action: UserAction) -> Result<(), String> {
                         u.email,
                         u.id,
                         u.name.as_deref().unwrap_or("-"),
-                        if u.groups.is_empty() { "-".to_string() } else { u.groups.join(",") },
+                        if u.groups.is_empty() {
+                            "-".to_string()
+                        } else {
+                            u.groups.join(",")
+                        },
                         if u.disabled { "\tdisabled" } else { "" }
                     );
                 }

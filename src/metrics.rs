@@ -27,13 +27,17 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -43,41 +47,83 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let auth_check_seconds = Histogram::with_opts(
-            HistogramOpts::new("sesame_auth_check_seconds", "Time to decide a protected request")
-                .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1]),
+            HistogramOpts::new(
+                "sesame_auth_check_seconds",
+                "Time to decide a protected request",
+            )
+            .buckets(vec![
+                1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2, 0.1,
+            ]),
         )
         .expect("static metric definition");
         registry
             .register(Box::new(auth_check_seconds.clone()))
             .expect("metric registered once");
         Metrics {
-            requests: counter_vec(&registry, "sesame_requests_total", "Requests by site and outcome", &["site", "outcome"]),
+            requests: counter_vec(
+                &registry,
+                "sesame_requests_total",
+                "Requests by site and outcome",
+                &["site", "outcome"],
+            ),
             auth_check_seconds,
-            mail_sent: counter(&registry, "sesame_magic_links_sent_total", "Sign-in emails handed to the mail server"),
-            mail_failed: counter(&registry, "sesame_magic_links_failed_total", "Sign-in emails that could not be sent"),
+            mail_sent: counter(
+                &registry,
+                "sesame_magic_links_sent_total",
+                "Sign-in emails handed to the mail server",
+            ),
+            mail_failed: counter(
+                &registry,
+                "sesame_magic_links_failed_total",
+                "Sign-in emails that could not be sent",
+            ),
             verifications: counter_vec(
                 &registry,
                 "sesame_verifications_total",
                 "Link and code verifications by method and result",
                 &["method", "result"],
             ),
-            sessions_created: counter(&registry, "sesame_sessions_created_total", "Sessions created"),
-            sessions_revoked: counter(&registry, "sesame_sessions_revoked_total", "Sessions revoked"),
-            rate_limited: counter_vec(&registry, "sesame_rate_limited_total", "Requests refused by a rate limit", &["key"]),
-            confirm_views: counter(&registry, "sesame_magic_link_confirm_views_total", "Confirm pages shown"),
+            sessions_created: counter(
+                &registry,
+                "sesame_sessions_created_total",
+                "Sessions created",
+            ),
+            sessions_revoked: counter(
+                &registry,
+                "sesame_sessions_revoked_total",
+                "Sessions revoked",
+            ),
+            rate_limited: counter_vec(
+                &registry,
+                "sesame_rate_limited_total",
+                "Requests refused by a rate limit",
+                &["key"],
+            ),
+            confirm_views: counter(
+                &registry,
+                "sesame_magic_link_confirm_views_total",
+                "Confirm pages shown",
+            ),
             links_opened_unconfirmed: counter(
                 &registry,
                 "sesame_magic_links_opened_unconfirmed_total",
                 "Links whose confirm page was opened but that expired unused (suspected scanners)",
             ),
-            login_requests: counter(&registry, "sesame_login_requests_total", "Sign-in links asked for"),
+            login_requests: counter(
+                &registry,
+                "sesame_login_requests_total",
+                "Sign-in links asked for",
+            ),
             registry,
         }
     }
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

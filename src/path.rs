@@ -15,7 +15,9 @@ pub struct AmbiguousPath;
 /// (double encoding) is refused as ambiguous.
 pub fn normalize(raw: &str) -> Result<String, AmbiguousPath> {
     let raw = raw.split(['?', '#']).next().unwrap_or("");
-    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| AmbiguousPath)?;
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| AmbiguousPath)?;
     if decoded.contains(['\0', '\\']) || has_escape(&decoded) {
         return Err(AmbiguousPath);
     }

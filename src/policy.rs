@@ -61,7 +61,15 @@ pub async fn decide(app: &App, site: &SiteRt, raw_path: &str, cookie: Option<&st
     }
     if !site.site.public_paths.is_empty() {
         match path::normalize(raw_path) {
-            Ok(p) if site.site.public_paths.iter().any(|pp| path::is_under(&p, pp)) => return Decision::Public,
+            Ok(p)
+                if site
+                    .site
+                    .public_paths
+                    .iter()
+                    .any(|pp| path::is_under(&p, pp)) =>
+            {
+                return Decision::Public
+            }
             Ok(_) => {}
             Err(_) => return Decision::BadPath,
         }

@@ -28,7 +28,10 @@ impl RateLimiter {
         RateLimiter {
             window_secs: window.as_secs().max(1) as i64,
             limit,
-            windows: Cache::builder().max_capacity(1_000_000).time_to_live(window).build(),
+            windows: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(window)
+                .build(),
             clock,
         }
     }
@@ -36,11 +39,21 @@ impl RateLimiter {
     /// Count one hit for `key`; `Err(seconds)` to wait if over the limit.
     pub fn hit(&self, key: &str) -> Result<(), u64> {
         let now = self.clock.now();
-        let mut w = self.windows.get_with_by_ref(key, || Arc::new(Window { started: now, count: AtomicU32::new(0) }));
+        let mut w = self.windows.get_with_by_ref(key, || {
+            Arc::new(Window {
+                started: now,
+                count: AtomicU32::new(0),
+            })
+        });
         if now - w.started >= self.window_secs {
             // The clock moved past the window before the cache expired it.
             self.windows.invalidate(key);
-            w = self.windows.get_with_by_ref(key, || Arc::new(Window { started: now, count: AtomicU32::new(0) }));
+            w = self.windows.get_with_by_ref(key, || {
+                Arc::new(Window {
+                    started: now,
+                    count: AtomicU32::new(0),
+                })
+            });
         }
         let n = w.count.fetch_add(1, Ordering::AcqRel) + 1;
         if n > self.limit {
@@ -71,7 +84,11 @@ mod tests {
 
     #[test]
     fn exact_under_parallel_hits() {
-        let rl = Arc::new(RateLimiter::new(Duration::from_secs(60), 50, Clock::system()));
+        let rl = Arc::new(RateLimiter::new(
+            Duration::from_secs(60),
+            50,
+            Clock::system(),
+        ));
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let rl = rl.clone();

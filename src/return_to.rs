@@ -45,7 +45,10 @@ impl ReturnTo {
         } else {
             Url::parse(raw).ok()?
         };
-        if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
+        if !matches!(url.scheme(), "http" | "https")
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
             return None;
         }
         let origin = url.origin().ascii_serialization();
@@ -90,8 +93,14 @@ mod tests {
     #[test]
     fn keeps_paths_and_configured_sites() {
         let s = sites();
-        assert_eq!(ReturnTo::parse("/page?x=1#top", &s[0], &s).as_str(), "https://wiki.example.com/page?x=1#top");
-        assert_eq!(ReturnTo::parse("https://git.example.com/repo", &s[0], &s).as_str(), "https://git.example.com/repo");
+        assert_eq!(
+            ReturnTo::parse("/page?x=1#top", &s[0], &s).as_str(),
+            "https://wiki.example.com/page?x=1#top"
+        );
+        assert_eq!(
+            ReturnTo::parse("https://git.example.com/repo", &s[0], &s).as_str(),
+            "https://git.example.com/repo"
+        );
     }
 
     #[test]
@@ -112,7 +121,11 @@ mod tests {
             "evil.com",
             "http://wiki.example.com/",
         ] {
-            assert_eq!(ReturnTo::parse(bad, &s[0], &s).as_str(), "https://wiki.example.com/", "{bad:?}");
+            assert_eq!(
+                ReturnTo::parse(bad, &s[0], &s).as_str(),
+                "https://wiki.example.com/",
+                "{bad:?}"
+            );
         }
     }
 
@@ -125,7 +138,8 @@ mod tests {
             let to = ReturnTo::parse(line, &s[0], &s);
             let url = Url::parse(to.as_str()).unwrap();
             assert!(
-                s.iter().any(|site| site.origin == url.origin().ascii_serialization()),
+                s.iter()
+                    .any(|site| site.origin == url.origin().ascii_serialization()),
                 "{line:?} -> {}",
                 to.as_str()
             );

@@ -180,7 +180,10 @@ pub struct Site {
 impl Site {
     /// True if the person may use this site (empty allow lists admit everyone signed in).
     pub fn admits(&self, email: &Email, groups: &[String]) -> bool {
-        if self.allow_domains.is_empty() && self.allow_emails.is_empty() && self.allow_groups.is_empty() {
+        if self.allow_domains.is_empty()
+            && self.allow_emails.is_empty()
+            && self.allow_groups.is_empty()
+        {
             return true;
         }
         self.allow_emails.iter().any(|e| e == email)
@@ -250,7 +253,10 @@ impl Validator {
                     default
                 }
                 Err(e) => {
-                    self.err(path, format!("invalid duration {s:?} ({e}); use e.g. \"15m\" or \"12h\""));
+                    self.err(
+                        path,
+                        format!("invalid duration {s:?} ({e}); use e.g. \"15m\" or \"12h\""),
+                    );
                     default
                 }
             },
@@ -264,14 +270,20 @@ impl Validator {
         match s.to_socket_addrs().map(|mut it| it.next()) {
             Ok(Some(a)) => Some(a),
             _ => {
-                self.err(path, format!("{s:?} is not an address of the form host:port"));
+                self.err(
+                    path,
+                    format!("{s:?} is not an address of the form host:port"),
+                );
                 None
             }
         }
     }
 
     fn config(&mut self, f: FileConfig) -> Option<Config> {
-        let listen_raw = f.server.listen.unwrap_or_else(|| vec!["0.0.0.0:8080".into()]);
+        let listen_raw = f
+            .server
+            .listen
+            .unwrap_or_else(|| vec!["0.0.0.0:8080".into()]);
         if listen_raw.is_empty() {
             self.err("server.listen", "needs at least one address");
         }
@@ -290,12 +302,18 @@ impl Validator {
                 1
             }
             Some(n) => n,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         };
 
         let session = self.session(f.session);
         let magic_link = MagicLinkConfig {
-            ttl: self.duration("magic_link.ttl", f.magic_link.ttl, Duration::from_secs(15 * 60)),
+            ttl: self.duration(
+                "magic_link.ttl",
+                f.magic_link.ttl,
+                Duration::from_secs(15 * 60),
+            ),
             code_attempts: match f.magic_link.code_attempts {
                 Some(0) => {
                     self.err("magic_link.code_attempts", "must be at least 1");
@@ -309,7 +327,11 @@ impl Validator {
         let mail = self.mail(f.mail);
         let signup = self.signup(f.users);
         let rate_limit = RateLimitConfig {
-            window: self.duration("rate_limit.window", f.rate_limit.window, Duration::from_secs(15 * 60)),
+            window: self.duration(
+                "rate_limit.window",
+                f.rate_limit.window,
+                Duration::from_secs(15 * 60),
+            ),
             per_email: f.rate_limit.per_email.unwrap_or(5),
             per_client: f.rate_limit.per_client.unwrap_or(30),
         };
@@ -359,34 +381,61 @@ impl Validator {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            self.err("session.cookie_name", "use only letters, digits, '_' and '-'");
+            self.err(
+                "session.cookie_name",
+                "use only letters, digits, '_' and '-'",
+            );
         }
-        let cookie_domain = s.cookie_domain.map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+        let cookie_domain = s
+            .cookie_domain
+            .map(|d| d.trim_start_matches('.').to_ascii_lowercase());
         if let Some(d) = &cookie_domain {
             if d.is_empty() || !d.contains('.') || d.contains('/') {
-                self.err("session.cookie_domain", "must be a domain name such as example.com");
+                self.err(
+                    "session.cookie_domain",
+                    "must be a domain name such as example.com",
+                );
             }
         }
         SessionConfig {
             cookie_name,
             cookie_domain,
-            lifetime: self.duration("session.lifetime", s.lifetime, Duration::from_secs(12 * 3600)),
-            idle_timeout: self.duration("session.idle_timeout", s.idle_timeout, Duration::from_secs(2 * 3600)),
+            lifetime: self.duration(
+                "session.lifetime",
+                s.lifetime,
+                Duration::from_secs(12 * 3600),
+            ),
+            idle_timeout: self.duration(
+                "session.idle_timeout",
+                s.idle_timeout,
+                Duration::from_secs(2 * 3600),
+            ),
         }
     }
 
     fn store(&mut self, url: Option<&str>) -> Option<StoreConfig> {
         let url = url.unwrap_or("sqlite:///var/lib/sesame/sesame.db");
-        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             let path = rest.split('?').next().unwrap_or("");
             if path.is_empty() {
-                self.err("store.url", "sqlite URL needs a file path, e.g. sqlite:///var/lib/sesame/sesame.db");
+                self.err(
+                    "store.url",
+                    "sqlite URL needs a file path, e.g. sqlite:///var/lib/sesame/sesame.db",
+                );
                 return None;
             }
-            return Some(StoreConfig::Sqlite { path: PathBuf::from(path) });
+            return Some(StoreConfig::Sqlite {
+                path: PathBuf::from(path),
+            });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            self.err("store.url", "the PostgreSQL store is not available in this version; use sqlite://PATH");
+            self.err(
+                "store.url",
+                "the PostgreSQL store is not available in this version; use sqlite://PATH",
+            );
         } else {
             self.err("store.url", "must start with sqlite://");
         }
@@ -399,7 +448,12 @@ impl Validator {
             MailTransportFile::Smtp => {
                 let url = m.smtp_url.unwrap_or_else(|| "smtp://127.0.0.1:25".into());
                 match Url::parse(&url) {
-                    Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {}
+                    Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {
+                        // lettre's own reading of the URL (TLS mode, credentials); no I/O.
+                        if let Err(e) = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&url) {
+                            self.err("mail.smtp_url", format!("{e}"));
+                        }
+                    }
                     Ok(_) => self.err(
                         "mail.smtp_url",
                         "must be smtp://host[:port] (STARTTLS with ?tls=required) or smtps://host[:port]",
@@ -413,7 +467,10 @@ impl Validator {
         let from = match from_raw.parse::<lettre::message::Mailbox>() {
             Ok(f) => Some(f),
             Err(e) => {
-                self.err("mail.from", format!("not a mailbox ({e}); use e.g. \"Example login <login@example.com>\""));
+                self.err(
+                    "mail.from",
+                    format!("not a mailbox ({e}); use e.g. \"Example login <login@example.com>\""),
+                );
                 None
             }
         };
@@ -437,7 +494,10 @@ impl Validator {
             SignupFile::Open => Signup::Open,
             SignupFile::Domains => {
                 if domains.is_empty() {
-                    self.err("users.signup_domains", "signup = \"domains\" needs at least one domain");
+                    self.err(
+                        "users.signup_domains",
+                        "signup = \"domains\" needs at least one domain",
+                    );
                 }
                 Signup::Domains(domains)
             }
@@ -448,7 +508,10 @@ impl Validator {
         let p = |k: &str| format!("site[{i}].{k}");
         let name = s.name.unwrap_or_else(|| format!("site{i}"));
         let Some(raw_url) = s.public_url else {
-            self.err(p("public_url"), "is required, e.g. \"https://wiki.example.com\"");
+            self.err(
+                p("public_url"),
+                "is required, e.g. \"https://wiki.example.com\"",
+            );
             return None;
         };
         let public_url = match Url::parse(&raw_url) {
@@ -463,18 +526,27 @@ impl Validator {
         match public_url.scheme() {
             "https" => {}
             "http" if is_local => {}
-            "http" => self.err(p("public_url"), "must be https unless the host is localhost"),
+            "http" => self.err(
+                p("public_url"),
+                "must be https unless the host is localhost",
+            ),
             _ => self.err(p("public_url"), "must be an http(s) URL"),
         }
         if host.is_empty() {
             self.err(p("public_url"), "has no host");
         }
         if public_url.path() != "/" || public_url.query().is_some() {
-            self.err(p("public_url"), "must be an origin without a path, e.g. https://wiki.example.com");
+            self.err(
+                p("public_url"),
+                "must be an origin without a path, e.g. https://wiki.example.com",
+            );
         }
         if let Some(d) = cookie_domain {
             if host != d && !host.ends_with(&format!(".{d}")) {
-                self.err(p("public_url"), format!("host {host} is not under session.cookie_domain {d}"));
+                self.err(
+                    p("public_url"),
+                    format!("host {host} is not under session.cookie_domain {d}"),
+                );
             }
         }
         let origin = public_url.origin().ascii_serialization();
@@ -499,7 +571,10 @@ impl Validator {
         for (j, raw) in s.public_paths.iter().enumerate() {
             match crate::path::normalize(raw) {
                 Ok(n) if raw.starts_with('/') => public_paths.push(n),
-                _ => self.err(format!("site[{i}].public_paths[{j}]"), "must be an absolute path such as /health"),
+                _ => self.err(
+                    format!("site[{i}].public_paths[{j}]"),
+                    "must be an absolute path such as /health",
+                ),
             }
         }
         let allow_domains = s
@@ -537,7 +612,10 @@ impl Validator {
                 Some(s) => match http::HeaderName::from_bytes(s.as_bytes()) {
                     Ok(n) => n,
                     Err(_) => {
-                        self.err(format!("site[{i}].headers.{key}"), format!("{s:?} is not a header name"));
+                        self.err(
+                            format!("site[{i}].headers.{key}"),
+                            format!("{s:?} is not a header name"),
+                        );
                         http::HeaderName::from_static(default)
                     }
                 },

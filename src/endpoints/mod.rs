@@ -65,8 +65,14 @@ impl Req<'_> {
         if let Some(s) = self.headers.get("sec-fetch-site") {
             return matches!(s.as_bytes(), b"same-origin" | b"none");
         }
-        if let Some(r) = self.headers.get(header::REFERER).and_then(|r| r.to_str().ok()) {
-            return url::Url::parse(r).map(|u| u.origin().ascii_serialization() == *origin).unwrap_or(false);
+        if let Some(r) = self
+            .headers
+            .get(header::REFERER)
+            .and_then(|r| r.to_str().ok())
+        {
+            return url::Url::parse(r)
+                .map(|u| u.origin().ascii_serialization() == *origin)
+                .unwrap_or(false);
         }
         // No browser sends a cross-site POST without Origin; other clients cannot be forged.
         true
@@ -95,13 +101,21 @@ impl Resp {
         if let Ok(v) = HeaderValue::from_str(&app.csp) {
             r.headers.push((header::CONTENT_SECURITY_POLICY, v));
         }
-        r.headers.push((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
-        r.headers.push((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")));
+        r.headers
+            .push((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
+        r.headers.push((
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
         r
     }
 
     pub fn json<T: Serialize>(status: u16, value: &T) -> Resp {
-        let mut r = Resp::new(status, "application/json", serde_json::to_vec(value).unwrap_or_default());
+        let mut r = Resp::new(
+            status,
+            "application/json",
+            serde_json::to_vec(value).unwrap_or_default(),
+        );
         r.no_store();
         r
     }
@@ -116,8 +130,12 @@ impl Resp {
     }
 
     fn no_store(&mut self) {
-        self.headers.push((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        self.headers.push((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
+        self.headers
+            .push((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        self.headers.push((
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ));
     }
 
     pub fn header(mut self, name: HeaderName, value: &str) -> Resp {
@@ -142,7 +160,14 @@ pub struct ErrorPage<'a> {
     pub retry_after: Option<u64>,
 }
 
-pub fn error_page(app: &App, req: &Req, status: u16, title: &str, message: &str, offer_new_link: bool) -> Resp {
+pub fn error_page(
+    app: &App,
+    req: &Req,
+    status: u16,
+    title: &str,
+    message: &str,
+    offer_new_link: bool,
+) -> Resp {
     let html = app.pages.render(
         "error.html",
         &ErrorPage {
@@ -169,9 +194,14 @@ pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
         "/logout" if m == Method::POST => signin::logout(app, &req).await,
         "/whoami" if m == Method::GET => signin::whoami(app, &req).await,
         p if p.starts_with("/static/") && m == Method::GET => static_asset(&p["/static/".len()..]),
-        "/login" | "/magic" | "/code" | "/logout" | "/whoami" => {
-            error_page(app, &req, 405, "Method not allowed", "This address does not accept that kind of request.", false)
-        }
+        "/login" | "/magic" | "/code" | "/logout" | "/whoami" => error_page(
+            app,
+            &req,
+            405,
+            "Method not allowed",
+            "This address does not accept that kind of request.",
+            false,
+        ),
         _ => error_page(app, &req, 404, "Not found", "There is no such page.", false),
     }
 }
@@ -180,8 +210,14 @@ fn static_asset(name: &str) -> Resp {
     match STATIC.iter().find(|(n, _, _)| *n == name) {
         Some((_, ct, body)) => {
             let mut r = Resp::new(200, ct, Bytes::from_static(body.as_bytes()));
-            r.headers.push((header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")));
-            r.headers.push((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")));
+            r.headers.push((
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ));
+            r.headers.push((
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ));
             r
         }
         None => Resp::new(404, "text/plain; charset=utf-8", "not found"),

@@ -42,7 +42,11 @@ struct ConfirmPage<'a> {
 }
 
 fn return_to(app: &App, req: &Req, raw: Option<String>) -> ReturnTo {
-    ReturnTo::parse(raw.as_deref().unwrap_or(""), &req.site.site, &app.config.sites)
+    ReturnTo::parse(
+        raw.as_deref().unwrap_or(""),
+        &req.site.site,
+        &app.config.sites,
+    )
 }
 
 fn ttl_minutes(app: &App) -> u64 {
@@ -53,13 +57,25 @@ pub fn login_page(app: &App, req: &Req) -> Resp {
     let rd = return_to(app, req, req.query_param("rd"));
     let html = app.pages.render(
         "login.html",
-        &LoginPage { site_name: &req.site.site.name, rd: rd.as_str(), error: None, email: None },
+        &LoginPage {
+            site_name: &req.site.site.name,
+            rd: rd.as_str(),
+            error: None,
+            email: None,
+        },
     );
     Resp::page(app, 200, html)
 }
 
 fn cross_site(app: &App, req: &Req) -> Resp {
-    error_page(app, req, 403, "Request refused", "This form was sent from another site. Please go back and try again.", false)
+    error_page(
+        app,
+        req,
+        403,
+        "Request refused",
+        "This form was sent from another site. Please go back and try again.",
+        false,
+    )
 }
 
 fn rate_limited(app: &App, req: &Req, key: &str, wait: u64) -> Resp {
@@ -94,7 +110,12 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
             let shown: String = raw.chars().filter(|c| !c.is_control()).take(254).collect();
             let html = app.pages.render(
                 "login.html",
-                &LoginPage { site_name: &req.site.site.name, rd: rd.as_str(), error: Some(&msg), email: Some(&shown) },
+                &LoginPage {
+                    site_name: &req.site.site.name,
+                    rd: rd.as_str(),
+                    error: Some(&msg),
+                    email: Some(&shown),
+                },
             );
             return Resp::page(app, 400, html);
         }
@@ -109,8 +130,21 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
     let pending_id = login::new_pending_id();
     let sealed = cookies::seal(&app.keys.cookie, &req.site.pending_cookie, &pending_id);
     let max_age = app.config.magic_link.ttl.as_secs() as i64;
-    let pending_cookie = cookies::set(&app.config, &req.site.site, &req.site.pending_cookie, &sealed, max_age, false);
-    tokio::spawn(login::issue_link(app.clone(), req.site_index, email.clone(), rd.clone(), pending_id));
+    let pending_cookie = cookies::set(
+        &app.config,
+        &req.site.site,
+        &req.site.pending_cookie,
+        &sealed,
+        max_age,
+        false,
+    );
+    tokio::spawn(login::issue_link(
+        app.clone(),
+        req.site_index,
+        email.clone(),
+        rd.clone(),
+        pending_id,
+    ));
     let html = app.pages.render(
         "check_email.html",
         &CheckEmailPage {
@@ -127,18 +161,40 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
 fn link_refused(app: &App, req: &Req, e: &TokenError, method: &str) -> Resp {
     match e {
         TokenError::Invalid => {
-            app.metrics.verifications.with_label_values(&[method, "invalid"]).inc();
-            error_page(app, req, 400, "This link is not valid", "The sign-in link is damaged or not meant for this site. Ask for a new one.", true)
+            app.metrics
+                .verifications
+                .with_label_values(&[method, "invalid"])
+                .inc();
+            error_page(
+                app,
+                req,
+                400,
+                "This link is not valid",
+                "The sign-in link is damaged or not meant for this site. Ask for a new one.",
+                true,
+            )
         }
         TokenError::Expired(_) => {
-            app.metrics.verifications.with_label_values(&[method, "expired"]).inc();
-            gone(app, req, method, "This link has expired", "Sign-in links work for a short time only. Ask for a new one.")
+            app.metrics
+                .verifications
+                .with_label_values(&[method, "expired"])
+                .inc();
+            gone(
+                app,
+                req,
+                method,
+                "This link has expired",
+                "Sign-in links work for a short time only. Ask for a new one.",
+            )
         }
     }
 }
 
 fn gone(app: &App, req: &Req, method: &str, title: &str, message: &str) -> Resp {
-    app.metrics.verifications.with_label_values(&[method, "gone"]).inc();
+    app.metrics
+        .verifications
+        .with_label_values(&[method, "gone"])
+        .inc();
     error_page(app, req, 410, title, message, true)
 }
 
@@ -156,22 +212,44 @@ pub async fn confirm_page(app: &App, req: &Req<'_>) -> Resp {
     };
     match app.store.view_pending(&claims.jti).await {
         Ok(Some(p)) if !p.consumed => {}
-        Ok(_) => return gone(app, req, "magic_link", "This link was already used", "Each sign-in link works once. Ask for a new one."),
+        Ok(_) => {
+            return gone(
+                app,
+                req,
+                "magic_link",
+                "This link was already used",
+                "Each sign-in link works once. Ask for a new one.",
+            )
+        }
         Err(e) => return store_down(app, req, &e),
     }
     app.metrics.confirm_views.inc();
     let auto = pending_id(app, req).is_some_and(|id| id == claims.jti);
-    let masked = Email::parse(&claims.sub).map(|e| e.masked()).unwrap_or_default();
+    let masked = Email::parse(&claims.sub)
+        .map(|e| e.masked())
+        .unwrap_or_default();
     let html = app.pages.render(
         "confirm.html",
-        &ConfirmPage { site_name: &req.site.site.name, token: &raw, masked_email: &masked, auto },
+        &ConfirmPage {
+            site_name: &req.site.site.name,
+            token: &raw,
+            masked_email: &masked,
+            auto,
+        },
     );
     Resp::page(app, 200, html)
 }
 
 fn store_down(app: &App, req: &Req, e: &dyn std::fmt::Display) -> Resp {
     tracing::error!(error = %e, "store error during sign-in");
-    error_page(app, req, 503, "Please try again shortly", "Sign-in is unavailable for a moment. Nothing was lost; try again in a minute.", false)
+    error_page(
+        app,
+        req,
+        503,
+        "Please try again shortly",
+        "Sign-in is unavailable for a moment. Nothing was lost; try again in a minute.",
+        false,
+    )
 }
 
 /// POST /magic: consume the link and start a session.
@@ -184,14 +262,36 @@ pub async fn consume_link(app: &App, req: &Req<'_>) -> Resp {
         Ok(c) => c,
         Err(e) => return link_refused(app, req, &e, "magic_link"),
     };
-    let pending = match app.store.consume_pending(&claims.jti, app.clock.now()).await {
+    let pending = match app
+        .store
+        .consume_pending(&claims.jti, app.clock.now())
+        .await
+    {
         Ok(Some(p)) => p,
-        Ok(None) => return gone(app, req, "magic_link", "This link was already used", "Each sign-in link works once. Ask for a new one."),
+        Ok(None) => {
+            return gone(
+                app,
+                req,
+                "magic_link",
+                "This link was already used",
+                "Each sign-in link works once. Ask for a new one.",
+            )
+        }
         Err(e) => return store_down(app, req, &e),
     };
     if pending.email.as_str() != claims.sub || pending.site != req.site.site.name {
-        app.metrics.verifications.with_label_values(&["magic_link", "invalid"]).inc();
-        return error_page(app, req, 400, "This link is not valid", "The sign-in link does not match. Ask for a new one.", true);
+        app.metrics
+            .verifications
+            .with_label_values(&["magic_link", "invalid"])
+            .inc();
+        return error_page(
+            app,
+            req,
+            400,
+            "This link is not valid",
+            "The sign-in link does not match. Ask for a new one.",
+            true,
+        );
     }
     signed_in(app, req, &pending, AuthMethod::MagicLink).await
 }
@@ -202,7 +302,10 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
         return cross_site(app, req);
     }
     let Some(id) = pending_id(app, req) else {
-        app.metrics.verifications.with_label_values(&["code", "no_pending"]).inc();
+        app.metrics
+            .verifications
+            .with_label_values(&["code", "no_pending"])
+            .inc();
         return error_page(
             app,
             req,
@@ -213,25 +316,36 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
         );
     };
     let Some(code) = Code::parse(&req.form_param("code").unwrap_or_default()) else {
-        app.metrics.verifications.with_label_values(&["code", "invalid"]).inc();
-        return error_page(app, req, 400, "That is not a code", "The code is the six digits in the email.", false);
+        app.metrics
+            .verifications
+            .with_label_values(&["code", "invalid"])
+            .inc();
+        return error_page(
+            app,
+            req,
+            400,
+            "That is not a code",
+            "The code is the six digits in the email.",
+            false,
+        );
     };
     let max = app.config.magic_link.code_attempts;
     let pending = match app.store.attempt_code(&id, app.clock.now(), max).await {
         Ok(Some(p)) => p,
-        Ok(None) => {
-            return gone(
-                app,
-                req,
-                "code",
-                "This code no longer works",
-                "It expired, was already used, or too many wrong codes were tried. Ask for a new one.",
-            )
-        }
+        Ok(None) => return gone(
+            app,
+            req,
+            "code",
+            "This code no longer works",
+            "It expired, was already used, or too many wrong codes were tried. Ask for a new one.",
+        ),
         Err(e) => return store_down(app, req, &e),
     };
     if !code_matches(&app.keys, &id, &code, &pending.code_mac) {
-        app.metrics.verifications.with_label_values(&["code", "wrong"]).inc();
+        app.metrics
+            .verifications
+            .with_label_values(&["code", "wrong"])
+            .inc();
         tracing::info!(target: "sesame::audit", event = "code_wrong", login = %id, attempts = pending.attempts);
         let left = max.saturating_sub(pending.attempts);
         let msg = format!("That code is not right. {left} attempt(s) left.");
@@ -249,7 +363,13 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
     }
     match app.store.consume_pending(&id, app.clock.now()).await {
         Ok(Some(p)) => signed_in(app, req, &p, AuthMethod::Code).await,
-        Ok(None) => gone(app, req, "code", "This code was already used", "Each code works once. Ask for a new one."),
+        Ok(None) => gone(
+            app,
+            req,
+            "code",
+            "This code was already used",
+            "Each code works once. Ask for a new one.",
+        ),
         Err(e) => store_down(app, req, &e),
     }
 }
@@ -258,22 +378,51 @@ async fn signed_in(app: &App, req: &Req<'_>, pending: &PendingLogin, method: Aut
     let (session, _user) = match login::finish(app, req.site, pending, method).await {
         Ok(s) => s,
         Err(FinishError::NotAllowed) => {
-            app.metrics.verifications.with_label_values(&[method.as_str(), "not_allowed"]).inc();
-            return error_page(app, req, 403, "Sign-in not allowed", "This address may not sign in here.", false);
+            app.metrics
+                .verifications
+                .with_label_values(&[method.as_str(), "not_allowed"])
+                .inc();
+            return error_page(
+                app,
+                req,
+                403,
+                "Sign-in not allowed",
+                "This address may not sign in here.",
+                false,
+            );
         }
         Err(FinishError::Store(e)) => return store_down(app, req, &e),
     };
-    app.metrics.verifications.with_label_values(&[method.as_str(), "ok"]).inc();
+    app.metrics
+        .verifications
+        .with_label_values(&[method.as_str(), "ok"])
+        .inc();
     session_response(app, req, &session, &pending.return_to)
 }
 
 fn session_response(app: &App, req: &Req, session: &NewSession, to: &str) -> Resp {
     let site = &req.site.site;
-    let sealed = cookies::seal(&app.keys.cookie, &req.site.session_cookie, &session.cookie_plain);
+    let sealed = cookies::seal(
+        &app.keys.cookie,
+        &req.site.session_cookie,
+        &session.cookie_plain,
+    );
     let max_age = session.record.expires_at - app.clock.now();
     Resp::redirect(303, to)
-        .cookie(cookies::set(&app.config, site, &req.site.session_cookie, &sealed, max_age, true))
-        .cookie(cookies::clear(&app.config, site, &req.site.pending_cookie, false))
+        .cookie(cookies::set(
+            &app.config,
+            site,
+            &req.site.session_cookie,
+            &sealed,
+            max_age,
+            true,
+        ))
+        .cookie(cookies::clear(
+            &app.config,
+            site,
+            &req.site.pending_cookie,
+            false,
+        ))
 }
 
 /// The live session of this request, if any.
@@ -302,7 +451,12 @@ pub async fn logout(app: &App, req: &Req<'_>) -> Resp {
             Err(e) => return store_down(app, req, &e),
         }
     }
-    Resp::redirect(303, "/.sesame/login").cookie(cookies::clear(&app.config, &req.site.site, &req.site.session_cookie, true))
+    Resp::redirect(303, "/.sesame/login").cookie(cookies::clear(
+        &app.config,
+        &req.site.site,
+        &req.site.session_cookie,
+        true,
+    ))
 }
 
 /// GET /whoami: the identity of this session, as JSON.
@@ -322,6 +476,9 @@ pub async fn whoami(app: &App, req: &Req<'_>) -> Resp {
                 }),
             )
         }
-        None => Resp::json(401, &json!({"error": "unauthenticated", "login_url": format!("{}.sesame/login", req.site.site.public_url)})),
+        None => Resp::json(
+            401,
+            &json!({"error": "unauthenticated", "login_url": format!("{}.sesame/login", req.site.site.public_url)}),
+        ),
     }
 }

@@ -50,7 +50,11 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
 }
 
 fn headers_size(req: &RequestHeader) -> usize {
-    req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + req.uri.to_string().len()
+    req.headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri.to_string().len()
 }
 
 async fn write(session: &mut Session, resp: Resp) -> Result<()> {
@@ -60,7 +64,9 @@ async fn write(session: &mut Session, resp: Resp) -> Result<()> {
     }
     h.insert_header(header::CONTENT_LENGTH, resp.body.len())?;
     let has_body = !resp.body.is_empty();
-    session.write_response_header(Box::new(h), !has_body).await?;
+    session
+        .write_response_header(Box::new(h), !has_body)
+        .await?;
     if has_body {
         session.write_response_body(Some(resp.body), true).await?;
     }
@@ -93,11 +99,25 @@ impl Gateway {
         let app = &self.app;
         let site = &app.sites[site_index];
         if headers_size(session.req_header()) > MAX_HEADERS {
-            return write(session, Resp::new(431, "text/plain; charset=utf-8", "request headers too large")).await;
+            return write(
+                session,
+                Resp::new(
+                    431,
+                    "text/plain; charset=utf-8",
+                    "request headers too large",
+                ),
+            )
+            .await;
         }
         let body = match read_body(session).await? {
             Some(b) => b,
-            None => return write(session, Resp::new(413, "text/plain; charset=utf-8", "request body too large")).await,
+            None => {
+                return write(
+                    session,
+                    Resp::new(413, "text/plain; charset=utf-8", "request body too large"),
+                )
+                .await
+            }
         };
         let client_ip = client_ip(session);
         let req_header = session.req_header();
@@ -136,8 +156,11 @@ impl Gateway {
         if is_navigation {
             Resp::redirect(302, login.as_str())
         } else {
-            Resp::json(401, &json!({"error": "unauthenticated", "login_url": login.as_str()}))
-                .header(header::WWW_AUTHENTICATE, "Sesame")
+            Resp::json(
+                401,
+                &json!({"error": "unauthenticated", "login_url": login.as_str()}),
+            )
+            .header(header::WWW_AUTHENTICATE, "Sesame")
         }
     }
 
@@ -175,9 +198,19 @@ impl ProxyHttp for Gateway {
     /// holding the identity (if any). `Err`: the connection failed.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let started = Instant::now();
-        let Some((site_index, site)) = request_host(session.req_header()).and_then(|h| self.app.site_for_host(h)) else {
+        let Some((site_index, site)) =
+            request_host(session.req_header()).and_then(|h| self.app.site_for_host(h))
+        else {
             ctx.outcome = "unknown_site";
-            write(session, Resp::new(404, "text/plain; charset=utf-8", "no site is configured for this host")).await?;
+            write(
+                session,
+                Resp::new(
+                    404,
+                    "text/plain; charset=utf-8",
+                    "no site is configured for this host",
+                ),
+            )
+            .await?;
             return Ok(true);
         };
         ctx.site = Some(site_index);
@@ -188,9 +221,18 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         let req = session.req_header();
-        let cookie = policy::session_cookie(site, req.headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()));
+        let cookie = policy::session_cookie(
+            site,
+            req.headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
         let decision = policy::decide(&self.app, site, req.uri.path(), cookie).await;
-        self.app.metrics.auth_check_seconds.observe(started.elapsed().as_secs_f64());
+        self.app
+            .metrics
+            .auth_check_seconds
+            .observe(started.elapsed().as_secs_f64());
         ctx.outcome = decision.outcome();
         let resp = match decision {
             Decision::Allow(live) => {
@@ -206,7 +248,9 @@ impl ProxyHttp for Gateway {
                 r
             }
             Decision::Deny(live) => self.denied_response(site_index, &live),
-            Decision::BadPath => Resp::new(400, "text/plain; charset=utf-8", "ambiguous path encoding"),
+            Decision::BadPath => {
+                Resp::new(400, "text/plain; charset=utf-8", "ambiguous path encoding")
+            }
         };
         write(session, resp).await?;
         Ok(true)
@@ -216,11 +260,20 @@ impl ProxyHttp for Gateway {
         let Some(i) = ctx.site else {
             return Error::e_explain(ErrorType::InternalError, "no site chosen");
         };
-        Ok(Box::new(HttpPeer::new(self.app.sites[i].upstream(), false, String::new())))
+        Ok(Box::new(HttpPeer::new(
+            self.app.sites[i].upstream(),
+            false,
+            String::new(),
+        )))
     }
 
     /// Strip anything identity-like the client sent, add the real identity.
-    async fn upstream_request_filter(&self, session: &mut Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let Some(i) = ctx.site else { return Ok(()) };
         let site = &self.app.sites[i];
         headers::strip(up, site);
@@ -235,8 +288,19 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
-        let site = ctx.site.map(|i| self.app.sites[i].site.name.as_str()).unwrap_or("-");
-        let outcome = if ctx.outcome.is_empty() { "error" } else { ctx.outcome };
-        self.app.metrics.requests.with_label_values(&[site, outcome]).inc();
+        let site = ctx
+            .site
+            .map(|i| self.app.sites[i].site.name.as_str())
+            .unwrap_or("-");
+        let outcome = if ctx.outcome.is_empty() {
+            "error"
+        } else {
+            ctx.outcome
+        };
+        self.app
+            .metrics
+            .requests
+            .with_label_values(&[site, outcome])
+            .inc();
     }
 }

@@ -12,10 +12,10 @@ use serde::Serialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::email::Email;
 use crate::keys::Keys;
 use crate::mail::OutgoingMail;
 use crate::pages::Pages;
-use crate::email::Email;
 
 /// A six-digit code as typed by a person. `Debug` redacts it.
 #[derive(Clone, PartialEq, Eq)]
@@ -29,7 +29,10 @@ impl std::fmt::Debug for Code {
 
 impl Code {
     pub fn generate() -> Code {
-        Code(format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32)))
+        Code(format!(
+            "{:06}",
+            rand::rngs::OsRng.gen_range(0..1_000_000u32)
+        ))
     }
 
     /// Accept six digits, ignoring spaces and dashes people type in.
@@ -68,8 +71,20 @@ struct EmailVars<'a> {
 }
 
 /// Compose the sign-in email from `assets/email/`.
-pub fn compose(pages: &Pages, to: &Email, site_name: &str, link: &str, code: &Code, ttl_minutes: u64) -> OutgoingMail {
-    let vars = EmailVars { site_name, link, code: code.as_str(), ttl_minutes };
+pub fn compose(
+    pages: &Pages,
+    to: &Email,
+    site_name: &str,
+    link: &str,
+    code: &Code,
+    ttl_minutes: u64,
+) -> OutgoingMail {
+    let vars = EmailVars {
+        site_name,
+        link,
+        code: code.as_str(),
+        ttl_minutes,
+    };
     OutgoingMail {
         to: to.clone(),
         subject: format!("Sign in to {site_name}"),
@@ -99,6 +114,11 @@ mod tests {
         let m = code_mac(&keys, "p1", &c);
         assert!(code_matches(&keys, "p1", &c, &m));
         assert!(!code_matches(&keys, "p2", &c, &m));
-        assert!(!code_matches(&keys, "p1", &Code::parse("123457").unwrap(), &m));
+        assert!(!code_matches(
+            &keys,
+            "p1",
+            &Code::parse("123457").unwrap(),
+            &m
+        ));
     }
 }

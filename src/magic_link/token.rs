@@ -69,27 +69,51 @@ mod tests {
     }
 
     fn claims(exp: i64) -> Claims {
-        Claims { jti: "j1".into(), sub: "ada@example.com".into(), aud: "https://a.example.com".into(), iat: 0, exp }
+        Claims {
+            jti: "j1".into(),
+            sub: "ada@example.com".into(),
+            aud: "https://a.example.com".into(),
+            iat: 0,
+            exp,
+        }
     }
 
     #[test]
     fn roundtrip_and_expiry() {
         let k = keys();
         let t = mint(&k, &claims(100));
-        assert_eq!(verify(&k, &t.0, "https://a.example.com", 50).unwrap().jti, "j1");
-        assert!(matches!(verify(&k, &t.0, "https://a.example.com", 100), Err(TokenError::Expired(_))));
+        assert_eq!(
+            verify(&k, &t.0, "https://a.example.com", 50).unwrap().jti,
+            "j1"
+        );
+        assert!(matches!(
+            verify(&k, &t.0, "https://a.example.com", 100),
+            Err(TokenError::Expired(_))
+        ));
     }
 
     #[test]
     fn refuses_other_site_tamper_and_other_key() {
         let k = keys();
         let t = mint(&k, &claims(100));
-        assert_eq!(verify(&k, &t.0, "https://b.example.com", 50), Err(TokenError::Invalid));
+        assert_eq!(
+            verify(&k, &t.0, "https://b.example.com", 50),
+            Err(TokenError::Invalid)
+        );
         let mut bad = t.0.clone();
         bad.pop();
-        assert_eq!(verify(&k, &bad, "https://a.example.com", 50), Err(TokenError::Invalid));
+        assert_eq!(
+            verify(&k, &bad, "https://a.example.com", 50),
+            Err(TokenError::Invalid)
+        );
         let other = Keys::from_bytes(&[7u8; 64], &[8u8; 32], vec![]).unwrap();
-        assert_eq!(verify(&other, &t.0, "https://a.example.com", 50), Err(TokenError::Invalid));
-        assert_eq!(verify(&k, "garbage", "https://a.example.com", 50), Err(TokenError::Invalid));
+        assert_eq!(
+            verify(&other, &t.0, "https://a.example.com", 50),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(
+            verify(&k, "garbage", "https://a.example.com", 50),
+            Err(TokenError::Invalid)
+        );
     }
 }

@@ -76,7 +76,9 @@ impl Mailer for ConsoleMailer {
 pub fn mailer_for(config: &MailConfig) -> Result<Arc<dyn Mailer>, MailError> {
     Ok(match &config.transport {
         MailTransport::Console => Arc::new(ConsoleMailer),
-        MailTransport::Smtp { url } => Arc::new(SmtpMailer::new(url, config.from.clone(), config.timeout)?),
+        MailTransport::Smtp { url } => {
+            Arc::new(SmtpMailer::new(url, config.from.clone(), config.timeout)?)
+        }
     })
 }
 
@@ -97,7 +99,9 @@ impl Outbox {
         tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(PARALLEL));
             while let Some(mail) = rx.recv().await {
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let mailer = mailer.clone();
                 let metrics = metrics.clone();
                 tokio::spawn(async move {

@@ -37,7 +37,10 @@ impl Mailer for SmtpMailer {
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject.clone())
-            .multipart(MultiPart::alternative_plain_html(mail.text.clone(), mail.html.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                mail.text.clone(),
+                mail.html.clone(),
+            ))
             .map_err(|e| MailError::Message(e.to_string()))?;
         self.transport
             .send(message)
@@ -49,7 +52,9 @@ impl Mailer for SmtpMailer {
     async fn check(&self) -> Result<(), MailError> {
         match self.transport.test_connection().await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(MailError::Transport("mail server refused the connection test".into())),
+            Ok(false) => Err(MailError::Transport(
+                "mail server refused the connection test".into(),
+            )),
             Err(e) => Err(MailError::Transport(e.to_string())),
         }
     }

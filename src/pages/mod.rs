@@ -11,19 +11,48 @@ pub struct Pages {
 }
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../../assets/templates/base.html")),
-    ("login.html", include_str!("../../assets/templates/login.html")),
-    ("check_email.html", include_str!("../../assets/templates/check_email.html")),
-    ("confirm.html", include_str!("../../assets/templates/confirm.html")),
-    ("error.html", include_str!("../../assets/templates/error.html")),
-    ("magic_link.html", include_str!("../../assets/email/magic_link.html")),
-    ("magic_link.txt", include_str!("../../assets/email/magic_link.txt")),
+    (
+        "base.html",
+        include_str!("../../assets/templates/base.html"),
+    ),
+    (
+        "login.html",
+        include_str!("../../assets/templates/login.html"),
+    ),
+    (
+        "check_email.html",
+        include_str!("../../assets/templates/check_email.html"),
+    ),
+    (
+        "confirm.html",
+        include_str!("../../assets/templates/confirm.html"),
+    ),
+    (
+        "error.html",
+        include_str!("../../assets/templates/error.html"),
+    ),
+    (
+        "magic_link.html",
+        include_str!("../../assets/email/magic_link.html"),
+    ),
+    (
+        "magic_link.txt",
+        include_str!("../../assets/email/magic_link.txt"),
+    ),
 ];
 
 /// A static asset: path under `/.sesame/static/`, content type, body.
 pub const STATIC: &[(&str, &str, &str)] = &[
-    ("sesame.css", "text/css; charset=utf-8", include_str!("../../assets/static/sesame.css")),
-    ("confirm.js", "text/javascript; charset=utf-8", include_str!("../../assets/static/confirm.js")),
+    (
+        "sesame.css",
+        "text/css; charset=utf-8",
+        include_str!("../../assets/static/sesame.css"),
+    ),
+    (
+        "confirm.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/static/confirm.js"),
+    ),
 ];
 
 impl Pages {
@@ -45,7 +74,8 @@ impl Pages {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(template = name, error = %e, "template failed to render");
-                "<!doctype html><title>Error</title><p>Something went wrong. Please try again.</p>".to_string()
+                "<!doctype html><title>Error</title><p>Something went wrong. Please try again.</p>"
+                    .to_string()
             }
         }
     }
@@ -65,7 +95,10 @@ mod tests {
     fn every_template_parses_and_escapes() {
         let pages = Pages::new();
         for (name, _) in TEMPLATES {
-            assert!(pages.env.get_template(name).is_ok(), "{name} does not parse");
+            assert!(
+                pages.env.get_template(name).is_ok(),
+                "{name} does not parse"
+            );
         }
         let html = pages.render(
             "login.html",

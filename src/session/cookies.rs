@@ -34,8 +34,11 @@ pub fn pending_name(site: &Site) -> String {
 /// Seal `plain` into a cookie value for `name`.
 pub fn seal(key: &cookie::Key, name: &str, plain: &str) -> String {
     let mut jar = CookieJar::new();
-    jar.private_mut(key).add(Cookie::new(name.to_string(), plain.to_string()));
-    jar.get(name).map(|c| c.value().to_string()).unwrap_or_default()
+    jar.private_mut(key)
+        .add(Cookie::new(name.to_string(), plain.to_string()));
+    jar.get(name)
+        .map(|c| c.value().to_string())
+        .unwrap_or_default()
 }
 
 /// Open a sealed value; `None` for anything tampered, foreign or oversized.
@@ -58,7 +61,14 @@ pub fn find<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// A `Set-Cookie` value with the attributes Sesame always uses.
-pub fn set(config: &Config, site: &Site, name: &str, value: &str, max_age_secs: i64, domain_wide: bool) -> String {
+pub fn set(
+    config: &Config,
+    site: &Site,
+    name: &str,
+    value: &str,
+    max_age_secs: i64,
+    domain_wide: bool,
+) -> String {
     let mut c = Cookie::new(name.to_string(), value.to_string());
     c.set_path("/");
     c.set_http_only(true);

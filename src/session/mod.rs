@@ -59,7 +59,9 @@ pub struct NewSession {
 
 impl std::fmt::Debug for NewSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewSession").field("record", &self.record).finish_non_exhaustive()
+        f.debug_struct("NewSession")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +78,7 @@ impl Sessions {
             clock,
             cache: Cache::builder()
                 .max_capacity(200_000)
-                .time_to_live(Duration::from_secs(300))
+                .time_to_live(Duration::from_secs(60))
                 .build(),
         }
     }

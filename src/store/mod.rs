@@ -139,7 +139,12 @@ pub trait Store: Send + Sync + 'static {
     async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>>;
     /// Atomically count one code attempt; `None` if the login is used,
     /// expired, unknown, or has no attempts left.
-    async fn attempt_code(&self, id: &str, now: i64, max_attempts: u32) -> StoreResult<Option<PendingLogin>>;
+    async fn attempt_code(
+        &self,
+        id: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<Option<PendingLogin>>;
     /// Delete expired pending logins; returns how many had their confirm page
     /// opened but were never used (suspected mail-scanner hits).
     async fn sweep_pending(&self, now: i64) -> StoreResult<u64>;

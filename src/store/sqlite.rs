@@ -53,10 +53,11 @@ impl SqliteStore {
             .await?;
         for (version, sql) in MIGRATIONS {
             let mut tx = self.pool.begin().await?;
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if done.is_none() {
                 sqlx::raw_sql(sql).execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, strftime('%s','now'))")
@@ -133,10 +134,12 @@ impl Store for SqliteStore {
             .bind(fresh)
             .execute(&self.pool)
             .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -178,10 +181,11 @@ impl Store for SqliteStore {
 
     async fn remove_user(&self, email: &Email) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let id: Option<String> = sqlx::query_scalar("DELETE FROM users WHERE email = ? RETURNING id")
-            .bind(email.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let id: Option<String> =
+            sqlx::query_scalar("DELETE FROM users WHERE email = ? RETURNING id")
+                .bind(email.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some(id) = &id {
             sqlx::query("UPDATE sessions SET revoked_at = strftime('%s','now') WHERE user_id = ? AND revoked_at IS NULL")
                 .bind(id)
@@ -231,7 +235,12 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn attempt_code(&self, id: &str, now: i64, max_attempts: u32) -> StoreResult<Option<PendingLogin>> {
+    async fn attempt_code(
+        &self,
+        id: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<Option<PendingLogin>> {
         sqlx::query(
             "UPDATE pending_logins SET attempts = attempts + 1 \
              WHERE id = ? AND consumed_at IS NULL AND expires_at > ? AND attempts < ? RETURNING *",

@@ -1,0 +1,546 @@
+//! Test rig: a real gateway on free ports, a real upstream that records what
+//! it receives, and a real SMTP server that captures the mail. Tests read the
+//! link and code out of the captured mail and follow them as a person would.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mailin_embedded::{response, Handler, Server, SslConfig};
+use reqwest::redirect::Policy;
+use sesame::clock::Clock;
+use sesame::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------- SMTP sink ----------
+
+#[derive(Clone, Default)]
+struct Sink {
+    buf: Vec<u8>,
+    to: Vec<String>,
+    out: Arc<Mutex<Vec<Mail>>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl Mail {
+    pub fn link(&self) -> String {
+        let start = self.text.find("http").expect("a link in the mail");
+        self.text[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn code(&self) -> String {
+        let i = self.text.find("code").expect("a code in the mail");
+        self.text[i..]
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 6)
+            .expect("six digits")
+            .to_string()
+    }
+
+    pub fn token(&self) -> String {
+        let link = self.link();
+        let url = url::Url::parse(&link).unwrap();
+        url.query_pairs()
+            .find(|(k, _)| k == "token")
+            .unwrap()
+            .1
+            .into_owned()
+    }
+}
+
+impl Handler for Sink {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        to: &[String],
+    ) -> response::Response {
+        self.buf.clear();
+        self.to = to.to_vec();
+        response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> response::Response {
+        let msg = mail_parser::MessageParser::default()
+            .parse(&self.buf)
+            .expect("parsable mail");
+        let mail = Mail {
+            to: self.to.clone(),
+            subject: msg.subject().unwrap_or("").to_string(),
+            text: msg.body_text(0).map(|s| s.into_owned()).unwrap_or_default(),
+            html: msg.body_html(0).map(|s| s.into_owned()).unwrap_or_default(),
+        };
+        self.out.lock().unwrap().push(mail);
+        response::OK
+    }
+}
+
+#[derive(Clone)]
+pub struct MailBox {
+    pub addr: SocketAddr,
+    mails: Arc<Mutex<Vec<Mail>>>,
+}
+
+impl MailBox {
+    pub fn start() -> MailBox {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mails = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink {
+            out: mails.clone(),
+            ..Default::default()
+        };
+        let mut server = Server::new(sink);
+        server
+            .with_name("sink.test")
+            .with_ssl(SslConfig::None)
+            .unwrap()
+            .with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            let _ = server.serve();
+        });
+        MailBox { addr, mails }
+    }
+
+    pub fn all(&self) -> Vec<Mail> {
+        self.mails.lock().unwrap().clone()
+    }
+
+    /// Wait for the next mail to `to` (beyond the `seen` ones already taken).
+    pub async fn wait_for(&self, to: &str, seen: usize) -> Mail {
+        for _ in 0..200 {
+            let got: Vec<Mail> = self
+                .all()
+                .into_iter()
+                .filter(|m| m.to.iter().any(|t| t == to))
+                .collect();
+            if got.len() > seen {
+                return got[seen].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no mail to {to} arrived within 5 s");
+    }
+
+    pub fn count_to(&self, to: &str) -> usize {
+        self.all()
+            .iter()
+            .filter(|m| m.to.iter().any(|t| t == to))
+            .count()
+    }
+}
+
+// ---------- recording upstream ----------
+
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let mut lines = head.split("\r\n");
+                    let mut first = lines.next().unwrap_or("").split(' ');
+                    let method = first.next().unwrap_or("").to_string();
+                    let path = first.next().unwrap_or("").to_string();
+                    let headers: Vec<(String, String)> = lines
+                        .filter_map(|l| {
+                            l.split_once(':')
+                                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        })
+                        .collect();
+                    let len: usize = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut have = buf.len() - head_end - 4;
+                    while have < len {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            break;
+                        }
+                        have += n;
+                    }
+                    rec.lock().unwrap().push(Seen {
+                        method,
+                        path: path.clone(),
+                        headers,
+                    });
+                    let body = format!("upstream saw {path}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+}
+
+// ---------- the gateway ----------
+
+pub struct Options {
+    pub signup: &'static str,
+    pub smtp: Option<SocketAddr>,
+    pub extra: String,
+    pub db: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            signup: "open",
+            smtp: None,
+            extra: String::new(),
+            db: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub port: u16,
+    pub base: String,
+    pub admin: String,
+    pub mail: MailBox,
+    pub upstream: Upstream,
+    pub clock: Clock,
+    pub db: PathBuf,
+    pub running: Option<sesame::Running>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn config_text(
+    port: u16,
+    admin: u16,
+    db: &std::path::Path,
+    smtp: SocketAddr,
+    upstream: SocketAddr,
+    o: &Options,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+admin_listen = "127.0.0.1:{admin}"
+threads = 2
+
+[store]
+url = "sqlite://{db}"
+
+[mail]
+transport = "smtp"
+smtp_url = "smtp://{smtp}"
+from = "Sesame test <login@example.com>"
+timeout = "2s"
+
+[users]
+signup = "{signup}"
+
+[rate_limit]
+per_email = 5
+per_client = 1000
+
+[[site]]
+name = "Test app"
+public_url = "http://localhost:{port}"
+upstream = ["{upstream}"]
+public_paths = ["/public", "/health"]
+
+[[site]]
+name = "Other app"
+public_url = "http://127.0.0.1:{port}"
+upstream = ["{upstream}"]
+{extra}
+"#,
+        db = db.display(),
+        signup = o.signup,
+        extra = o.extra,
+    )
+}
+
+pub async fn spawn_with(o: Options) -> TestApp {
+    let mail = MailBox::start();
+    let upstream = Upstream::start().await;
+    let (dir, db) = match &o.db {
+        Some(db) => (None, db.clone()),
+        None => {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("sesame.db");
+            (Some(dir), db)
+        }
+    };
+    let port = free_port();
+    let admin = free_port();
+    let text = config_text(
+        port,
+        admin,
+        &db,
+        o.smtp.unwrap_or(mail.addr),
+        upstream.addr,
+        &o,
+    );
+    let config = Config::from_toml(&text).expect("test config is valid");
+    let clock = Clock::system();
+    let running = start(config, clock.clone()).await;
+    TestApp {
+        port,
+        base: format!("http://localhost:{port}"),
+        admin: format!("http://127.0.0.1:{admin}"),
+        mail,
+        upstream,
+        clock,
+        db,
+        running: Some(running),
+        _dir: dir,
+    }
+}
+
+pub async fn start(config: Config, clock: Clock) -> sesame::Running {
+    tokio::task::spawn_blocking(move || {
+        sesame::start(
+            config,
+            sesame::Options {
+                clock,
+                demo_app: None,
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .expect("gateway starts")
+}
+
+pub async fn spawn() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+/// A browser: its own cookie jar, no automatic redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Ask for a link in `b` and return the mail that arrives.
+    pub async fn ask_link(&self, b: &reqwest::Client, email: &str, rd: &str) -> Mail {
+        let to = email.to_lowercase();
+        let seen = self.mail.count_to(&to);
+        let r = self
+            .post_form(b, "/.sesame/login", &[("email", email), ("rd", rd)])
+            .await;
+        assert_eq!(r.status(), 200, "login POST");
+        self.mail.wait_for(&to, seen).await
+    }
+
+    pub async fn post_form(
+        &self,
+        b: &reqwest::Client,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        b.post(self.url(path))
+            .header("Origin", &self.base)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sign in with a link in `b`; returns the 303 response.
+    pub async fn sign_in(&self, b: &reqwest::Client, email: &str) -> reqwest::Response {
+        let mail = self.ask_link(b, email, "/").await;
+        let r = self
+            .post_form(b, "/.sesame/magic", &[("token", &mail.token())])
+            .await;
+        assert_eq!(r.status(), 303, "link accepted");
+        r
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn metric(text: &str, line_prefix: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            tokio::task::spawn_blocking(move || r.stop()).await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            // Stop off the async worker: shutdown joins a thread.
+            std::thread::spawn(move || r.stop());
+        }
+    }
+}
+
+/// `name="rd" value="..."` out of a page, unescaped.
+pub fn hidden_value(html: &str, name: &str) -> Option<String> {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html.find(&needle)? + needle.len();
+    let raw = &html[start..start + html[start..].find('"')?];
+    Some(
+        raw.replace("&#x2f;", "/")
+            .replace("&#x27;", "'")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+pub fn cookies_set(r: &reqwest::Response) -> HashMap<String, String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
+            v.split(';')
+                .next()?
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Send one raw HTTP/1.1 request (the path exactly as given, no client-side
+/// normalisation) and return the status code and the whole response.
+pub async fn raw_request(port: u16, request_head: &str) -> (u16, String) {
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    sock.write_all(request_head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+pub async fn raw_get(port: u16, path: &str) -> u16 {
+    raw_request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+    .0
+}

@@ -1,0 +1,195 @@
+//! Who may ask, rate limits, and what oversized or malformed input gets.
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_address_gets_the_same_page_and_no_mail() {
+    let app = spawn_with(Options {
+        signup: "closed",
+        ..Default::default()
+    })
+    .await;
+    let store = sesame::store::open(&sesame::config::StoreConfig::Sqlite {
+        path: app.db.clone(),
+    })
+    .await
+    .unwrap();
+    store
+        .add_user(&sesame::store::User {
+            id: "u_known".into(),
+            email: sesame::email::Email::parse("known@example.com").unwrap(),
+            name: Some("Known Person".into()),
+            groups: vec!["staff".into(), "ops".into()],
+            disabled: false,
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+
+    let page = |email: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .post_form(
+                    &browser(),
+                    "/.sesame/login",
+                    &[("email", email), ("rd", "/")],
+                )
+                .await;
+            let status = r.status();
+            let cookies: Vec<String> = cookies_set(&r).into_keys().collect();
+            (
+                status,
+                cookies,
+                r.text().await.unwrap().replace(email, "EMAIL"),
+            )
+        }
+    };
+    let known = page("known@example.com").await;
+    let unknown = page("stranger@example.com").await;
+    assert_eq!(known, unknown, "same status, cookies and page");
+    app.mail.wait_for("known@example.com", 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        app.mail.count_to("stranger@example.com"),
+        0,
+        "no mail to an unknown address"
+    );
+
+    // The known user signs in and the app gets their name and groups.
+    let b = browser();
+    app.sign_in(&b, "KNOWN@example.com").await;
+    b.get(app.url("/x")).send().await.unwrap();
+    let seen = app.upstream.last();
+    assert_eq!(seen.header("remote-user").as_deref(), Some("u_known"));
+    assert_eq!(seen.header("remote-name").as_deref(), Some("Known Person"));
+    assert_eq!(seen.header("remote-groups").as_deref(), Some("staff,ops"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_addresses_get_400() {
+    let app = spawn().await;
+    for bad in [
+        "ada",
+        "ada@@example.com",
+        "a@b@example.com",
+        "ada@example.com\r\nBcc: x@y.z",
+        "ada\0@example.com",
+    ] {
+        let r = app
+            .post_form(&browser(), "/.sesame/login", &[("email", bad)])
+            .await;
+        assert_eq!(r.status(), 400, "{bad:?}");
+    }
+    let long = format!("{}@example.com", "a".repeat(250));
+    assert_eq!(
+        app.post_form(&browser(), "/.sesame/login", &[("email", &long)])
+            .await
+            .status(),
+        400
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(app.mail.all().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_limit_is_exact_under_parallel_requests() {
+    let app = std::sync::Arc::new(spawn().await);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let r = app
+                    .post_form(
+                        &browser(),
+                        "/.sesame/login",
+                        &[("email", "flood@example.com")],
+                    )
+                    .await;
+                (
+                    r.status().as_u16(),
+                    r.headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string()),
+                )
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(
+        results.iter().filter(|(s, _)| *s == 200).count(),
+        5,
+        "{results:?}"
+    );
+    for (s, retry) in &results {
+        if *s == 429 {
+            let secs: u64 = retry.as_ref().expect("Retry-After").parse().unwrap();
+            assert!((1..=900).contains(&secs));
+        }
+    }
+    let m = app.metrics().await;
+    assert_eq!(
+        TestApp::metric(&m, "sesame_rate_limited_total{key=\"email\"}"),
+        15.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_limit() {
+    let app = spawn_with(Options {
+        extra: String::new(),
+        ..Default::default()
+    })
+    .await;
+    // per_client is 1000 in the rig; use distinct addresses to hit it.
+    let mut limited = 0;
+    for i in 0..1005 {
+        let r = app
+            .post_form(
+                &browser(),
+                "/.sesame/login",
+                &[("email", &format!("c{i}@example.com"))],
+            )
+            .await;
+        if r.status() == 429 {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_and_bodies() {
+    let app = spawn().await;
+    let r = browser()
+        .get(app.url("/.sesame/login"))
+        .header("X-Big", "a".repeat(20 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let big = "a".repeat(20 * 1024);
+    let r = app
+        .post_form(
+            &browser(),
+            "/.sesame/login",
+            &[("email", "x@example.com"), ("pad", &big)],
+        )
+        .await;
+    assert_eq!(r.status(), 413);
+    // Chunked, without a length: cut off at the limit as well.
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(
+        (0..40).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; 1024]))),
+    ));
+    let r = browser()
+        .post(app.url("/.sesame/login"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}

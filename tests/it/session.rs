@@ -1,0 +1,162 @@
+//! Sessions: new id at login, logout revokes, restart keeps them, bad
+//! cookies are anonymous, idle timeout.
+
+use crate::helpers::*;
+use std::time::Duration;
+
+fn session_cookie(r: &reqwest::Response) -> String {
+    cookies_set(r)
+        .get("sesame")
+        .cloned()
+        .expect("session cookie set")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_cookie_does_not_survive_login() {
+    let app = spawn().await;
+    // An attacker's own valid session, planted in the victim's browser.
+    let attacker = browser();
+    let planted = session_cookie(&app.sign_in(&attacker, "attacker@example.com").await);
+    let victim = browser();
+    let mail = app.ask_link(&victim, "victim@example.com", "/").await;
+    let r = victim
+        .post(app.url("/.sesame/magic"))
+        .header("Origin", &app.base)
+        .header("Cookie", format!("sesame={planted}"))
+        .form(&[("token", &mail.token())])
+        .send()
+        .await
+        .unwrap();
+    let fresh = session_cookie(&r);
+    assert_ne!(fresh, planted);
+    victim.get(app.url("/me")).send().await.unwrap();
+    assert_eq!(
+        app.upstream.last().header("remote-email").as_deref(),
+        Some("victim@example.com")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_and_a_replayed_cookie_is_refused() {
+    let app = spawn().await;
+    let b = browser();
+    let cookie = session_cookie(&app.sign_in(&b, "leaver@example.com").await);
+    let replay = || {
+        browser()
+            .get(app.url("/private"))
+            .header("Cookie", format!("sesame={cookie}"))
+            .send()
+    };
+    assert_eq!(replay().await.unwrap().status(), 200);
+    let who: serde_json::Value = b
+        .get(app.url("/.sesame/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["email"], "leaver@example.com");
+
+    let r = app.post_form(&b, "/.sesame/logout", &[]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/.sesame/login");
+    assert_eq!(replay().await.unwrap().status(), 401, "revoked server-side");
+    assert_eq!(
+        b.get(app.url("/.sesame/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let m = app.metrics().await;
+    assert_eq!(TestApp::metric(&m, "sesame_sessions_revoked_total"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_sessions() {
+    let mut app = spawn().await;
+    let b = browser();
+    let cookie = session_cookie(&app.sign_in(&b, "stay@example.com").await);
+    app.stop().await;
+    let config = sesame::config::Config::from_toml(&config_text(
+        app.port,
+        free_port(),
+        &app.db,
+        app.mail.addr,
+        app.upstream.addr,
+        &Options::default(),
+    ))
+    .unwrap();
+    let _again = start(config, app.clock.clone()).await;
+    let r = browser()
+        .get(app.url("/still"))
+        .header("Cookie", format!("sesame={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the same cookie works after a restart");
+    assert_eq!(
+        app.upstream.last().header("remote-email").as_deref(),
+        Some("stay@example.com")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_foreign_or_oversized_cookies_are_anonymous() {
+    let app = spawn().await;
+    let b = browser();
+    let good = session_cookie(&app.sign_in(&b, "real@example.com").await);
+    let mut flipped = good.clone().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    for bad in [
+        "garbage".to_string(),
+        String::from_utf8(flipped).unwrap(),
+        "A".repeat(8000),
+        "%%%".to_string(),
+        String::new(),
+    ] {
+        let r = browser()
+            .get(app.url("/x"))
+            .header("Cookie", format!("sesame={bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "cookie {:.20}", bad);
+    }
+    let r = browser()
+        .get(app.url("/x"))
+        .header("Cookie", format!("sesame={good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the genuine cookie still works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_expired_sessions_end() {
+    let app = spawn().await;
+    let b = browser();
+    app.sign_in(&b, "idle@example.com").await;
+    assert_eq!(b.get(app.url("/x")).send().await.unwrap().status(), 200);
+    app.clock.advance(Duration::from_secs(2 * 3600 + 5));
+    assert_eq!(
+        b.get(app.url("/x")).send().await.unwrap().status(),
+        401,
+        "idle timeout"
+    );
+
+    let b = browser();
+    app.sign_in(&b, "long@example.com").await;
+    for _ in 0..9 {
+        app.clock.advance(Duration::from_secs(3600 + 1800));
+        // Active every 90 minutes: never idle, but the 12 h lifetime ends it.
+        let _ = b.get(app.url("/x")).send().await.unwrap();
+    }
+    assert_eq!(
+        b.get(app.url("/x")).send().await.unwrap().status(),
+        401,
+        "lifetime"
+    );
+}
