@@ -1,1 +1,131 @@
-fn main() {}
+//! The per-request hot path: session check (cookie open + verify + cache
+//! hit) and the whole protected-request decision (site by host, cookie out
+//! of the header, session, policy, header strip + inject).
+//!
+//! `cargo bench --bench hot_path`. Budgets (issue #2): < 2 us and < 5 us.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use futures::executor::block_on;
+use pingora::http::RequestHeader;
+use sesame::app::App;
+use sesame::clock::Clock;
+use sesame::config::Config;
+use sesame::policy::{self, Decision};
+use sesame::session::cookies;
+use sesame::store::{AuthMethod, User};
+
+struct Rig {
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    app: std::sync::Arc<App>,
+    cookie_header: String,
+    sealed: String,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&format!(
+        r#"
+[store]
+url = "sqlite://{}/bench.db"
+[mail]
+transport = "console"
+[[site]]
+public_url = "https://wiki.example.com"
+upstream = ["127.0.0.1:3000"]
+public_paths = ["/health"]
+allow_domains = ["example.com"]
+"#,
+        dir.path().display()
+    ))
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = rt.block_on(App::build(config, Clock::system())).unwrap();
+    let user = User {
+        id: "u_bench".into(),
+        email: sesame::email::Email::parse("ada@example.com").unwrap(),
+        name: Some("Ada".into()),
+        groups: vec!["staff".into()],
+        disabled: false,
+        created_at: 0,
+    };
+    let session = rt
+        .block_on(app.sessions.create(&user, AuthMethod::MagicLink))
+        .unwrap();
+    let site = &app.sites[0];
+    let sealed = cookies::seal(
+        &app.keys.cookie,
+        &site.session_cookie,
+        &session.cookie_plain,
+    );
+    let cookie_header = format!(
+        "_ga=GA1.2.3; theme=dark; {}={sealed}; lang=en",
+        site.session_cookie
+    );
+    // Warm the cache, as any live session is after its first request.
+    let plain = cookies::open(&app.keys.cookie, &site.session_cookie, &sealed).unwrap();
+    rt.block_on(app.sessions.check(&plain)).unwrap();
+    Rig {
+        _rt: rt,
+        _dir: dir,
+        app,
+        cookie_header,
+        sealed,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let r = rig();
+    let app = &r.app;
+    let site = &app.sites[0];
+
+    c.bench_function("session check (cookie open + verify + cache hit)", |b| {
+        b.iter(|| {
+            let plain = cookies::open(&app.keys.cookie, &site.session_cookie, black_box(&r.sealed))
+                .unwrap();
+            let live = block_on(app.sessions.check(&plain)).unwrap();
+            black_box(live);
+        })
+    });
+
+    let mut template = RequestHeader::build("GET", b"/wiki/Main_Page?action=view", None).unwrap();
+    template.insert_header("host", "wiki.example.com").unwrap();
+    template
+        .insert_header("cookie", r.cookie_header.as_str())
+        .unwrap();
+    template.insert_header("remote-user", "spoofed").unwrap();
+    template.insert_header("accept", "text/html").unwrap();
+
+    c.bench_function(
+        "protected-request decision (host, cookie, session, policy, headers)",
+        |b| {
+            b.iter(|| {
+                let mut req = template.clone();
+                let host = req.headers.get("host").unwrap().to_str().unwrap();
+                let (_, site) = app.site_for_host(black_box(host)).unwrap();
+                let cookie = policy::session_cookie(
+                    site,
+                    req.headers.get_all("cookie").iter().map(|v| v.as_bytes()),
+                );
+                let decision = block_on(policy::decide(app, site, req.uri.path(), cookie));
+                let Decision::Allow(live) = decision else {
+                    panic!("bench session must be allowed")
+                };
+                sesame::gateway::headers::strip(&mut req, site);
+                sesame::gateway::headers::inject(&mut req, site, &live);
+                black_box(req);
+            })
+        },
+    );
+
+    c.bench_function("baseline: clone the request header only", |b| {
+        b.iter(|| black_box(template.clone()))
+    });
+}
+
+criterion_group!(hot, benches);
+criterion_main!(hot);

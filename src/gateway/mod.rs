@@ -2,7 +2,7 @@
 //! `endpoints` for `/.sesame/*`, to `policy` for everything else, and to
 //! `headers` for what the upstream receives.
 
-mod headers;
+pub mod headers;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
