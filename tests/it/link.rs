@@ -349,3 +349,30 @@ async fn links_use_the_configured_url_even_with_a_forged_host() {
         mail.link()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opened_but_unconfirmed_links_are_counted_as_suspected_scanners() {
+    let app = spawn().await;
+    let scanned = app.ask_link(&browser(), "scanned@example.com", "/").await;
+    assert_eq!(
+        browser().get(scanned.link()).send().await.unwrap().status(),
+        200
+    );
+
+    let b = browser();
+    let used = app.ask_link(&b, "used@example.com", "/").await;
+    assert_eq!(b.get(used.link()).send().await.unwrap().status(), 200);
+    let r = app
+        .post_form(&b, "/.sesame/magic", &[("token", &used.token())])
+        .await;
+    assert_eq!(r.status(), 303);
+    app.ask_link(&browser(), "ignored@example.com", "/").await;
+
+    app.clock.advance(Duration::from_secs(16 * 60));
+    app.running.as_ref().unwrap().app.sweep().await;
+    let m = app.metrics().await;
+    assert_eq!(
+        TestApp::metric(&m, "sesame_magic_links_opened_unconfirmed_total"),
+        1.0
+    );
+}
