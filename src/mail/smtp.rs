@@ -17,6 +17,9 @@ pub struct SmtpMailer {
 
 impl SmtpMailer {
     pub fn new(url: &str, from: Mailbox, timeout: Duration) -> Result<SmtpMailer, MailError> {
+        // Name the TLS crypto provider, so that TLS works however many
+        // providers the dependency graph happens to enable.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| MailError::Transport(e.to_string()))?
             .timeout(Some(timeout))

@@ -26,6 +26,8 @@ pub fn free_port() -> u16 {
 
 #[derive(Clone, Default)]
 struct Sink {
+    /// `(user, password)` that AUTH PLAIN accepts, if AUTH is offered.
+    login: Option<(String, String)>,
     buf: Vec<u8>,
     to: Vec<String>,
     out: Arc<Mutex<Vec<Mail>>>,
@@ -70,6 +72,13 @@ impl Mail {
 }
 
 impl Handler for Sink {
+    fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> response::Response {
+        match &self.login {
+            Some((u, p)) if u == user && p == password => response::AUTH_OK,
+            _ => response::INVALID_CREDENTIALS,
+        }
+    }
+
     fn data_start(
         &mut self,
         _domain: &str,
@@ -122,6 +131,38 @@ impl MailBox {
             .with_name("sink.test")
             .with_ssl(SslConfig::None)
             .unwrap()
+            .with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            let _ = server.serve();
+        });
+        MailBox { addr, mails }
+    }
+
+    /// A sink that offers STARTTLS with `cert`/`key` and requires AUTH PLAIN
+    /// (which mailin only allows after STARTTLS).
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        user: &str,
+        password: &str,
+    ) -> MailBox {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mails = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink {
+            out: mails.clone(),
+            login: Some((user.into(), password.into())),
+            ..Default::default()
+        };
+        let mut server = Server::new(sink);
+        server
+            .with_name("sink.test")
+            .with_ssl(SslConfig::SelfSigned {
+                cert_path: cert.display().to_string(),
+                key_path: key.display().to_string(),
+            })
+            .unwrap()
+            .with_auth(mailin_embedded::AuthMechanism::Plain)
             .with_tcp_listener(listener);
         std::thread::spawn(move || {
             let _ = server.serve();

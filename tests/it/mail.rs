@@ -105,3 +105,118 @@ async fn admin_listener_serves_health_and_metrics() {
         1.0
     );
 }
+
+/// A CA and a `localhost` server certificate it signed, made with openssl.
+fn test_certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is needed for the SMTP TLS test (apt-get install -y openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Sesame test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_with_starttls_and_credentials_from_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(dir.path());
+    // rustls-native-certs (lettre's trust store) reads SSL_CERT_FILE.
+    std::env::set_var("SSL_CERT_FILE", &ca);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sink = MailBox::start_tls(&cert, &key, "gateway", "s3cret pass");
+    let port = free_port();
+    let admin = free_port();
+    let upstream = Upstream::start().await;
+    let text = config_text(
+        port,
+        admin,
+        &dir.path().join("s.db"),
+        sink.addr,
+        upstream.addr,
+        &Options::default(),
+    )
+    .replace(
+        &format!("smtp_url = \"smtp://{}\"", sink.addr),
+        &format!(
+            "smtp_url = \"smtp://gateway:s3cret%20pass@localhost:{}?tls=required\"",
+            sink.addr.port()
+        ),
+    );
+    assert!(text.contains("tls=required"));
+    let config = sesame::config::Config::from_toml(&text).unwrap();
+    let _running = start(config, sesame::clock::Clock::system()).await;
+    let r = browser()
+        .post(format!("http://localhost:{port}/.sesame/login"))
+        .header("Origin", format!("http://localhost:{port}"))
+        .form(&[("email", "tls@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mail = sink.wait_for("tls@example.com", 0).await;
+    assert!(mail
+        .link()
+        .starts_with(&format!("http://localhost:{port}/.sesame/magic?token=")));
+}
