@@ -158,44 +158,78 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
     Resp::page(app, 200, html).cookie(pending_cookie)
 }
 
-fn link_refused(app: &App, req: &Req, e: &TokenError, method: &str) -> Resp {
-    match e {
-        TokenError::Invalid => {
-            app.metrics
-                .verifications
-                .with_label_values(&[method, "invalid"])
-                .inc();
-            error_page(
-                app,
-                req,
-                400,
-                "This link is not valid",
-                "The sign-in link is damaged or not meant for this site. Ask for a new one.",
-                true,
-            )
-        }
-        TokenError::Expired(_) => {
-            app.metrics
-                .verifications
-                .with_label_values(&[method, "expired"])
-                .inc();
-            gone(
-                app,
-                req,
-                method,
-                "This link has expired",
-                "Sign-in links work for a short time only. Ask for a new one.",
-            )
-        }
-    }
+/// A refused link or code: the result counted and the page shown.
+struct Refusal {
+    status: u16,
+    result: &'static str,
+    title: &'static str,
+    message: &'static str,
+    offer_new_link: bool,
 }
 
-fn gone(app: &App, req: &Req, method: &str, title: &str, message: &str) -> Resp {
+const LINK_INVALID: Refusal = Refusal {
+    status: 400,
+    result: "invalid",
+    title: "This link is not valid",
+    message: "The sign-in link is damaged or not meant for this site. Ask for a new one.",
+    offer_new_link: true,
+};
+const LINK_EXPIRED: Refusal = Refusal {
+    status: 410,
+    result: "expired",
+    title: "This link has expired",
+    message: "Sign-in links work for a short time only. Ask for a new one.",
+    offer_new_link: true,
+};
+const LINK_USED: Refusal = Refusal {
+    status: 410,
+    result: "gone",
+    title: "This link was already used",
+    message: "Each sign-in link works once. Ask for a new one.",
+    offer_new_link: true,
+};
+const CODE_ELSEWHERE: Refusal = Refusal {
+    status: 400,
+    result: "no_pending",
+    title: "Use the link instead",
+    message: "A code works only in the browser where you asked for it. Open the link from the email, or ask for a new one here.",
+    offer_new_link: true,
+};
+const CODE_MALFORMED: Refusal = Refusal {
+    status: 400,
+    result: "invalid",
+    title: "That is not a code",
+    message: "The code is the six digits in the email.",
+    offer_new_link: false,
+};
+const CODE_GONE: Refusal = Refusal {
+    status: 410,
+    result: "gone",
+    title: "This code no longer works",
+    message: "It expired, was already used, or too many wrong codes were tried. Ask for a new one.",
+    offer_new_link: true,
+};
+const NOT_ALLOWED: Refusal = Refusal {
+    status: 403,
+    result: "not_allowed",
+    title: "Sign-in not allowed",
+    message: "This address may not sign in here.",
+    offer_new_link: false,
+};
+
+fn refuse(app: &App, req: &Req, method: &str, r: &Refusal) -> Resp {
     app.metrics
         .verifications
-        .with_label_values(&[method, "gone"])
+        .with_label_values(&[method, r.result])
         .inc();
-    error_page(app, req, 410, title, message, true)
+    error_page(app, req, r.status, r.title, r.message, r.offer_new_link)
+}
+
+fn link_refused(app: &App, req: &Req, e: &TokenError) -> Resp {
+    match e {
+        TokenError::Invalid => refuse(app, req, "magic_link", &LINK_INVALID),
+        TokenError::Expired(_) => refuse(app, req, "magic_link", &LINK_EXPIRED),
+    }
 }
 
 fn pending_id(app: &App, req: &Req) -> Option<String> {
@@ -208,19 +242,11 @@ pub async fn confirm_page(app: &App, req: &Req<'_>) -> Resp {
     let raw = req.query_param("token").unwrap_or_default();
     let claims = match token::verify(&app.keys, &raw, &req.site.site.origin, app.clock.now()) {
         Ok(c) => c,
-        Err(e) => return link_refused(app, req, &e, "magic_link"),
+        Err(e) => return link_refused(app, req, &e),
     };
     match app.store.view_pending(&claims.jti).await {
         Ok(Some(p)) if !p.consumed => {}
-        Ok(_) => {
-            return gone(
-                app,
-                req,
-                "magic_link",
-                "This link was already used",
-                "Each sign-in link works once. Ask for a new one.",
-            )
-        }
+        Ok(_) => return refuse(app, req, "magic_link", &LINK_USED),
         Err(e) => return store_down(app, req, &e),
     }
     app.metrics.confirm_views.inc();
@@ -260,7 +286,7 @@ pub async fn consume_link(app: &App, req: &Req<'_>) -> Resp {
     let raw = req.form_param("token").unwrap_or_default();
     let claims = match token::verify(&app.keys, &raw, &req.site.site.origin, app.clock.now()) {
         Ok(c) => c,
-        Err(e) => return link_refused(app, req, &e, "magic_link"),
+        Err(e) => return link_refused(app, req, &e),
     };
     let pending = match app
         .store
@@ -268,30 +294,11 @@ pub async fn consume_link(app: &App, req: &Req<'_>) -> Resp {
         .await
     {
         Ok(Some(p)) => p,
-        Ok(None) => {
-            return gone(
-                app,
-                req,
-                "magic_link",
-                "This link was already used",
-                "Each sign-in link works once. Ask for a new one.",
-            )
-        }
+        Ok(None) => return refuse(app, req, "magic_link", &LINK_USED),
         Err(e) => return store_down(app, req, &e),
     };
     if pending.email.as_str() != claims.sub || pending.site != req.site.site.name {
-        app.metrics
-            .verifications
-            .with_label_values(&["magic_link", "invalid"])
-            .inc();
-        return error_page(
-            app,
-            req,
-            400,
-            "This link is not valid",
-            "The sign-in link does not match. Ask for a new one.",
-            true,
-        );
+        return refuse(app, req, "magic_link", &LINK_INVALID);
     }
     signed_in(app, req, &pending, AuthMethod::MagicLink).await
 }
@@ -302,43 +309,15 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
         return cross_site(app, req);
     }
     let Some(id) = pending_id(app, req) else {
-        app.metrics
-            .verifications
-            .with_label_values(&["code", "no_pending"])
-            .inc();
-        return error_page(
-            app,
-            req,
-            400,
-            "Use the link instead",
-            "A code works only in the browser where you asked for it. Open the link from the email, or ask for a new one here.",
-            true,
-        );
+        return refuse(app, req, "code", &CODE_ELSEWHERE);
     };
     let Some(code) = Code::parse(&req.form_param("code").unwrap_or_default()) else {
-        app.metrics
-            .verifications
-            .with_label_values(&["code", "invalid"])
-            .inc();
-        return error_page(
-            app,
-            req,
-            400,
-            "That is not a code",
-            "The code is the six digits in the email.",
-            false,
-        );
+        return refuse(app, req, "code", &CODE_MALFORMED);
     };
     let max = app.config.magic_link.code_attempts;
     let pending = match app.store.attempt_code(&id, app.clock.now(), max).await {
         Ok(Some(p)) => p,
-        Ok(None) => return gone(
-            app,
-            req,
-            "code",
-            "This code no longer works",
-            "It expired, was already used, or too many wrong codes were tried. Ask for a new one.",
-        ),
+        Ok(None) => return refuse(app, req, "code", &CODE_GONE),
         Err(e) => return store_down(app, req, &e),
     };
     if !code_matches(&app.keys, &id, &code, &pending.code_mac) {
@@ -363,13 +342,7 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
     }
     match app.store.consume_pending(&id, app.clock.now()).await {
         Ok(Some(p)) => signed_in(app, req, &p, AuthMethod::Code).await,
-        Ok(None) => gone(
-            app,
-            req,
-            "code",
-            "This code was already used",
-            "Each code works once. Ask for a new one.",
-        ),
+        Ok(None) => refuse(app, req, "code", &CODE_GONE),
         Err(e) => store_down(app, req, &e),
     }
 }
@@ -377,20 +350,7 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
 async fn signed_in(app: &App, req: &Req<'_>, pending: &PendingLogin, method: AuthMethod) -> Resp {
     let (session, _user) = match login::finish(app, req.site, pending, method).await {
         Ok(s) => s,
-        Err(FinishError::NotAllowed) => {
-            app.metrics
-                .verifications
-                .with_label_values(&[method.as_str(), "not_allowed"])
-                .inc();
-            return error_page(
-                app,
-                req,
-                403,
-                "Sign-in not allowed",
-                "This address may not sign in here.",
-                false,
-            );
-        }
+        Err(FinishError::NotAllowed) => return refuse(app, req, method.as_str(), &NOT_ALLOWED),
         Err(FinishError::Store(e)) => return store_down(app, req, &e),
     };
     app.metrics

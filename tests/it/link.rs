@@ -170,6 +170,19 @@ async fn expired_link_is_gone_without_waiting() {
         html.contains("expired") && html.contains("action=\"/.sesame/login\""),
         "offers a new link"
     );
+    let m = app.metrics().await;
+    let expired = "sesame_verifications_total{method=\"magic_link\",result=\"expired\"}";
+    let gone = "sesame_verifications_total{method=\"magic_link\",result=\"gone\"}";
+    assert_eq!(
+        TestApp::metric(&m, expired),
+        2.0,
+        "GET and POST, each counted once"
+    );
+    assert_eq!(
+        TestApp::metric(&m, gone),
+        0.0,
+        "an expiry is not also counted as gone"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
