@@ -78,10 +78,25 @@ pub struct MagicLinkConfig {
     pub code_attempts: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     /// SQLite database file; created with its folder if missing.
     Sqlite { path: PathBuf },
+    /// PostgreSQL database shared by several instances; the URL may carry a
+    /// password, so `Debug` shows only its host.
+    Postgres { url: String },
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreConfig::Sqlite { path } => write!(f, "Sqlite({})", path.display()),
+            StoreConfig::Postgres { url } => match Url::parse(url) {
+                Ok(u) => write!(f, "Postgres({}{})", u.host_str().unwrap_or(""), u.path()),
+                Err(_) => f.write_str("Postgres(<invalid>)"),
+            },
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -432,13 +447,17 @@ impl Validator {
             });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            self.err(
-                "store.url",
-                "the PostgreSQL store is not available in this version; use sqlite://PATH",
-            );
-        } else {
-            self.err("store.url", "must start with sqlite://");
+            return match url.parse::<sqlx::postgres::PgConnectOptions>() {
+                Ok(_) => Some(StoreConfig::Postgres {
+                    url: url.to_string(),
+                }),
+                Err(e) => {
+                    self.err("store.url", format!("not a PostgreSQL URL: {e}"));
+                    None
+                }
+            };
         }
+        self.err("store.url", "must start with sqlite:// or postgres://");
         None
     }
 

@@ -5,6 +5,8 @@
 //! every single-use step atomic in the database itself, so that it also holds
 //! across processes. Caching is the caller's business, not the store's.
 
+pub mod postgres;
+mod shared;
 pub mod sqlite;
 
 use std::fmt;
@@ -161,5 +163,6 @@ pub type DynStore = Arc<dyn Store>;
 pub async fn open(config: &StoreConfig) -> StoreResult<DynStore> {
     match config {
         StoreConfig::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreConfig::Postgres { url } => Ok(Arc::new(postgres::PgStore::open(url).await?)),
     }
 }

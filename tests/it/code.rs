@@ -2,7 +2,7 @@
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_tests! {
 async fn code_signs_in_the_asking_browser() {
     let app = spawn().await;
     let b = browser();
@@ -27,7 +27,6 @@ async fn code_signs_in_the_asking_browser() {
     assert_eq!(r.status(), 410);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_is_refused_in_another_browser() {
     let app = spawn().await;
     let mail = app.ask_link(&browser(), "cody2@example.com", "/").await;
@@ -40,7 +39,6 @@ async fn code_is_refused_in_another_browser() {
     assert_eq!(other.get(app.url("/x")).send().await.unwrap().status(), 401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_codes_lock_the_code_out() {
     let app = spawn().await;
     let b = browser();
@@ -71,7 +69,6 @@ async fn wrong_codes_lock_the_code_out() {
     assert_eq!(r.status(), 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_expires_with_the_link() {
     let app = spawn().await;
     let b = browser();
@@ -81,4 +78,5 @@ async fn code_expires_with_the_link() {
         .post_form(&b, "/.sesame/code", &[("code", &mail.code())])
         .await;
     assert_eq!(r.status(), 410);
+}
 }

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -310,13 +309,117 @@ impl Upstream {
     }
 }
 
+// ---------- the store ----------
+
+/// Which store a test runs against; set per test by `store_tests!`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+pub async fn with_store<F: std::future::Future<Output = ()>>(backend: Backend, test: F) {
+    BACKEND.scope(backend, test).await
+}
+
+pub fn backend() -> Backend {
+    BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
+}
+
+pub fn postgres_base_url() -> String {
+    std::env::var("SESAME_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A store for one test: a SQLite file in its own folder, or a schema of
+/// its own in the test PostgreSQL database (dropped when the test ends).
+pub struct TestStore {
+    pub url: String,
+    _dir: tempfile::TempDir,
+    schema: Option<String>,
+}
+
+impl TestStore {
+    pub async fn new(backend: Backend) -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => TestStore {
+                url: format!("sqlite://{}", dir.path().join("sesame.db").display()),
+                _dir: dir,
+                schema: None,
+            },
+            Backend::Postgres => {
+                let base = postgres_base_url();
+                let schema = format!(
+                    "t_{}",
+                    sesame::keys::random_id(9)
+                        .to_lowercase()
+                        .replace(['-', '_'], "x")
+                );
+                let pool = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is not reachable at {base} ({e}). Start it (e.g. `pg_ctlcluster 15 main start`) \
+                         or set SESAME_TEST_POSTGRES_URL."
+                    )
+                });
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                TestStore {
+                    url: format!("{base}{sep}options[search_path]={schema}"),
+                    _dir: dir,
+                    schema: Some(schema),
+                }
+            }
+        }
+    }
+
+    pub fn config(&self) -> sesame::config::StoreConfig {
+        let text = format!("[store]\nurl = \"{}\"\n[[site]]\npublic_url = \"http://localhost\"\nupstream = [\"127.0.0.1:1\"]\n", self.url);
+        sesame::config::Config::from_toml(&text).unwrap().store
+    }
+
+    pub async fn open(&self) -> sesame::store::DynStore {
+        sesame::store::open(&self.config()).await.unwrap()
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            let base = postgres_base_url();
+            // Off the test's runtime: a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(pool) = sqlx::PgPool::connect(&base).await {
+                        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .execute(&pool)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
 // ---------- the gateway ----------
 
 pub struct Options {
     pub signup: &'static str,
     pub smtp: Option<SocketAddr>,
     pub extra: String,
-    pub db: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -325,7 +428,6 @@ impl Default for Options {
             signup: "open",
             smtp: None,
             extra: String::new(),
-            db: None,
         }
     }
 }
@@ -337,15 +439,15 @@ pub struct TestApp {
     pub mail: MailBox,
     pub upstream: Upstream,
     pub clock: Clock,
-    pub db: PathBuf,
     pub running: Option<sesame::Running>,
-    _dir: Option<tempfile::TempDir>,
+    /// Dropped after `running` (fields drop in order).
+    pub store: TestStore,
 }
 
 pub fn config_text(
     port: u16,
     admin: u16,
-    db: &std::path::Path,
+    store_url: &str,
     smtp: SocketAddr,
     upstream: SocketAddr,
     o: &Options,
@@ -358,7 +460,7 @@ admin_listen = "127.0.0.1:{admin}"
 threads = 2
 
 [store]
-url = "sqlite://{db}"
+url = "{store_url}"
 
 [mail]
 transport = "smtp"
@@ -385,7 +487,6 @@ public_url = "http://127.0.0.1:{port}"
 upstream = ["{upstream}"]
 {extra}
 "#,
-        db = db.display(),
         signup = o.signup,
         extra = o.extra,
     )
@@ -394,20 +495,13 @@ upstream = ["{upstream}"]
 pub async fn spawn_with(o: Options) -> TestApp {
     let mail = MailBox::start();
     let upstream = Upstream::start().await;
-    let (dir, db) = match &o.db {
-        Some(db) => (None, db.clone()),
-        None => {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("sesame.db");
-            (Some(dir), db)
-        }
-    };
+    let store = TestStore::new(backend()).await;
     let port = free_port();
     let admin = free_port();
     let text = config_text(
         port,
         admin,
-        &db,
+        &store.url,
         o.smtp.unwrap_or(mail.addr),
         upstream.addr,
         &o,
@@ -422,9 +516,8 @@ pub async fn spawn_with(o: Options) -> TestApp {
         mail,
         upstream,
         clock,
-        db,
         running: Some(running),
-        _dir: dir,
+        store,
     }
 }
 
@@ -524,8 +617,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
-            // Stop off the async worker: shutdown joins a thread.
-            std::thread::spawn(move || r.stop());
+            // Stop off the async worker (shutdown joins a thread), before the
+            // store goes away.
+            let _ = std::thread::spawn(move || r.stop()).join();
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_tests! {
 async fn browser_navigation_redirects_and_api_gets_401() {
     let app = spawn().await;
     let b = browser();
@@ -52,7 +52,6 @@ async fn browser_navigation_redirects_and_api_gets_401() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_paths_pass_and_traversal_does_not() {
     let app = spawn().await;
     let b = browser();
@@ -97,7 +96,6 @@ async fn public_paths_pass_and_traversal_does_not() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_never_reach_the_upstream() {
     let app = spawn().await;
     let b = browser();
@@ -146,7 +144,6 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_host_is_refused() {
     let app = spawn().await;
     let r = browser()
@@ -157,4 +154,5 @@ async fn unknown_host_is_refused() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert!(app.upstream.seen().is_empty());
+}
 }

@@ -2,18 +2,14 @@
 
 use crate::helpers::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_tests! {
 async fn unknown_address_gets_the_same_page_and_no_mail() {
     let app = spawn_with(Options {
         signup: "closed",
         ..Default::default()
     })
     .await;
-    let store = sesame::store::open(&sesame::config::StoreConfig::Sqlite {
-        path: app.db.clone(),
-    })
-    .await
-    .unwrap();
+    let store = app.store.open().await;
     store
         .add_user(&sesame::store::User {
             id: "u_known".into(),
@@ -66,7 +62,6 @@ async fn unknown_address_gets_the_same_page_and_no_mail() {
     assert_eq!(seen.header("remote-groups").as_deref(), Some("staff,ops"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_addresses_get_400() {
     let app = spawn().await;
     for bad in [
@@ -92,7 +87,6 @@ async fn bad_addresses_get_400() {
     assert!(app.mail.all().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_address_limit_is_exact_under_parallel_requests() {
     let app = std::sync::Arc::new(spawn().await);
     let tasks: Vec<_> = (0..20)
@@ -137,7 +131,6 @@ async fn per_address_limit_is_exact_under_parallel_requests() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_client_limit() {
     let app = spawn_with(Options {
         extra: String::new(),
@@ -161,7 +154,6 @@ async fn per_client_limit() {
     assert_eq!(limited, 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_and_bodies() {
     let app = spawn().await;
     let r = browser()
@@ -192,4 +184,5 @@ async fn oversized_headers_and_bodies() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+}
 }

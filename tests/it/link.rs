@@ -3,7 +3,11 @@
 use crate::helpers::*;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+store_tests! {
 async fn full_link_journey_reaches_the_app_with_identity() {
     let app = spawn().await;
     let b = browser();
@@ -123,7 +127,6 @@ async fn full_link_journey_reaches_the_app_with_identity() {
     assert!(TestApp::metric(&m, "sesame_magic_link_confirm_views_total") >= 3.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_browser_needs_a_deliberate_click() {
     let app = spawn().await;
     let asking = browser();
@@ -153,7 +156,6 @@ async fn another_browser_needs_a_deliberate_click() {
     assert_eq!(other.get(app.url("/x")).send().await.unwrap().status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_link_is_gone_without_waiting() {
     let app = spawn().await;
     let b = browser();
@@ -185,7 +187,6 @@ async fn expired_link_is_gone_without_waiting() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_and_other_site_tokens_are_refused() {
     let app = spawn().await;
     let b = browser();
@@ -226,7 +227,6 @@ async fn tampered_and_other_site_tokens_are_refused() {
     assert_eq!(r.status(), 303);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_simultaneous_uses_give_exactly_one_session() {
     let app = std::sync::Arc::new(spawn().await);
     let mail = app.ask_link(&browser(), "race@example.com", "/").await;
@@ -261,7 +261,6 @@ async fn many_simultaneous_uses_give_exactly_one_session() {
     assert_eq!(TestApp::metric(&m, "sesame_sessions_created_total"), 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_posts_are_refused() {
     let app = spawn().await;
     let b = browser();
@@ -289,7 +288,6 @@ async fn cross_site_posts_are_refused() {
     assert_eq!(r.status(), 303);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn return_to_stays_on_the_site_for_the_whole_corpus() {
     let app = spawn().await;
     let b = browser();
@@ -329,11 +327,6 @@ async fn return_to_stays_on_the_site_for_the_whole_corpus() {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_use_the_configured_url_even_with_a_forged_host() {
     let app = spawn().await;
     let b = browser();
@@ -363,7 +356,6 @@ async fn links_use_the_configured_url_even_with_a_forged_host() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opened_but_unconfirmed_links_are_counted_as_suspected_scanners() {
     let app = spawn().await;
     let scanned = app.ask_link(&browser(), "scanned@example.com", "/").await;
@@ -388,4 +380,5 @@ async fn opened_but_unconfirmed_links_are_counted_as_suspected_scanners() {
         TestApp::metric(&m, "sesame_magic_links_opened_unconfirmed_total"),
         1.0
     );
+}
 }

@@ -3,109 +3,6 @@
 use crate::helpers::*;
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smtp_down_answers_fast_and_counts_the_failure() {
-    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let app = spawn_with(Options {
-        smtp: Some(closed),
-        ..Default::default()
-    })
-    .await;
-    let t = Instant::now();
-    let r = app
-        .post_form(
-            &browser(),
-            "/.sesame/login",
-            &[("email", "down@example.com")],
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "the answer does not wait on SMTP"
-    );
-    let mut failed = 0.0;
-    for _ in 0..100 {
-        failed = TestApp::metric(&app.metrics().await, "sesame_magic_links_failed_total");
-        if failed >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(failed, 1.0, "the failure is counted once, after retries");
-    let ready = reqwest::get(format!("{}/readyz", app.admin)).await.unwrap();
-    assert_eq!(ready.status(), 503);
-    assert!(ready.text().await.unwrap().contains("mail: unavailable"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smtp_that_never_answers_does_not_hang_the_login() {
-    // Accepts connections and says nothing.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            held.push(s);
-        }
-    });
-    let app = spawn_with(Options {
-        smtp: Some(addr),
-        ..Default::default()
-    })
-    .await;
-    for i in 0..3 {
-        let t = Instant::now();
-        let r = app
-            .post_form(
-                &browser(),
-                "/.sesame/login",
-                &[("email", &format!("slow{i}@example.com"))],
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-        assert!(t.elapsed() < Duration::from_secs(2));
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_listener_serves_health_and_metrics() {
-    let app = spawn().await;
-    assert_eq!(
-        reqwest::get(format!("{}/healthz", app.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        reqwest::get(format!("{}/readyz", app.admin))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    browser().get(app.url("/x")).send().await.unwrap();
-    let m = app.metrics().await;
-    for name in [
-        "sesame_requests_total",
-        "sesame_auth_check_seconds",
-        "sesame_magic_links_sent_total",
-        "sesame_magic_links_failed_total",
-        "sesame_sessions_created_total",
-        "sesame_magic_links_opened_unconfirmed_total",
-    ] {
-        assert!(m.contains(name), "{name} missing");
-    }
-    assert_eq!(
-        TestApp::metric(
-            &m,
-            "sesame_requests_total{outcome=\"unauthenticated\",site=\"Test app\"}"
-        ),
-        1.0
-    );
-}
-
 /// A CA and a `localhost` server certificate it signed, made with openssl.
 fn test_certificates(
     dir: &std::path::Path,
@@ -178,13 +75,114 @@ fn test_certificates(
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_tests! {
+async fn smtp_down_answers_fast_and_counts_the_failure() {
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let app = spawn_with(Options {
+        smtp: Some(closed),
+        ..Default::default()
+    })
+    .await;
+    let t = Instant::now();
+    let r = app
+        .post_form(
+            &browser(),
+            "/.sesame/login",
+            &[("email", "down@example.com")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the answer does not wait on SMTP"
+    );
+    let mut failed = 0.0;
+    for _ in 0..100 {
+        failed = TestApp::metric(&app.metrics().await, "sesame_magic_links_failed_total");
+        if failed >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed, 1.0, "the failure is counted once, after retries");
+    let ready = reqwest::get(format!("{}/readyz", app.admin)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("mail: unavailable"));
+}
+
+async fn smtp_that_never_answers_does_not_hang_the_login() {
+    // Accepts connections and says nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let app = spawn_with(Options {
+        smtp: Some(addr),
+        ..Default::default()
+    })
+    .await;
+    for i in 0..3 {
+        let t = Instant::now();
+        let r = app
+            .post_form(
+                &browser(),
+                "/.sesame/login",
+                &[("email", &format!("slow{i}@example.com"))],
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+}
+
+async fn admin_listener_serves_health_and_metrics() {
+    let app = spawn().await;
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", app.admin))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", app.admin))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    browser().get(app.url("/x")).send().await.unwrap();
+    let m = app.metrics().await;
+    for name in [
+        "sesame_requests_total",
+        "sesame_auth_check_seconds",
+        "sesame_magic_links_sent_total",
+        "sesame_magic_links_failed_total",
+        "sesame_sessions_created_total",
+        "sesame_magic_links_opened_unconfirmed_total",
+    ] {
+        assert!(m.contains(name), "{name} missing");
+    }
+    assert_eq!(
+        TestApp::metric(
+            &m,
+            "sesame_requests_total{outcome=\"unauthenticated\",site=\"Test app\"}"
+        ),
+        1.0
+    );
+}
+
 async fn smtp_with_starttls_and_credentials_from_the_url() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = test_certificates(dir.path());
     // rustls-native-certs (lettre's trust store) reads SSL_CERT_FILE.
     std::env::set_var("SSL_CERT_FILE", &ca);
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = TestStore::new(backend()).await;
     let sink = MailBox::start_tls(&cert, &key, "gateway", "s3cret pass");
     let port = free_port();
     let admin = free_port();
@@ -192,7 +190,7 @@ async fn smtp_with_starttls_and_credentials_from_the_url() {
     let text = config_text(
         port,
         admin,
-        &dir.path().join("s.db"),
+        &store.url,
         sink.addr,
         upstream.addr,
         &Options::default(),
@@ -219,4 +217,5 @@ async fn smtp_with_starttls_and_credentials_from_the_url() {
     assert!(mail
         .link()
         .starts_with(&format!("http://localhost:{port}/.sesame/magic?token=")));
+}
 }

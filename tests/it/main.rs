@@ -1,6 +1,30 @@
 //! The integration suite: one binary, real parts (a real gateway on free
 //! ports, a real upstream, a real SMTP server, real SQLite files).
 
+/// Each test, twice: once on SQLite, once on PostgreSQL (its own schema).
+macro_rules! store_tests {
+    ($(async fn $name:ident() $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn test() $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::helpers::with_store($crate::helpers::Backend::Sqlite, test()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::helpers::with_store($crate::helpers::Backend::Postgres, test()).await
+                }
+            }
+        )*
+    };
+}
+
 mod helpers;
 
 mod code;

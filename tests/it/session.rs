@@ -11,7 +11,7 @@ fn session_cookie(r: &reqwest::Response) -> String {
         .expect("session cookie set")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+store_tests! {
 async fn planted_cookie_does_not_survive_login() {
     let app = spawn().await;
     // An attacker's own valid session, planted in the victim's browser.
@@ -36,7 +36,6 @@ async fn planted_cookie_does_not_survive_login() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revokes_and_a_replayed_cookie_is_refused() {
     let app = spawn().await;
     let b = browser();
@@ -74,7 +73,6 @@ async fn logout_revokes_and_a_replayed_cookie_is_refused() {
     assert_eq!(TestApp::metric(&m, "sesame_sessions_revoked_total"), 1.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_sessions() {
     let mut app = spawn().await;
     let b = browser();
@@ -83,7 +81,7 @@ async fn restart_keeps_sessions() {
     let config = sesame::config::Config::from_toml(&config_text(
         app.port,
         free_port(),
-        &app.db,
+        &app.store.url,
         app.mail.addr,
         app.upstream.addr,
         &Options::default(),
@@ -103,7 +101,6 @@ async fn restart_keeps_sessions() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_foreign_or_oversized_cookies_are_anonymous() {
     let app = spawn().await;
     let b = browser();
@@ -134,7 +131,6 @@ async fn malformed_foreign_or_oversized_cookies_are_anonymous() {
     assert_eq!(r.status(), 200, "the genuine cookie still works");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_expired_sessions_end() {
     let app = spawn().await;
     let b = browser();
@@ -159,4 +155,5 @@ async fn idle_and_expired_sessions_end() {
         401,
         "lifetime"
     );
+}
 }

@@ -1,0 +1,298 @@
+//! What the SQLite and PostgreSQL stores share: the SQL of every operation
+//! (written once, with `$n` parameters that both databases accept), the
+//! mapping of rows to types, and a macro that implements [`super::Store`]
+//! for a store type with a `pool` field. Schemas and migrations are not
+//! shared: each database has its own.
+
+use sqlx::Row;
+
+use super::{AuthMethod, PendingLogin, SessionRecord, StoreError, StoreResult, User};
+use crate::email::Email;
+
+/// Column access that reads the same on both databases (all integers are
+/// 64-bit in both schemas).
+pub(super) trait Cols {
+    fn text(&self, col: &str) -> StoreResult<String>;
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
+    fn int(&self, col: &str) -> StoreResult<i64>;
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
+    fn bytes(&self, col: &str) -> StoreResult<Vec<u8>>;
+}
+
+macro_rules! impl_cols {
+    ($row:ty) => {
+        impl Cols for $row {
+            fn text(&self, col: &str) -> StoreResult<String> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+                Ok(self.try_get(col)?)
+            }
+            fn int(&self, col: &str) -> StoreResult<i64> {
+                Ok(self.try_get(col)?)
+            }
+            fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+                Ok(self.try_get(col)?)
+            }
+            fn bytes(&self, col: &str) -> StoreResult<Vec<u8>> {
+                Ok(self.try_get(col)?)
+            }
+        }
+    };
+}
+impl_cols!(sqlx::sqlite::SqliteRow);
+impl_cols!(sqlx::postgres::PgRow);
+
+fn email(row: &impl Cols, col: &str) -> StoreResult<Email> {
+    Email::parse(&row.text(col)?).map_err(|e| StoreError::Other(format!("bad email in store: {e}")))
+}
+
+fn groups(row: &impl Cols) -> StoreResult<Vec<String>> {
+    serde_json::from_str(&row.text("groups_json")?)
+        .map_err(|e| StoreError::Other(format!("bad groups in store: {e}")))
+}
+
+pub(super) fn groups_json(groups: &[String]) -> String {
+    serde_json::to_string(groups).unwrap_or_else(|_| "[]".into())
+}
+
+pub(super) fn user(row: &impl Cols) -> StoreResult<User> {
+    Ok(User {
+        id: row.text("id")?,
+        email: email(row, "email")?,
+        name: row.opt_text("name")?,
+        groups: groups(row)?,
+        disabled: row.int("disabled")? != 0,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(super) fn pending(row: &impl Cols) -> StoreResult<PendingLogin> {
+    Ok(PendingLogin {
+        id: row.text("id")?,
+        email: email(row, "email")?,
+        site: row.text("site")?,
+        return_to: row.text("return_to")?,
+        code_mac: row.bytes("code_mac")?,
+        expires_at: row.int("expires_at")?,
+        attempts: row.int("attempts")?.clamp(0, u32::MAX as i64) as u32,
+        consumed: row.opt_int("consumed_at")?.is_some(),
+    })
+}
+
+pub(super) fn session(row: &impl Cols) -> StoreResult<SessionRecord> {
+    let method = row.text("auth_method")?;
+    Ok(SessionRecord {
+        id_hash: row.text("id_hash")?,
+        user_id: row.text("user_id")?,
+        email: email(row, "email")?,
+        name: row.opt_text("name")?,
+        groups: groups(row)?,
+        auth_method: AuthMethod::parse(&method)
+            .ok_or_else(|| StoreError::Other(format!("bad auth method in store: {method}")))?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        last_seen: row.int("last_seen")?,
+        revoked: row.opt_int("revoked_at")?.is_some(),
+    })
+}
+
+/// Implements `Store` for `$store`, whose `pool` field is a sqlx pool.
+macro_rules! impl_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn ensure_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
+                sqlx::query("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(fresh)
+                    .bind(shared::now_secs())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn add_user(&self, u: &User) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, email, name, groups_json, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&u.id)
+                .bind(u.email.as_str())
+                .bind(&u.name)
+                .bind(shared::groups_json(&u.groups))
+                .bind(u.disabled as i64)
+                .bind(u.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+                sqlx::query("SELECT * FROM users WHERE email = $1")
+                    .bind(email.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(shared::user)
+                    .transpose()
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<User>> {
+                sqlx::query("SELECT * FROM users ORDER BY email")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(shared::user)
+                    .collect()
+            }
+
+            async fn remove_user(&self, email: &Email) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let id: Option<String> = sqlx::query_scalar("DELETE FROM users WHERE email = $1 RETURNING id")
+                    .bind(email.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(id) = &id {
+                    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                        .bind(shared::now_secs())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(id.is_some())
+            }
+
+            async fn create_pending(&self, p: &PendingLogin) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO pending_logins (id, email, site, return_to, code_mac, expires_at, attempts, views) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 0, 0)",
+                )
+                .bind(&p.id)
+                .bind(p.email.as_str())
+                .bind(&p.site)
+                .bind(&p.return_to)
+                .bind(&p.code_mac)
+                .bind(p.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn view_pending(&self, id: &str) -> StoreResult<Option<PendingLogin>> {
+                sqlx::query("UPDATE pending_logins SET views = views + 1 WHERE id = $1 RETURNING *")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(shared::pending)
+                    .transpose()
+            }
+
+            async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>> {
+                sqlx::query(
+                    "UPDATE pending_logins SET consumed_at = $1 \
+                     WHERE id = $2 AND consumed_at IS NULL AND expires_at > $1 RETURNING *",
+                )
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(shared::pending)
+                .transpose()
+            }
+
+            async fn attempt_code(&self, id: &str, now: i64, max_attempts: u32) -> StoreResult<Option<PendingLogin>> {
+                sqlx::query(
+                    "UPDATE pending_logins SET attempts = attempts + 1 \
+                     WHERE id = $1 AND consumed_at IS NULL AND expires_at > $2 AND attempts < $3 RETURNING *",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(max_attempts as i64)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(shared::pending)
+                .transpose()
+            }
+
+            async fn sweep_pending(&self, now: i64) -> StoreResult<u64> {
+                let unconfirmed: Vec<i64> = sqlx::query_scalar(
+                    "DELETE FROM pending_logins WHERE expires_at <= $1 \
+                     RETURNING CAST(CASE WHEN views > 0 AND consumed_at IS NULL THEN 1 ELSE 0 END AS BIGINT)",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(unconfirmed.iter().filter(|&&v| v != 0).count() as u64)
+            }
+
+            async fn create_session(&self, s: &SessionRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&s.id_hash)
+                .bind(&s.user_id)
+                .bind(s.email.as_str())
+                .bind(&s.name)
+                .bind(shared::groups_json(&s.groups))
+                .bind(s.auth_method.as_str())
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .bind(s.last_seen)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+                sqlx::query("SELECT * FROM sessions WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(shared::session)
+                    .transpose()
+            }
+
+            async fn touch_session(&self, id_hash: &str, last_seen: i64) -> StoreResult<()> {
+                sqlx::query("UPDATE sessions SET last_seen = $1 WHERE id_hash = $2 AND last_seen < $1")
+                    .bind(last_seen)
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn revoke_session(&self, id_hash: &str) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL")
+                    .bind(shared::now_secs())
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+        }
+    };
+}
+pub(super) use impl_store;
+
+/// Wall-clock seconds for bookkeeping columns (`created_at`, `revoked_at`);
+/// decisions use the injected clock, passed in by the caller.
+pub(super) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
