@@ -6,6 +6,7 @@
 //! it). Both use the same path, so tests exercise what operators run.
 
 pub mod admin;
+pub mod admin_cli;
 pub mod app;
 pub mod clock;
 pub mod config;
@@ -115,6 +116,16 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
         .build()
         .map_err(StartError::Runtime)?;
     let app = background.block_on(App::build(config, opts.clock.clone()))?;
+    {
+        // Revocations and changes made by other instances (PostgreSQL).
+        let app = app.clone();
+        background.spawn(async move {
+            let sessions = &app.sessions;
+            app.store
+                .feed_invalidations(&|what| sessions.invalidate(&what))
+                .await;
+        });
+    }
     {
         let app = app.clone();
         background.spawn(async move {

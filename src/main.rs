@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sesame::admin_cli as cli;
 use sesame::config::Config;
-use sesame::email::Email;
-use sesame::keys::random_id;
-use sesame::store::{self, User};
+use sesame::store;
 
 #[derive(Parser)]
 #[command(
@@ -36,14 +35,28 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Apply the store's migrations (also done at every start), e.g. before a rollout.
+    Migrate {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Manage who may sign in.
     User {
-        #[arg(short, long, global = true, default_value = "/etc/sesame/sesame.toml")]
+        #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[command(subcommand)]
         action: UserAction,
     },
+    /// List and revoke sessions.
+    Session {
+        #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: SessionAction,
+    },
 }
+
+const DEFAULT_CONFIG: &str = "/etc/sesame/sesame.toml";
 
 #[derive(Subcommand)]
 enum UserAction {
@@ -59,6 +72,33 @@ enum UserAction {
     List,
     /// Remove a user and end their sessions.
     Remove { email: String },
+    /// Stop a user from signing in and end their sessions.
+    Disable { email: String },
+    /// Let a disabled user sign in again.
+    Enable { email: String },
+    /// Replace a user's groups (none given: no groups).
+    SetGroups {
+        email: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionAction {
+    /// List live sessions.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke sessions: all of one user, or one by id.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["user", "id"])))]
+    Revoke {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 const DEMO_CONFIG: &str = include_str!("../conf/demo.toml");
@@ -91,7 +131,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => load(&config).map(|c| {
             println!("{}: ok ({} site(s))", config.display(), c.sites.len());
         }),
-        Command::User { config, action } => load(&config).and_then(|c| user(c, action)),
+        Command::Migrate { config } => load(&config).and_then(|c| admin(c, Admin::Migrate)),
+        Command::User { config, action } => {
+            load(&config).and_then(|c| admin(c, Admin::User(action)))
+        }
+        Command::Session { config, action } => {
+            load(&config).and_then(|c| admin(c, Admin::Session(action)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,7 +165,13 @@ fn demo() -> Result<(), String> {
     serve(config, Some(demo_app))
 }
 
-fn user(config: Config, action: UserAction) -> Result<(), String> {
+enum Admin {
+    Migrate,
+    User(UserAction),
+    Session(SessionAction),
+}
+
+fn admin(config: Config, command: Admin) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,74 +180,40 @@ fn user(config: Config, action: UserAction) -> Result<(), String> {
         let store = store::open(&config.store)
             .await
             .map_err(|e| e.to_string())?;
-        match action {
-            UserAction::Add {
+        let lines = match command {
+            Admin::Migrate => Ok(vec![format!("store is migrated ({:?})", config.store)]),
+            Admin::User(UserAction::Add {
                 email,
                 name,
                 groups,
-            } => {
-                let email = Email::parse(&email).map_err(|e| format!("{email:?}: {e}"))?;
-                if let Some(g) = groups
-                    .iter()
-                    .find(|g| g.is_empty() || g.contains([',', '\r', '\n']))
-                {
-                    return Err(format!(
-                        "group {g:?}: must be non-empty and hold no comma or line break"
-                    ));
-                }
-                if let Some(n) = &name {
-                    if n.chars().any(|c| c.is_control()) {
-                        return Err("--name must not hold control characters".into());
-                    }
-                }
-                let user = User {
-                    id: format!("u_{}", random_id(12)),
-                    email: email.clone(),
-                    name,
-                    groups,
-                    disabled: false,
-                    created_at: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or(0),
-                };
-                match store.add_user(&user).await {
-                    Ok(()) => {
-                        println!("added {email} ({})", user.id);
-                        Ok(())
-                    }
-                    Err(store::StoreError::Exists) => Err(format!("{email} already exists")),
-                    Err(e) => Err(e.to_string()),
-                }
+            }) => cli::user_add(&store, &email, name, groups).await,
+            Admin::User(UserAction::List) => cli::user_list(&store).await,
+            Admin::User(UserAction::Remove { email }) => cli::user_remove(&store, &email).await,
+            Admin::User(UserAction::Disable { email }) => {
+                cli::user_set_disabled(&store, &email, true).await
             }
-            UserAction::List => {
-                let users = store.list_users().await.map_err(|e| e.to_string())?;
-                for u in users {
-                    println!(
-                        "{}\t{}\t{}\t{}{}",
-                        u.email,
-                        u.id,
-                        u.name.as_deref().unwrap_or("-"),
-                        if u.groups.is_empty() {
-                            "-".to_string()
-                        } else {
-                            u.groups.join(",")
-                        },
-                        if u.disabled { "\tdisabled" } else { "" }
-                    );
-                }
-                Ok(())
+            Admin::User(UserAction::Enable { email }) => {
+                cli::user_set_disabled(&store, &email, false).await
             }
-            UserAction::Remove { email } => {
-                let email = Email::parse(&email).map_err(|e| format!("{email:?}: {e}"))?;
-                match store.remove_user(&email).await.map_err(|e| e.to_string())? {
-                    true => {
-                        println!("removed {email}; their sessions are revoked");
-                        Ok(())
-                    }
-                    false => Err(format!("no user {email}")),
-                }
+            Admin::User(UserAction::SetGroups { email, groups }) => {
+                cli::user_set_groups(&store, &email, groups).await
             }
+            Admin::Session(SessionAction::List { user }) => {
+                cli::session_list(&store, user.as_deref()).await
+            }
+            Admin::Session(SessionAction::Revoke { user: Some(u), .. }) => {
+                cli::session_revoke_user(&store, &u).await
+            }
+            Admin::Session(SessionAction::Revoke { id: Some(id), .. }) => {
+                cli::session_revoke_id(&store, &id).await
+            }
+            Admin::Session(SessionAction::Revoke { .. }) => {
+                Err(cli::AdminError("give --user or --id".into()))
+            }
+        };
+        for line in lines.map_err(|e| e.to_string())? {
+            println!("{line}");
         }
+        Ok(())
     })
 }

@@ -18,7 +18,11 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::keys::random_id;
-use crate::store::{AuthMethod, DynStore, SessionRecord, StoreResult, User};
+use crate::store::{AuthMethod, DynStore, Invalidation, SessionRecord, StoreResult, User};
+
+/// How long a session stays cached: the bound on how late a revocation made
+/// elsewhere is seen if its notification is lost.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// How often a session's last-seen time is written back to the store.
 const TOUCH_EVERY_SECS: i64 = 60;
@@ -78,7 +82,8 @@ impl Sessions {
             clock,
             cache: Cache::builder()
                 .max_capacity(200_000)
-                .time_to_live(Duration::from_secs(60))
+                .time_to_live(CACHE_TTL)
+                .support_invalidation_closures()
                 .build(),
         }
     }
@@ -166,6 +171,25 @@ impl Sessions {
         });
         self.cache.insert(id.to_string(), live.clone());
         Ok(live)
+    }
+
+    /// Drop cached sessions that the store says changed elsewhere.
+    pub fn invalidate(&self, what: &Invalidation) {
+        let result = match what.clone() {
+            Invalidation::All => {
+                self.cache.invalidate_all();
+                return;
+            }
+            Invalidation::Session(h) => self
+                .cache
+                .invalidate_entries_if(move |_, live| live.record.id_hash == h),
+            Invalidation::User(u) => self
+                .cache
+                .invalidate_entries_if(move |_, live| live.record.user_id == u),
+        };
+        if result.is_err() {
+            self.cache.invalidate_all();
+        }
     }
 
     /// Revoke the session whose cookie plaintext this is; true if it was live.

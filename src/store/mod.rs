@@ -155,6 +155,54 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>>;
     async fn touch_session(&self, id_hash: &str, last_seen: i64) -> StoreResult<()>;
     async fn revoke_session(&self, id_hash: &str) -> StoreResult<bool>;
+
+    /// Disable (revoking their sessions) or enable a user; false if unknown.
+    async fn set_user_disabled(&self, email: &Email, disabled: bool) -> StoreResult<bool>;
+    /// Replace a user's groups, in their live sessions too; false if unknown.
+    async fn set_user_groups(&self, email: &Email, groups: &[String]) -> StoreResult<bool>;
+    /// Sessions not revoked and not past their lifetime, newest first,
+    /// optionally of one user.
+    async fn list_sessions(
+        &self,
+        user: Option<&Email>,
+        now: i64,
+    ) -> StoreResult<Vec<SessionRecord>>;
+    /// Revoke every session of a user; returns how many were live.
+    async fn revoke_user_sessions(&self, email: &Email) -> StoreResult<u64>;
+
+    /// Deliver what other processes revoked or changed, until the store is
+    /// dropped. Stores shared by several processes (PostgreSQL) implement
+    /// it; for the others there is nothing to hear and it returns at once.
+    async fn feed_invalidations(&self, _sink: &(dyn Fn(Invalidation) + Send + Sync)) {}
+}
+
+/// What a cache of sessions must drop because the store changed elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// One session, by the hash of its id.
+    Session(String),
+    /// Every session of a user, by user id.
+    User(String),
+    /// Everything: notifications may have been missed.
+    All,
+}
+
+impl Invalidation {
+    pub fn payload(&self) -> String {
+        match self {
+            Invalidation::Session(h) => format!("s:{h}"),
+            Invalidation::User(u) => format!("u:{u}"),
+            Invalidation::All => "*".to_string(),
+        }
+    }
+
+    pub fn parse(payload: &str) -> Invalidation {
+        match payload.split_once(':') {
+            Some(("s", h)) => Invalidation::Session(h.to_string()),
+            Some(("u", u)) => Invalidation::User(u.to_string()),
+            _ => Invalidation::All,
+        }
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

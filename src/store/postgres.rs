@@ -6,11 +6,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
 use super::shared::{self, impl_store};
-use super::{PendingLogin, SessionRecord, StoreError, StoreResult, User};
+use super::{Invalidation, PendingLogin, SessionRecord, StoreError, StoreResult, User};
 use crate::email::Email;
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
@@ -66,3 +66,53 @@ impl PgStore {
 }
 
 impl_store!(PgStore);
+
+/// The PostgreSQL channel on which instances tell each other what to drop.
+const CHANNEL: &str = "sesame_invalidate";
+
+impl PgStore {
+    /// Tell every instance (this one included) to drop something cached.
+    /// Best effort: the cache lifetime bounds what a lost notice costs.
+    async fn announce(&self, what: &Invalidation) {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(what.payload())
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "could not notify other instances");
+        }
+    }
+
+    async fn listen(&self, sink: &(dyn Fn(Invalidation) + Send + Sync)) {
+        loop {
+            let mut listener = match PgListener::connect_with(&self.pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for invalidations; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(CHANNEL).await {
+                tracing::warn!(error = %e, "cannot listen for invalidations; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            // Whatever happened while not listening is unknown.
+            sink(Invalidation::All);
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => sink(Invalidation::parse(n.payload())),
+                    // Connection lost; the listener reconnects on the next call.
+                    Ok(None) => sink(Invalidation::All),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "invalidation feed failed; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

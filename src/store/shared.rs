@@ -168,6 +168,9 @@ macro_rules! impl_store {
                         .await?;
                 }
                 tx.commit().await?;
+                if let Some(id) = &id {
+                    self.announce(&Invalidation::User(id.clone())).await;
+                }
                 Ok(id.is_some())
             }
 
@@ -281,7 +284,76 @@ macro_rules! impl_store {
                     .bind(id_hash)
                     .execute(&self.pool)
                     .await?;
+                if r.rows_affected() > 0 {
+                    self.announce(&Invalidation::Session(id_hash.to_string())).await;
+                }
                 Ok(r.rows_affected() > 0)
+            }
+
+            async fn set_user_disabled(&self, email: &Email, disabled: bool) -> StoreResult<bool> {
+                let id: Option<String> = sqlx::query_scalar("UPDATE users SET disabled = $1 WHERE email = $2 RETURNING id")
+                    .bind(disabled as i64)
+                    .bind(email.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if id.is_some() && disabled {
+                    self.revoke_user_sessions(email).await?;
+                }
+                Ok(id.is_some())
+            }
+
+            async fn set_user_groups(&self, email: &Email, groups: &[String]) -> StoreResult<bool> {
+                let json = shared::groups_json(groups);
+                let mut tx = self.pool.begin().await?;
+                let id: Option<String> = sqlx::query_scalar("UPDATE users SET groups_json = $1 WHERE email = $2 RETURNING id")
+                    .bind(&json)
+                    .bind(email.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(id) = &id {
+                    sqlx::query("UPDATE sessions SET groups_json = $1 WHERE user_id = $2")
+                        .bind(&json)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                if let Some(id) = &id {
+                    self.announce(&Invalidation::User(id.clone())).await;
+                }
+                Ok(id.is_some())
+            }
+
+            async fn list_sessions(&self, user: Option<&Email>, now: i64) -> StoreResult<Vec<SessionRecord>> {
+                sqlx::query(
+                    "SELECT * FROM sessions WHERE revoked_at IS NULL AND expires_at > $1 \
+                     AND ($2 IS NULL OR email = $2) ORDER BY created_at DESC",
+                )
+                .bind(now)
+                .bind(user.map(|e| e.as_str().to_string()))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(shared::session)
+                .collect()
+            }
+
+            async fn revoke_user_sessions(&self, email: &Email) -> StoreResult<u64> {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1 WHERE email = $2 AND revoked_at IS NULL RETURNING user_id",
+                )
+                .bind(shared::now_secs())
+                .bind(email.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                if let Some(id) = ids.first() {
+                    self.announce(&Invalidation::User(id.clone())).await;
+                }
+                Ok(ids.len() as u64)
+            }
+
+            async fn feed_invalidations(&self, sink: &(dyn Fn(Invalidation) + Send + Sync)) {
+                self.listen(sink).await
             }
         }
     };

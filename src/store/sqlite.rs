@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 
 use super::shared::{self, impl_store};
-use super::{PendingLogin, SessionRecord, StoreError, StoreResult, User};
+use super::{Invalidation, PendingLogin, SessionRecord, StoreError, StoreResult, User};
 use crate::email::Email;
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
@@ -74,3 +74,10 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore);
+
+impl SqliteStore {
+    /// One process owns a SQLite file: nobody else to tell.
+    async fn announce(&self, _what: &Invalidation) {}
+
+    async fn listen(&self, _sink: &(dyn Fn(Invalidation) + Send + Sync)) {}
+}

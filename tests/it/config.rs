@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use crate::helpers::*;
+
 fn sesame(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
         .args(args)
@@ -81,6 +83,24 @@ fn check_config_names_type_errors_and_unknown_keys() {
     .unwrap();
     let (ok, _, err) = sesame(&["check-config", "-c", path.to_str().unwrap()]);
     assert!(!ok && err.contains("mail.smtp_url"), "{err}");
+    for (url, ok_expected) in [
+        ("postgres://sesame:pw@db.internal:5432/sesame", true),
+        ("postgres://db.internal:notaport/sesame", false),
+        ("mysql://db.internal/sesame", false),
+    ] {
+        std::fs::write(
+            &path,
+            format!("[store]\nurl = \"{url}\"\n[[site]]\npublic_url = \"https://a.example.com\"\nupstream = [\"127.0.0.1:1\"]\n"),
+        )
+        .unwrap();
+        let (ok, _, err) = sesame(&["check-config", "-c", path.to_str().unwrap()]);
+        assert_eq!(ok, ok_expected, "{url}: {err}");
+        assert!(ok || err.contains("store.url"), "{err}");
+        assert!(
+            !err.contains(":pw@"),
+            "a password never reaches an error: {err}"
+        );
+    }
     let (ok, _, err) = sesame(&["check-config", "-c", "/nonexistent/sesame.toml"]);
     assert!(!ok);
     assert!(err.contains("cannot read"), "{err}");
@@ -95,47 +115,76 @@ fn shipped_configs_are_valid() {
     }
 }
 
-#[test]
-fn user_commands_against_the_configured_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sesame.toml");
+store_tests! {
+async fn admin_commands_against_the_configured_store() {
+    let store = TestStore::new(backend()).await;
+    let path = store.dir().join("sesame.toml");
     std::fs::write(
         &path,
         format!(
-            "[store]\nurl = \"sqlite://{}/s.db\"\n[[site]]\npublic_url = \"https://a.example.com\"\nupstream = [\"127.0.0.1:1\"]\n",
-            dir.path().display()
+            "[store]\nurl = \"{}\"\n[[site]]\npublic_url = \"https://a.example.com\"\nupstream = [\"127.0.0.1:1\"]\n",
+            store.url
         ),
     )
     .unwrap();
     let c = path.to_str().unwrap();
-    let (ok, out, err) = sesame(&[
-        "user",
-        "add",
-        "Ada@Example.com",
-        "--name",
-        "Ada L",
-        "--group",
-        "ops",
-        "--group",
-        "dev",
-        "-c",
-        c,
-    ]);
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-c", c]);
+        sesame(&all)
+    };
+    assert!(run(&["migrate"]).0);
+    let (ok, out, err) = run(&["user", "add", "Ada@Example.com", "--name", "Ada L", "--group", "ops", "--group", "dev"]);
     assert!(ok, "{out}{err}");
-    let (ok, _, err) = sesame(&["user", "add", "ada@example.com", "-c", c]);
+    let (ok, _, err) = run(&["user", "add", "ada@example.com"]);
     assert!(!ok && err.contains("already exists"), "{err}");
-    let (ok, _, err) = sesame(&["user", "add", "bad\r\n@x.com", "-c", c]);
+    let (ok, _, err) = run(&["user", "add", "bad\r\n@x.com"]);
     assert!(!ok && !err.is_empty());
-    let (ok, out, _) = sesame(&["user", "list", "-c", c]);
+    let (ok, _, err) = run(&["user", "add", "bob@example.com", "--group", "a,b"]);
+    assert!(!ok && err.contains("comma"), "{err}");
+    let (ok, out, _) = run(&["user", "list"]);
     assert!(ok);
-    assert!(
-        out.contains("ada@example.com") && out.contains("Ada L") && out.contains("ops,dev"),
-        "{out}"
+    assert!(out.contains("ada@example.com") && out.contains("Ada L") && out.contains("ops,dev") && out.contains("enabled"), "{out}");
+
+    assert!(run(&["user", "disable", "ada@example.com"]).0);
+    assert!(run(&["user", "list"]).1.contains("disabled"));
+    assert!(run(&["user", "enable", "ADA@example.com"]).0);
+    assert!(run(&["user", "set-groups", "ada@example.com", "--group", "oncall"]).0);
+    let out = run(&["user", "list"]).1;
+    assert!(out.contains("oncall") && !out.contains("ops,dev") && out.contains("enabled"), "{out}");
+    let (ok, _, err) = run(&["user", "disable", "nobody@example.com"]);
+    assert!(!ok && err.contains("no user"), "{err}");
+
+    // Sessions, made through the store as a sign-in would.
+    let db = store.open().await;
+    let ada = db.user_by_email(&sesame::email::Email::parse("ada@example.com").unwrap()).await.unwrap().unwrap();
+    let sessions = sesame::session::Sessions::new(
+        sesame::config::Config::load(&path).unwrap().session,
+        db.clone(),
+        sesame::clock::Clock::system(),
     );
-    let (ok, _, _) = sesame(&["user", "remove", "ADA@example.com", "-c", c]);
+    let one = sessions.create(&ada, sesame::store::AuthMethod::MagicLink).await.unwrap();
+    sessions.create(&ada, sesame::store::AuthMethod::Code).await.unwrap();
+    let (ok, out, _) = run(&["session", "list", "--user", "ada@example.com"]);
+    assert!(ok && out.lines().count() == 2, "{out}");
+    let (ok, _, err) = run(&["session", "revoke", "--id", "abc"]);
+    assert!(!ok && err.contains("8 hex digits"), "{err}");
+    let (ok, _, err) = run(&["session", "revoke"]);
+    assert!(!ok && !err.is_empty());
+    let (ok, out, err) = run(&["session", "revoke", "--id", &one.record.id_hash[..12]]);
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = run(&["session", "list"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(!out.contains(&one.record.id_hash[..16]));
+    let (ok, out, _) = run(&["session", "revoke", "--user", "ada@example.com"]);
+    assert!(ok && out.contains("revoked 1 session"), "{out}");
+    assert!(run(&["session", "list"]).1.is_empty());
+
+    let (ok, _, _) = run(&["user", "remove", "ADA@example.com"]);
     assert!(ok);
-    let (ok, out, _) = sesame(&["user", "list", "-c", c]);
+    let (ok, out, _) = run(&["user", "list"]);
     assert!(ok && !out.contains("ada@"));
-    let (ok, _, err) = sesame(&["user", "remove", "ada@example.com", "-c", c]);
+    let (ok, _, err) = run(&["user", "remove", "ada@example.com"]);
     assert!(!ok && err.contains("no user"));
+}
 }

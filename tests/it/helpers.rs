@@ -381,6 +381,10 @@ impl TestStore {
         }
     }
 
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn config(&self) -> sesame::config::StoreConfig {
         let text = format!("[store]\nurl = \"{}\"\n[[site]]\npublic_url = \"http://localhost\"\nupstream = [\"127.0.0.1:1\"]\n", self.url);
         sesame::config::Config::from_toml(&text).unwrap().store

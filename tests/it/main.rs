@@ -27,6 +27,7 @@ macro_rules! store_tests {
 
 mod helpers;
 
+mod cluster;
 mod code;
 mod config;
 mod intercept;

@@ -1,0 +1,194 @@
+//! What the admin commands (`sesame user|session ...`) do against a store,
+//! returning the lines to print. Argument parsing lives in `main.rs`; the
+//! store does the work, identically for SQLite and PostgreSQL.
+
+use crate::email::Email;
+use crate::keys::random_id;
+use crate::store::{DynStore, StoreError, User};
+
+/// A failed admin command: the message for the operator (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AdminError(pub String);
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError(e.to_string())
+    }
+}
+
+type Out = Result<Vec<String>, AdminError>;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn email(raw: &str) -> Result<Email, AdminError> {
+    Email::parse(raw).map_err(|e| AdminError(format!("{raw:?}: {e}")))
+}
+
+fn groups(raw: Vec<String>) -> Result<Vec<String>, AdminError> {
+    match raw
+        .iter()
+        .find(|g| g.is_empty() || g.contains([',', '\r', '\n']))
+    {
+        Some(g) => Err(AdminError(format!(
+            "group {g:?}: must be non-empty and hold no comma or line break"
+        ))),
+        None => Ok(raw),
+    }
+}
+
+fn missing(email: &Email) -> AdminError {
+    AdminError(format!("no user {email}"))
+}
+
+pub async fn user_add(
+    store: &DynStore,
+    raw: &str,
+    name: Option<String>,
+    raw_groups: Vec<String>,
+) -> Out {
+    let email = email(raw)?;
+    let groups = groups(raw_groups)?;
+    if name
+        .as_deref()
+        .is_some_and(|n| n.chars().any(char::is_control))
+    {
+        return Err(AdminError("--name must not hold control characters".into()));
+    }
+    let user = User {
+        id: format!("u_{}", random_id(12)),
+        email: email.clone(),
+        name,
+        groups,
+        disabled: false,
+        created_at: now(),
+    };
+    match store.add_user(&user).await {
+        Ok(()) => Ok(vec![format!("added {email} ({})", user.id)]),
+        Err(StoreError::Exists) => Err(AdminError(format!("{email} already exists"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn user_list(store: &DynStore) -> Out {
+    Ok(store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| {
+            format!(
+                "{}\t{}\t{}\t{}\t{}",
+                u.email,
+                u.id,
+                u.name.as_deref().unwrap_or("-"),
+                if u.groups.is_empty() {
+                    "-".to_string()
+                } else {
+                    u.groups.join(",")
+                },
+                if u.disabled { "disabled" } else { "enabled" }
+            )
+        })
+        .collect())
+}
+
+pub async fn user_remove(store: &DynStore, raw: &str) -> Out {
+    let email = email(raw)?;
+    match store.remove_user(&email).await? {
+        true => Ok(vec![format!("removed {email}; their sessions are revoked")]),
+        false => Err(missing(&email)),
+    }
+}
+
+pub async fn user_set_disabled(store: &DynStore, raw: &str, disabled: bool) -> Out {
+    let email = email(raw)?;
+    match store.set_user_disabled(&email, disabled).await? {
+        true if disabled => Ok(vec![format!(
+            "disabled {email}; their sessions are revoked"
+        )]),
+        true => Ok(vec![format!("enabled {email}")]),
+        false => Err(missing(&email)),
+    }
+}
+
+pub async fn user_set_groups(store: &DynStore, raw: &str, raw_groups: Vec<String>) -> Out {
+    let email = email(raw)?;
+    let groups = groups(raw_groups)?;
+    match store.set_user_groups(&email, &groups).await? {
+        true => Ok(vec![format!(
+            "{email}: groups are now {}",
+            if groups.is_empty() {
+                "-".into()
+            } else {
+                groups.join(",")
+            }
+        )]),
+        false => Err(missing(&email)),
+    }
+}
+
+/// Session ids as shown and accepted: the first 16 hex digits of the hash.
+fn short(id_hash: &str) -> &str {
+    &id_hash[..id_hash.len().min(16)]
+}
+
+pub async fn session_list(store: &DynStore, user: Option<&str>) -> Out {
+    let user = user.map(email).transpose()?;
+    Ok(store
+        .list_sessions(user.as_ref(), now())
+        .await?
+        .into_iter()
+        .map(|s| {
+            format!(
+                "{}\t{}\t{}\tcreated {}\texpires {}\tlast seen {}",
+                short(&s.id_hash),
+                s.email,
+                s.auth_method.as_str(),
+                s.created_at,
+                s.expires_at,
+                s.last_seen
+            )
+        })
+        .collect())
+}
+
+pub async fn session_revoke_user(store: &DynStore, raw: &str) -> Out {
+    let email = email(raw)?;
+    let n = store.revoke_user_sessions(&email).await?;
+    Ok(vec![format!("revoked {n} session(s) of {email}")])
+}
+
+pub async fn session_revoke_id(store: &DynStore, prefix: &str) -> Out {
+    if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AdminError(
+            "--id takes at least 8 hex digits, as `sesame session list` shows".into(),
+        ));
+    }
+    let prefix = prefix.to_ascii_lowercase();
+    let matching: Vec<_> = store
+        .list_sessions(None, now())
+        .await?
+        .into_iter()
+        .filter(|s| s.id_hash.starts_with(&prefix))
+        .collect();
+    match matching.as_slice() {
+        [one] => {
+            store.revoke_session(&one.id_hash).await?;
+            Ok(vec![format!(
+                "revoked session {} of {}",
+                short(&one.id_hash),
+                one.email
+            )])
+        }
+        [] => Err(AdminError(format!("no live session {prefix}"))),
+        _ => Err(AdminError(format!(
+            "{prefix} matches {} sessions; give more digits",
+            matching.len()
+        ))),
+    }
+}

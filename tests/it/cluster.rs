@@ -1,0 +1,376 @@
+//! Several gateway processes on one PostgreSQL: they behave as one.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// A real `sesame run` process.
+struct Instance {
+    port: u16,
+    child: Child,
+}
+
+impl Instance {
+    fn start(dir: &std::path::Path, name: &str, config: &str) -> Instance {
+        let port = free_port();
+        let admin = free_port();
+        let text = config
+            .replacen(
+                "listen = [\"127.0.0.1:0\"]",
+                &format!("listen = [\"127.0.0.1:{port}\"]"),
+                1,
+            )
+            .replacen(
+                "admin_listen = \"127.0.0.1:0\"",
+                &format!("admin_listen = \"127.0.0.1:{admin}\""),
+                1,
+            );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sesame"))
+            .args(["run", "-c", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Instance { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        panic!("instance {name} did not start:\n{log}");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://localhost:{}{path}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Two instances of one cluster behind an imagined load balancer at
+/// `public` (the site's public URL), sharing one PostgreSQL schema.
+struct Cluster {
+    a: Instance,
+    b: Instance,
+    public: String,
+    config: String,
+    mail: MailBox,
+    upstream: Upstream,
+    store: TestStore,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let store = TestStore::new(Backend::Postgres).await;
+        let mail = MailBox::start();
+        let upstream = Upstream::start().await;
+        let public = format!("http://localhost:{}", free_port());
+        let config = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+admin_listen = "127.0.0.1:0"
+threads = 1
+[store]
+url = "{}"
+[mail]
+smtp_url = "smtp://{}"
+from = "Sesame test <login@example.com>"
+[users]
+signup = "open"
+[[site]]
+name = "Clustered app"
+public_url = "{public}"
+upstream = ["{}"]
+"#,
+            store.url, mail.addr, upstream.addr
+        );
+        let dir = store.dir();
+        let a = Instance::start(dir, "a", &config);
+        let b = Instance::start(dir, "b", &config);
+        Cluster {
+            a,
+            b,
+            public,
+            config,
+            mail,
+            upstream,
+            store,
+        }
+    }
+
+    async fn post(
+        &self,
+        on: &Instance,
+        b: &reqwest::Client,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        b.post(on.url(path))
+            .header("Origin", &self.public)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn ask_link(&self, on: &Instance, b: &reqwest::Client, email: &str) -> Mail {
+        let seen = self.mail.count_to(email);
+        let r = self
+            .post(on, b, "/.sesame/login", &[("email", email)])
+            .await;
+        assert_eq!(r.status(), 200);
+        self.mail.wait_for(email, seen).await
+    }
+
+    async fn status(on: &Instance, b: &reqwest::Client, path: &str) -> u16 {
+        b.get(on.url(path)).send().await.unwrap().status().as_u16()
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let path = self.store.dir().join("cli.toml");
+        std::fs::write(&path, &self.config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
+            .args(args)
+            .args(["-c", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Poll until `on` refuses the browser's session; returns how long it took.
+async fn time_until_refused(on: &Instance, b: &reqwest::Client, since: Instant) -> Duration {
+    loop {
+        if Cluster::status(on, b, "/private").await == 401 {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "still accepted after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_and_code_from_one_instance_work_on_the_other() {
+    let c = Cluster::start().await;
+    let b = browser();
+    let mail = c.ask_link(&c.a, &b, "cross@example.com").await;
+    assert!(mail
+        .link()
+        .starts_with(&format!("{}/.sesame/magic", c.public)));
+    let r = c
+        .post(&c.b, &b, "/.sesame/magic", &[("token", &mail.token())])
+        .await;
+    assert_eq!(r.status(), 303, "A's link works on B");
+    assert_eq!(
+        Cluster::status(&c.a, &b, "/x").await,
+        200,
+        "B's session works on A"
+    );
+    assert_eq!(Cluster::status(&c.b, &b, "/x").await, 200);
+
+    // The code, asked on B, typed on A (the pending cookie travels with the browser).
+    let b2 = browser();
+    let mail = c.ask_link(&c.b, &b2, "code@example.com").await;
+    let r = c
+        .post(&c.a, &b2, "/.sesame/code", &[("code", &mail.code())])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(Cluster::status(&c.b, &b2, "/x").await, 200);
+    assert_eq!(
+        c.upstream.last().header("sesame-auth-method").as_deref(),
+        Some("code")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_link_used_on_both_instances_at_once_gives_one_session() {
+    let c = std::sync::Arc::new(Cluster::start().await);
+    let mail = c.ask_link(&c.a, &browser(), "race@example.com").await;
+    let token = mail.token();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let c = c.clone();
+            let token = token.clone();
+            tokio::spawn(async move {
+                let on = if i % 2 == 0 { &c.a } else { &c.b };
+                c.post(on, &browser(), "/.sesame/magic", &[("token", &token)])
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 303).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 410).count(),
+        19,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_on_one_instance_is_seen_by_the_other_within_a_second() {
+    let c = Cluster::start().await;
+    let b = browser();
+    let mail = c.ask_link(&c.a, &b, "leave@example.com").await;
+    let r = c
+        .post(&c.a, &b, "/.sesame/magic", &[("token", &mail.token())])
+        .await;
+    assert_eq!(r.status(), 303);
+    // A copy of the cookie, as a thief would keep it, replayed on B (which caches it).
+    let stolen = cookies_set(&r)["sesame"].clone();
+    let thief = browser();
+    let replay = || {
+        thief
+            .get(c.b.url("/private"))
+            .header("Cookie", format!("sesame={stolen}"))
+            .send()
+    };
+    assert_eq!(replay().await.unwrap().status(), 200);
+    assert_eq!(replay().await.unwrap().status(), 200);
+
+    let t = Instant::now();
+    assert_eq!(c.post(&c.a, &b, "/.sesame/logout", &[]).await.status(), 303);
+    loop {
+        if replay().await.unwrap().status() == 401 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "B still accepts the revoked cookie"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = t.elapsed();
+    println!("revocation propagation A -> B: {} ms", took.as_millis());
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    assert_eq!(Cluster::status(&c.a, &thief, "/private").await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_changes_reach_every_instance() {
+    let c = Cluster::start().await;
+    let b = browser();
+    let mail = c.ask_link(&c.a, &b, "ops@example.com").await;
+    assert_eq!(
+        c.post(&c.a, &b, "/.sesame/magic", &[("token", &mail.token())])
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(Cluster::status(&c.a, &b, "/x").await, 200);
+    assert_eq!(Cluster::status(&c.b, &b, "/x").await, 200);
+
+    // New groups reach the app through both instances.
+    c.cli(&["user", "set-groups", "ops@example.com", "--group", "oncall"]);
+    let t = Instant::now();
+    for on in [&c.a, &c.b] {
+        loop {
+            assert_eq!(Cluster::status(on, &b, "/groups").await, 200);
+            if c.upstream.last().header("remote-groups").as_deref() == Some("oncall") {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "groups not updated");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    let listed = c.cli(&["session", "list", "--user", "ops@example.com"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let pending = c.ask_link(&c.b, &browser(), "ops@example.com").await;
+    let t = Instant::now();
+    c.cli(&["session", "revoke", "--user", "ops@example.com"]);
+    let on_a = time_until_refused(&c.a, &b, t).await;
+    let on_b = time_until_refused(&c.b, &b, t).await;
+    println!(
+        "CLI revocation seen: A {} ms, B {} ms",
+        on_a.as_millis(),
+        on_b.as_millis()
+    );
+    assert!(on_b < Duration::from_millis(1000), "took {on_b:?}");
+    assert!(c
+        .cli(&["session", "list", "--user", "ops@example.com"])
+        .is_empty());
+
+    // Disabled: a link already in the mailbox no longer signs in, and no new one is sent.
+    c.cli(&["user", "disable", "ops@example.com"]);
+    let r = c
+        .post(
+            &c.a,
+            &browser(),
+            "/.sesame/magic",
+            &[("token", &pending.token())],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let before = c.mail.count_to("ops@example.com");
+    assert_eq!(
+        c.post(
+            &c.b,
+            &browser(),
+            "/.sesame/login",
+            &[("email", "ops@example.com")]
+        )
+        .await
+        .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        c.mail.count_to("ops@example.com"),
+        before,
+        "no mail to a disabled user"
+    );
+    c.cli(&["user", "enable", "ops@example.com"]);
+    c.ask_link(&c.b, &browser(), "ops@example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_mid_flow_loses_nothing() {
+    let mut c = Cluster::start().await;
+    let b = browser();
+    let mail = c.ask_link(&c.a, &b, "survivor@example.com").await;
+    c.a.kill();
+    let r = c
+        .post(&c.b, &b, "/.sesame/magic", &[("token", &mail.token())])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(Cluster::status(&c.b, &b, "/after").await, 200);
+    assert_eq!(
+        c.upstream.last().header("remote-email").as_deref(),
+        Some("survivor@example.com")
+    );
+}
