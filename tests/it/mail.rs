@@ -4,6 +4,21 @@ use crate::helpers::*;
 use std::time::{Duration, Instant};
 
 /// A CA and a `localhost` server certificate it signed, made with openssl.
+/// Made once per test process: `SSL_CERT_FILE` is process-wide, so every
+/// test that uses it must trust the same CA.
+fn shared_certificates() -> &'static (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    static CERTS: std::sync::OnceLock<(
+        tempfile::TempDir,
+        (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
+    )> = std::sync::OnceLock::new();
+    let (_, paths) = CERTS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = test_certificates(dir.path());
+        (dir, paths)
+    });
+    paths
+}
+
 fn test_certificates(
     dir: &std::path::Path,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
@@ -177,13 +192,12 @@ async fn admin_listener_serves_health_and_metrics() {
 }
 
 async fn smtp_with_starttls_and_credentials_from_the_url() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_certificates(dir.path());
+    let (ca, cert, key) = shared_certificates();
     // rustls-native-certs (lettre's trust store) reads SSL_CERT_FILE.
-    std::env::set_var("SSL_CERT_FILE", &ca);
+    std::env::set_var("SSL_CERT_FILE", ca);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let store = TestStore::new(backend()).await;
-    let sink = MailBox::start_tls(&cert, &key, "gateway", "s3cret pass");
+    let sink = MailBox::start_tls(cert, key, "gateway", "s3cret pass");
     let port = free_port();
     let admin = free_port();
     let upstream = Upstream::start().await;
