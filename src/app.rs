@@ -4,7 +4,7 @@
 //! Building it opens the store and loads (or creates) the keys; it does not
 //! listen on anything. The servers that use it are assembled in `lib.rs`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -48,6 +48,8 @@ pub struct App {
     pub client_limit: RateLimiter,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
+    /// False while the store is unreachable; kept by `probe_store`.
+    pub store_up: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,8 +85,14 @@ impl App {
              form-action 'self' {}; frame-ancestors 'none'; base-uri 'none'",
             origins.join(" ")
         );
+        let store_up = Arc::new(AtomicBool::new(true));
         Ok(Arc::new(App {
-            sessions: Sessions::new(config.session.clone(), store.clone(), clock.clone()),
+            sessions: Sessions::new(
+                config.session.clone(),
+                store.clone(),
+                store_up.clone(),
+                clock.clone(),
+            ),
             email_limit: RateLimiter::new(
                 config.rate_limit.window,
                 config.rate_limit.per_email,
@@ -105,6 +113,7 @@ impl App {
             mailer,
             outbox,
             csp,
+            store_up,
         }))
     }
 
@@ -115,6 +124,33 @@ impl App {
             .iter()
             .enumerate()
             .find(|(_, s)| s.site.host.eq_ignore_ascii_case(name))
+    }
+
+    /// Is the store reachable, as of the last probe?
+    pub fn store_is_up(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed)
+    }
+
+    /// Probe the store once a second, forever, keeping `store_up` current.
+    pub async fn probe_store(&self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let up = matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(1), self.store.ping()).await,
+                Ok(Ok(()))
+            );
+            if self.store_up.swap(up, Ordering::Relaxed) != up {
+                if up {
+                    tracing::warn!("store is reachable again");
+                } else {
+                    tracing::error!(
+                        "store is unreachable; serving sessions verified before, for a while"
+                    );
+                }
+            }
+        }
     }
 
     /// Delete expired pending logins and count the unconfirmed ones.

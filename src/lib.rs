@@ -117,6 +117,10 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
         .map_err(StartError::Runtime)?;
     let app = background.block_on(App::build(config, opts.clock.clone()))?;
     {
+        let app = app.clone();
+        background.spawn(async move { app.probe_store().await });
+    }
+    {
         // Revocations and changes made by other instances (PostgreSQL).
         let app = app.clone();
         background.spawn(async move {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::app::{App, SiteRt};
 use crate::path;
-use crate::session::{cookies, LiveSession};
+use crate::session::{cookies, LiveSession, Rejected};
 
 #[derive(Debug)]
 pub enum Decision {
@@ -22,6 +22,8 @@ pub enum Decision {
     Deny(Arc<LiveSession>),
     /// A path whose encoding is ambiguous (400).
     BadPath,
+    /// The cookie could not be checked: the store is unreachable (503).
+    Unavailable,
 }
 
 impl Decision {
@@ -32,6 +34,7 @@ impl Decision {
             Decision::Login => "unauthenticated",
             Decision::Deny(_) => "denied",
             Decision::BadPath => "bad_path",
+            Decision::Unavailable => "store_unavailable",
         }
     }
 }
@@ -50,8 +53,16 @@ where
 /// Decide a request for `raw_path` on `site` carrying `cookie` (the session
 /// cookie's sealed value, if any).
 pub async fn decide(app: &App, site: &SiteRt, raw_path: &str, cookie: Option<&str>) -> Decision {
+    let mut unavailable = false;
     let live = match cookie.and_then(|v| cookies::open(&app.keys.cookie, &site.session_cookie, v)) {
-        Some(plain) => app.sessions.check(&plain).await.ok(),
+        Some(plain) => match app.sessions.check(&plain).await {
+            Ok(live) => Some(live),
+            Err(Rejected::StoreUnavailable) => {
+                unavailable = true;
+                None
+            }
+            Err(_) => None,
+        },
         None => None,
     };
     if let Some(live) = &live {
@@ -76,6 +87,7 @@ pub async fn decide(app: &App, site: &SiteRt, raw_path: &str, cookie: Option<&st
     }
     match live {
         Some(live) => Decision::Deny(live),
+        None if unavailable => Decision::Unavailable,
         None => Decision::Login,
     }
 }

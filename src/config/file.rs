@@ -64,6 +64,7 @@ pub struct MagicLinkFile {
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
     pub url: Option<String>,
+    pub outage_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

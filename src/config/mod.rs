@@ -70,6 +70,9 @@ pub struct SessionConfig {
     pub cookie_domain: Option<String>,
     pub lifetime: Duration,
     pub idle_timeout: Duration,
+    /// While the store is unreachable, sessions verified before keep working
+    /// this long (from `[store] outage_grace`).
+    pub outage_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +342,12 @@ impl Validator {
             },
         };
         let store = self.store(f.store.url.as_deref());
+        let mut session = session;
+        session.outage_grace = self.duration(
+            "store.outage_grace",
+            f.store.outage_grace,
+            Duration::from_secs(5 * 60),
+        );
         let mail = self.mail(f.mail);
         let signup = self.signup(f.users);
         let rate_limit = RateLimitConfig {
@@ -425,6 +434,7 @@ impl Validator {
                 s.idle_timeout,
                 Duration::from_secs(2 * 3600),
             ),
+            outage_grace: Duration::from_secs(5 * 60),
         }
     }
 

@@ -101,6 +101,9 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
     if !req.same_origin() {
         return cross_site(app, req);
     }
+    if !app.store_is_up() {
+        return store_down(app, req, &"the store is unreachable");
+    }
     let rd = return_to(app, req, req.form_param("rd"));
     let raw = req.form_param("email").unwrap_or_default();
     let email = match Email::parse(&raw) {

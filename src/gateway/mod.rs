@@ -164,6 +164,34 @@ impl Gateway {
         }
     }
 
+    /// The store is down and this session was not verified recently enough.
+    fn unavailable_response(&self, session: &Session, site_index: usize) -> Resp {
+        let app = &self.app;
+        let wants_html = session
+            .req_header()
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+        let resp = if wants_html {
+            let html = app.pages.render(
+                "error.html",
+                &endpoints::ErrorPage {
+                    site_name: &app.sites[site_index].site.name,
+                    title: "Please try again shortly",
+                    message: "Sign-in is unavailable for a moment. Nothing was lost.",
+                    offer_new_link: false,
+                    rd: "",
+                    retry_after: Some(5),
+                },
+            );
+            Resp::page(app, 503, html)
+        } else {
+            Resp::json(503, &json!({"error": "unavailable", "retry_after": 5}))
+        };
+        resp.header(header::RETRY_AFTER, "5")
+    }
+
     fn denied_response(&self, site_index: usize, live: &LiveSession) -> Resp {
         let app = &self.app;
         let site = &app.sites[site_index].site;
@@ -251,6 +279,7 @@ impl ProxyHttp for Gateway {
             Decision::BadPath => {
                 Resp::new(400, "text/plain; charset=utf-8", "ambiguous path encoding")
             }
+            Decision::Unavailable => self.unavailable_response(session, site_index),
         };
         write(session, resp).await?;
         Ok(true)

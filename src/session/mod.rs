@@ -8,7 +8,7 @@
 
 pub mod cookies;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct LiveSession {
     pub groups_header: String,
     last_seen: AtomicI64,
     persisted_seen: AtomicI64,
+    /// When (clock seconds) the record was read from the store.
+    loaded_at: i64,
 }
 
 /// Why a cookie did not yield a session (for metrics; all mean anonymous).
@@ -51,6 +53,8 @@ pub enum Rejected {
 pub struct Sessions {
     config: SessionConfig,
     store: DynStore,
+    /// False while the store is known to be unreachable (set by a probe).
+    store_up: Arc<AtomicBool>,
     clock: Clock,
     cache: Cache<String, Arc<LiveSession>>,
 }
@@ -75,16 +79,22 @@ pub fn hash_id(id: &str) -> String {
 }
 
 impl Sessions {
-    pub fn new(config: SessionConfig, store: DynStore, clock: Clock) -> Sessions {
+    pub fn new(
+        config: SessionConfig,
+        store: DynStore,
+        store_up: Arc<AtomicBool>,
+        clock: Clock,
+    ) -> Sessions {
         Sessions {
-            config,
-            store,
-            clock,
             cache: Cache::builder()
                 .max_capacity(200_000)
-                .time_to_live(CACHE_TTL)
+                .time_to_live(CACHE_TTL + config.outage_grace)
                 .support_invalidation_closures()
                 .build(),
+            config,
+            store,
+            store_up,
+            clock,
         }
     }
 
@@ -125,8 +135,9 @@ impl Sessions {
             return Err(Rejected::Expired);
         }
         let live = match self.cache.get(id) {
-            Some(live) => live,
-            None => self.load(id).await?,
+            Some(live) if now - live.loaded_at < CACHE_TTL.as_secs() as i64 => live,
+            Some(stale) => self.refresh(id, stale, now).await?,
+            None => self.load(id, now).await?,
         };
         if live.record.revoked {
             return Err(Rejected::Revoked);
@@ -154,7 +165,35 @@ impl Sessions {
         Ok(live)
     }
 
-    async fn load(&self, id: &str) -> Result<Arc<LiveSession>, Rejected> {
+    /// Re-read a session cached longer than `CACHE_TTL`; while the store is
+    /// down, keep using it for up to `outage_grace` more.
+    async fn refresh(
+        &self,
+        id: &str,
+        stale: Arc<LiveSession>,
+        now: i64,
+    ) -> Result<Arc<LiveSession>, Rejected> {
+        match self.load(id, now).await {
+            Ok(fresh) => {
+                fresh
+                    .last_seen
+                    .fetch_max(stale.last_seen.load(Ordering::Relaxed), Ordering::Relaxed);
+                Ok(fresh)
+            }
+            Err(Rejected::StoreUnavailable)
+                if now - stale.loaded_at
+                    < (CACHE_TTL + self.config.outage_grace).as_secs() as i64 =>
+            {
+                Ok(stale)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn load(&self, id: &str, now: i64) -> Result<Arc<LiveSession>, Rejected> {
+        if !self.store_up.load(Ordering::Relaxed) {
+            return Err(Rejected::StoreUnavailable);
+        }
         let record = match self.store.session(&hash_id(id)).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(Rejected::Unknown),
@@ -167,6 +206,7 @@ impl Sessions {
             groups_header: record.groups.join(","),
             last_seen: AtomicI64::new(record.last_seen),
             persisted_seen: AtomicI64::new(record.last_seen),
+            loaded_at: now,
             record,
         });
         self.cache.insert(id.to_string(), live.clone());

@@ -161,6 +161,7 @@ async fn admin_commands_against_the_configured_store() {
     let sessions = sesame::session::Sessions::new(
         sesame::config::Config::load(&path).unwrap().session,
         db.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         sesame::clock::Clock::system(),
     );
     let one = sessions.create(&ada, sesame::store::AuthMethod::MagicLink).await.unwrap();

@@ -424,6 +424,8 @@ pub struct Options {
     pub signup: &'static str,
     pub smtp: Option<SocketAddr>,
     pub extra: String,
+    /// Use this store instead of a fresh one for the test's backend.
+    pub store: Option<TestStore>,
 }
 
 impl Default for Options {
@@ -432,6 +434,7 @@ impl Default for Options {
             signup: "open",
             smtp: None,
             extra: String::new(),
+            store: None,
         }
     }
 }
@@ -496,10 +499,13 @@ upstream = ["{upstream}"]
     )
 }
 
-pub async fn spawn_with(o: Options) -> TestApp {
+pub async fn spawn_with(mut o: Options) -> TestApp {
     let mail = MailBox::start();
     let upstream = Upstream::start().await;
-    let store = TestStore::new(backend()).await;
+    let store = match o.store.take() {
+        Some(s) => s,
+        None => TestStore::new(backend()).await,
+    };
     let port = free_port();
     let admin = free_port();
     let text = config_text(
@@ -682,4 +688,45 @@ pub async fn raw_get(port: u16, path: &str) -> u16 {
     )
     .await
     .0
+}
+
+/// A TCP forwarder the test can cut (every connection dropped, new ones
+/// refused) and restore: a store or network outage on demand.
+pub struct CutProxy {
+    pub addr: SocketAddr,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl CutProxy {
+    pub async fn start(target: SocketAddr) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (open, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    continue; // dropped: connection closed at once
+                }
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = watch.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        CutProxy { addr, open }
+    }
+
+    pub fn cut(&self) {
+        let _ = self.open.send(false);
+    }
+
+    pub fn restore(&self) {
+        let _ = self.open.send(true);
+    }
 }

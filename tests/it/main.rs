@@ -34,4 +34,5 @@ mod intercept;
 mod limits;
 mod link;
 mod mail;
+mod outage;
 mod session;
