@@ -11,7 +11,6 @@ use sesame::app::App;
 use sesame::clock::Clock;
 use sesame::config::Config;
 use sesame::policy::{self, Decision};
-use sesame::session::cookies;
 use sesame::store::{AuthMethod, User};
 
 struct Rig {
@@ -57,17 +56,15 @@ allow_domains = ["example.com"]
         .block_on(app.sessions.create(&user, AuthMethod::MagicLink))
         .unwrap();
     let site = &app.sites[0];
-    let sealed = cookies::seal(
-        &app.keys.cookie,
-        &site.session_cookie,
-        &session.cookie_plain,
-    );
+    let sealed = app
+        .keys
+        .seal_cookie(&site.session_cookie, &session.cookie_plain);
     let cookie_header = format!(
         "_ga=GA1.2.3; theme=dark; {}={sealed}; lang=en",
         site.session_cookie
     );
     // Warm the cache, as any live session is after its first request.
-    let plain = cookies::open(&app.keys.cookie, &site.session_cookie, &sealed).unwrap();
+    let plain = app.keys.open_cookie(&site.session_cookie, &sealed).unwrap();
     rt.block_on(app.sessions.check(&plain)).unwrap();
     Rig {
         _rt: rt,
@@ -85,7 +82,9 @@ fn benches(c: &mut Criterion) {
 
     c.bench_function("session check (cookie open + verify + cache hit)", |b| {
         b.iter(|| {
-            let plain = cookies::open(&app.keys.cookie, &site.session_cookie, black_box(&r.sealed))
+            let plain = app
+                .keys
+                .open_cookie(&site.session_cookie, black_box(&r.sealed))
                 .unwrap();
             let live = block_on(app.sessions.check(&plain)).unwrap();
             black_box(live);

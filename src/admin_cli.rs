@@ -192,3 +192,44 @@ pub async fn session_revoke_id(store: &DynStore, prefix: &str) -> Out {
         ))),
     }
 }
+
+pub async fn keys_list(store: &DynStore, grace: std::time::Duration) -> Out {
+    let mut records = store.keys().await?;
+    crate::keys::sort_newest_first(&mut records);
+    let states = crate::keys::key_states(&records, grace.as_secs() as i64, now());
+    Ok(records
+        .iter()
+        .zip(states)
+        .map(|(r, state)| {
+            let state = match state {
+                crate::keys::KeyState::Signing => "signing".to_string(),
+                crate::keys::KeyState::Verifying(until) => format!("verifying until {until}"),
+                crate::keys::KeyState::Retired => "retired".to_string(),
+            };
+            format!(
+                "{}\t{}\tcreated {}\t{state}",
+                r.kid,
+                r.purpose.as_str(),
+                r.created_at
+            )
+        })
+        .collect())
+}
+
+/// Add a new cookie key and a new link key; they sign from now on.
+pub async fn keys_rotate(store: &DynStore) -> Out {
+    let mut out = Vec::new();
+    for purpose in [
+        crate::store::KeyPurpose::Cookie,
+        crate::store::KeyPurpose::Link,
+    ] {
+        let key = crate::keys::new_key(purpose, now());
+        store.add_key(&key).await?;
+        out.push(format!(
+            "added {} key {}; it signs from now on",
+            purpose.as_str(),
+            key.kid
+        ));
+    }
+    Ok(out)
+}

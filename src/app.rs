@@ -65,7 +65,7 @@ impl App {
     /// the app: the mail outbox worker is spawned on it.
     pub async fn build(config: Config, clock: Clock) -> Result<Arc<App>, BuildError> {
         let store = store::open(&config.store).await?;
-        let keys = Keys::load(&*store).await?;
+        let keys = Keys::load(&store, config.key_grace, &clock).await?;
         let metrics = Arc::new(Metrics::new());
         let mailer = mailer_for(&config.mail)?;
         let outbox = Outbox::start(mailer.clone(), metrics.clone(), config.mail.timeout);
@@ -150,6 +150,33 @@ impl App {
                     );
                 }
             }
+        }
+    }
+
+    /// Apply what the store says changed elsewhere.
+    pub fn invalidate(&self, what: &crate::store::Invalidation) {
+        use crate::store::Invalidation;
+        if matches!(what, Invalidation::Keys | Invalidation::All) {
+            self.keys.reload_wanted.notify_one();
+        }
+        self.sessions.invalidate(what);
+    }
+
+    /// Reload the keys when asked (a rotation, an unknown key id) and every
+    /// minute (retiring old keys).
+    pub async fn keep_keys_fresh(&self) {
+        loop {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                self.keys.reload_wanted.notified(),
+            )
+            .await;
+            match self.keys.reload(&self.store, self.clock.now()).await {
+                Ok(()) => tracing::debug!("keys reloaded"),
+                Err(e) => tracing::warn!(error = %e, "could not reload keys"),
+            }
+            // A flood of unknown key ids costs at most four reloads a second.
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     }
 

@@ -1,24 +1,49 @@
-//! The secrets Sesame signs and encrypts with, generated at first start and
-//! kept in the store so that a restart (or another instance) logs nobody out.
+//! The keys Sesame seals cookies and signs magic links with: generated at
+//! first start and kept in the store (a restart or another instance logs
+//! nobody out), rotated with `sesame keys rotate`.
 //!
-//! Every secret here has a redacting `Debug`. Rotation is not this module's
-//! job yet: one key per purpose.
+//! The newest key of each purpose signs; older keys still verify until
+//! `[keys] grace` after their successor appeared, then retire. Cookie values
+//! carry their key id (`kid.sealed`), magic links the JWT `kid` header, so a
+//! check tries one key. Every secret here has a redacting `Debug`.
 
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use rand::RngCore;
+use tokio::sync::Notify;
 
-use crate::store::{Store, StoreError, StoreResult};
+use crate::clock::Clock;
+use crate::session::cookies;
+use crate::store::{DynStore, KeyPurpose, KeyRecord, StoreError, StoreResult};
+
+struct CookieKey {
+    kid: String,
+    key: cookie::Key,
+}
+
+struct LinkKey {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+/// The keys in force at one moment, newest first.
+#[derive(Default)]
+struct KeySet {
+    cookie: Vec<CookieKey>,
+    link: Vec<LinkKey>,
+}
 
 pub struct Keys {
-    /// AES-256-GCM key for the session and pending-login cookies.
-    pub cookie: cookie::Key,
-    /// HS256 key for magic-link tokens.
-    pub link_encoding: EncodingKey,
-    pub link_decoding: DecodingKey,
-    /// HMAC key for emailed codes as kept in the store.
+    set: RwLock<Arc<KeySet>>,
+    /// HMAC key for emailed codes as kept in the store (not rotated: codes
+    /// live minutes).
     pub code_mac: Vec<u8>,
+    grace_secs: i64,
+    /// Wakes the reload task (a rotation elsewhere, an unknown key id).
+    pub reload_wanted: Notify,
 }
 
 impl fmt::Debug for Keys {
@@ -33,28 +58,253 @@ fn fresh(len: usize) -> Vec<u8> {
     v
 }
 
-impl Keys {
-    pub async fn load(store: &dyn Store) -> StoreResult<Keys> {
-        let cookie = store.ensure_secret("cookie.v1", &fresh(64)).await?;
-        let link = store.ensure_secret("magic_link.v1", &fresh(32)).await?;
-        let code_mac = store.ensure_secret("code_mac.v1", &fresh(32)).await?;
-        Keys::from_bytes(&cookie, &link, code_mac)
-            .ok_or_else(|| StoreError::Other("stored cookie key is shorter than 64 bytes".into()))
-    }
-
-    /// `None` if the cookie key is shorter than 64 bytes.
-    pub fn from_bytes(cookie: &[u8], link: &[u8], code_mac: Vec<u8>) -> Option<Keys> {
-        Some(Keys {
-            cookie: cookie::Key::try_from(cookie).ok()?,
-            link_encoding: EncodingKey::from_secret(link),
-            link_decoding: DecodingKey::from_secret(link),
-            code_mac,
-        })
-    }
-}
-
 /// Random bytes as URL-safe base64, for ids.
 pub fn random_id(bytes: usize) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fresh(bytes))
+}
+
+/// A new key record of `purpose`, created now.
+pub fn new_key(purpose: KeyPurpose, now: i64) -> KeyRecord {
+    let len = match purpose {
+        KeyPurpose::Cookie => 64,
+        KeyPurpose::Link => 32,
+    };
+    KeyRecord {
+        kid: format!("{}-{}", purpose.as_str(), random_id(6)),
+        purpose,
+        secret: fresh(len),
+        created_at: now,
+    }
+}
+
+/// Whether each record (newest first within its purpose) still signs, still
+/// verifies, or has retired, at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Signing,
+    /// Verifies until this time.
+    Verifying(i64),
+    Retired,
+}
+
+/// Group by purpose, newest first within each: the order `key_states` wants.
+pub fn sort_newest_first(records: &mut [KeyRecord]) {
+    records
+        .sort_by(|a, b| (a.purpose, b.created_at, &b.kid).cmp(&(b.purpose, a.created_at, &a.kid)));
+}
+
+pub fn key_states(records: &[KeyRecord], grace_secs: i64, now: i64) -> Vec<KeyState> {
+    let mut newer: Option<i64> = None;
+    let mut last_purpose = None;
+    records
+        .iter()
+        .map(|r| {
+            if last_purpose != Some(r.purpose) {
+                last_purpose = Some(r.purpose);
+                newer = None;
+            }
+            let state = match newer {
+                None => KeyState::Signing,
+                Some(t) if now < t + grace_secs => KeyState::Verifying(t + grace_secs),
+                Some(_) => KeyState::Retired,
+            };
+            newer = Some(r.created_at);
+            state
+        })
+        .collect()
+}
+
+impl Keys {
+    /// Load the keys, creating the first ones if the store has none.
+    pub async fn load(
+        store: &DynStore,
+        grace: std::time::Duration,
+        clock: &Clock,
+    ) -> StoreResult<Keys> {
+        let now = clock.now();
+        for purpose in [KeyPurpose::Cookie, KeyPurpose::Link] {
+            let mut first = new_key(purpose, now);
+            first.kid = format!("{}-1", purpose.as_str());
+            store.ensure_key(&first).await?;
+        }
+        let code_mac = store.ensure_secret("code_mac.v1", &fresh(32)).await?;
+        let keys = Keys {
+            set: RwLock::new(Arc::new(KeySet::default())),
+            code_mac,
+            grace_secs: grace.as_secs() as i64,
+            reload_wanted: Notify::new(),
+        };
+        keys.reload(store, now).await?;
+        Ok(keys)
+    }
+
+    /// Re-read the keys from the store: picks up rotations, retires old keys.
+    pub async fn reload(&self, store: &DynStore, now: i64) -> StoreResult<()> {
+        let mut records = store.keys().await?;
+        sort_newest_first(&mut records);
+        let states = key_states(&records, self.grace_secs, now);
+        let mut set = KeySet::default();
+        for (r, state) in records.iter().zip(states) {
+            if state == KeyState::Retired {
+                continue;
+            }
+            match r.purpose {
+                KeyPurpose::Cookie => set.cookie.push(CookieKey {
+                    kid: r.kid.clone(),
+                    key: cookie::Key::try_from(r.secret.as_slice()).map_err(|_| {
+                        StoreError::Other(format!("cookie key {} is too short", r.kid))
+                    })?,
+                }),
+                KeyPurpose::Link => set.link.push(LinkKey {
+                    kid: r.kid.clone(),
+                    encoding: EncodingKey::from_secret(&r.secret),
+                    decoding: DecodingKey::from_secret(&r.secret),
+                }),
+            }
+        }
+        if set.cookie.is_empty() || set.link.is_empty() {
+            return Err(StoreError::Other("the store holds no signing keys".into()));
+        }
+        if let Ok(mut guard) = self.set.write() {
+            *guard = Arc::new(set);
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        match self.set.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Seal `plain` for cookie `name` with the signing key: `kid.sealed`.
+    pub fn seal_cookie(&self, name: &str, plain: &str) -> String {
+        let set = self.current();
+        match set.cookie.first() {
+            Some(k) => format!("{}.{}", k.kid, cookies::seal(&k.key, name, plain)),
+            None => String::new(),
+        }
+    }
+
+    /// Open a cookie value sealed by any key still in force.
+    pub fn open_cookie(&self, name: &str, value: &str) -> Option<String> {
+        let set = self.current();
+        match value.split_once('.') {
+            Some((kid, sealed)) => match set.cookie.iter().find(|k| k.kid == kid) {
+                Some(k) => cookies::open(&k.key, name, sealed),
+                None => {
+                    // Perhaps rotated on another instance a moment ago.
+                    self.reload_wanted.notify_one();
+                    None
+                }
+            },
+            // Sealed before key ids existed: only the first key could have.
+            None => set
+                .cookie
+                .iter()
+                .find_map(|k| cookies::open(&k.key, name, value)),
+        }
+    }
+
+    /// The signing key for magic links and its id.
+    pub fn with_link_signer<T>(&self, f: impl FnOnce(&str, &EncodingKey) -> T) -> Option<T> {
+        let set = self.current();
+        set.link.first().map(|k| f(&k.kid, &k.encoding))
+    }
+
+    /// Try `f` with the verifying key `kid` names (or, without a kid, each).
+    pub fn with_link_verifier<T>(
+        &self,
+        kid: Option<&str>,
+        mut f: impl FnMut(&DecodingKey) -> Option<T>,
+    ) -> Option<T> {
+        let set = self.current();
+        match kid {
+            Some(kid) => match set.link.iter().find(|k| k.kid == kid) {
+                Some(k) => f(&k.decoding),
+                None => {
+                    self.reload_wanted.notify_one();
+                    None
+                }
+            },
+            None => set.link.iter().find_map(|k| f(&k.decoding)),
+        }
+    }
+
+    /// Keys from fixed bytes, for unit tests and benches.
+    pub fn fixed(cookie: &[u8], link: &[u8], code_mac: Vec<u8>) -> Option<Keys> {
+        let set = KeySet {
+            cookie: vec![CookieKey {
+                kid: "cookie-1".into(),
+                key: cookie::Key::try_from(cookie).ok()?,
+            }],
+            link: vec![LinkKey {
+                kid: "link-1".into(),
+                encoding: EncodingKey::from_secret(link),
+                decoding: DecodingKey::from_secret(link),
+            }],
+        };
+        Some(Keys {
+            set: RwLock::new(Arc::new(set)),
+            code_mac,
+            grace_secs: 0,
+            reload_wanted: Notify::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(purpose: KeyPurpose, created_at: i64) -> KeyRecord {
+        KeyRecord {
+            kid: format!("k{created_at}"),
+            purpose,
+            secret: vec![],
+            created_at,
+        }
+    }
+
+    #[test]
+    fn newest_signs_older_verify_for_the_grace_then_retire() {
+        let records = [
+            rec(KeyPurpose::Cookie, 300),
+            rec(KeyPurpose::Cookie, 200),
+            rec(KeyPurpose::Cookie, 100),
+            rec(KeyPurpose::Link, 100),
+        ];
+        let s = key_states(&records, 50, 260);
+        assert_eq!(
+            s,
+            [
+                KeyState::Signing,
+                KeyState::Verifying(350),
+                KeyState::Retired,
+                KeyState::Signing
+            ]
+        );
+        let s = key_states(&records, 50, 360);
+        assert_eq!(s[1], KeyState::Retired);
+    }
+
+    #[test]
+    fn cookies_name_their_key() {
+        let keys = Keys::fixed(&[7u8; 64], &[1u8; 32], vec![]).unwrap();
+        let v = keys.seal_cookie("sesame", "hello");
+        assert!(v.starts_with("cookie-1."));
+        assert_eq!(keys.open_cookie("sesame", &v).as_deref(), Some("hello"));
+        assert_eq!(
+            keys.open_cookie("sesame", &v.replacen("cookie-1", "cookie-9", 1)),
+            None
+        );
+        let legacy = cookies::seal(
+            &cookie::Key::try_from(&[7u8; 64][..]).unwrap(),
+            "sesame",
+            "old",
+        );
+        assert_eq!(keys.open_cookie("sesame", &legacy).as_deref(), Some("old"));
+    }
 }

@@ -124,11 +124,16 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
         // Revocations and changes made by other instances (PostgreSQL).
         let app = app.clone();
         background.spawn(async move {
-            let sessions = &app.sessions;
+            let app = &app;
             app.store
-                .feed_invalidations(&|what| sessions.invalidate(&what))
+                .feed_invalidations(&|what| app.invalidate(&what))
                 .await;
         });
+    }
+    {
+        // Rotations, retirements, and key ids seen before they were loaded.
+        let app = app.clone();
+        background.spawn(async move { app.keep_keys_fresh().await });
     }
     {
         let app = app.clone();

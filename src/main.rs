@@ -47,6 +47,13 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// List and rotate the signing keys.
+    Keys {
+        #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// List and revoke sessions.
     Session {
         #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
@@ -82,6 +89,14 @@ enum UserAction {
         #[arg(long = "group")]
         groups: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Show every key: signing, verifying (until when) or retired.
+    List,
+    /// Add new keys that sign from now on; the old ones verify for `[keys] grace`.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +150,9 @@ fn main() -> ExitCode {
         Command::User { config, action } => {
             load(&config).and_then(|c| admin(c, Admin::User(action)))
         }
+        Command::Keys { config, action } => {
+            load(&config).and_then(|c| admin(c, Admin::Keys(action)))
+        }
         Command::Session { config, action } => {
             load(&config).and_then(|c| admin(c, Admin::Session(action)))
         }
@@ -169,6 +187,7 @@ enum Admin {
     Migrate,
     User(UserAction),
     Session(SessionAction),
+    Keys(KeysAction),
 }
 
 fn admin(config: Config, command: Admin) -> Result<(), String> {
@@ -207,6 +226,8 @@ fn admin(config: Config, command: Admin) -> Result<(), String> {
             Admin::Session(SessionAction::Revoke { id: Some(id), .. }) => {
                 cli::session_revoke_id(&store, &id).await
             }
+            Admin::Keys(KeysAction::List) => cli::keys_list(&store, config.key_grace).await,
+            Admin::Keys(KeysAction::Rotate) => cli::keys_rotate(&store).await,
             Admin::Session(SessionAction::Revoke { .. }) => {
                 Err(cli::AdminError("give --user or --id".into()))
             }

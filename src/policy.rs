@@ -54,7 +54,7 @@ where
 /// cookie's sealed value, if any).
 pub async fn decide(app: &App, site: &SiteRt, raw_path: &str, cookie: Option<&str>) -> Decision {
     let mut unavailable = false;
-    let live = match cookie.and_then(|v| cookies::open(&app.keys.cookie, &site.session_cookie, v)) {
+    let live = match cookie.and_then(|v| app.keys.open_cookie(&site.session_cookie, v)) {
         Some(plain) => match app.sessions.check(&plain).await {
             Ok(live) => Some(live),
             Err(Rejected::StoreUnavailable) => {

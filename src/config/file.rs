@@ -20,6 +20,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub store: StoreFile,
     #[serde(default)]
+    pub keys: KeysFile,
+    #[serde(default)]
     pub mail: MailFile,
     #[serde(default)]
     pub users: UsersFile,
@@ -65,6 +67,12 @@ pub struct MagicLinkFile {
 pub struct StoreFile {
     pub url: Option<String>,
     pub outage_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    pub grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

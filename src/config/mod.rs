@@ -58,6 +58,9 @@ pub struct Config {
     pub session: SessionConfig,
     pub magic_link: MagicLinkConfig,
     pub store: StoreConfig,
+    /// How long a replaced key still verifies (default: the session lifetime,
+    /// so a rotation signs nobody out).
+    pub key_grace: Duration,
     pub mail: MailConfig,
     pub signup: Signup,
     pub rate_limit: RateLimitConfig,
@@ -342,6 +345,7 @@ impl Validator {
             },
         };
         let store = self.store(f.store.url.as_deref());
+        let key_grace = self.duration("keys.grace", f.keys.grace, session.lifetime);
         let mut session = session;
         session.outage_grace = self.duration(
             "store.outage_grace",
@@ -391,6 +395,7 @@ impl Validator {
             session,
             magic_link,
             store: store?,
+            key_grace,
             mail: mail?,
             signup,
             rate_limit,

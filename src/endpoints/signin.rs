@@ -131,7 +131,7 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
     }
     app.metrics.login_requests.inc();
     let pending_id = login::new_pending_id();
-    let sealed = cookies::seal(&app.keys.cookie, &req.site.pending_cookie, &pending_id);
+    let sealed = app.keys.seal_cookie(&req.site.pending_cookie, &pending_id);
     let max_age = app.config.magic_link.ttl.as_secs() as i64;
     let pending_cookie = cookies::set(
         &app.config,
@@ -237,7 +237,7 @@ fn link_refused(app: &App, req: &Req, e: &TokenError) -> Resp {
 
 fn pending_id(app: &App, req: &Req) -> Option<String> {
     let name = &req.site.pending_cookie;
-    cookies::open(&app.keys.cookie, name, req.cookie(name)?)
+    app.keys.open_cookie(name, req.cookie(name)?)
 }
 
 /// GET /magic: show the confirm page. Never consumes the token.
@@ -365,11 +365,9 @@ async fn signed_in(app: &App, req: &Req<'_>, pending: &PendingLogin, method: Aut
 
 fn session_response(app: &App, req: &Req, session: &NewSession, to: &str) -> Resp {
     let site = &req.site.site;
-    let sealed = cookies::seal(
-        &app.keys.cookie,
-        &req.site.session_cookie,
-        &session.cookie_plain,
-    );
+    let sealed = app
+        .keys
+        .seal_cookie(&req.site.session_cookie, &session.cookie_plain);
     let max_age = session.record.expires_at - app.clock.now();
     Resp::redirect(303, to)
         .cookie(cookies::set(
@@ -391,7 +389,7 @@ fn session_response(app: &App, req: &Req, session: &NewSession, to: &str) -> Res
 /// The live session of this request, if any.
 pub async fn current_session(app: &App, req: &Req<'_>) -> Option<(String, Arc<LiveSession>)> {
     let name = &req.site.session_cookie;
-    let plain = cookies::open(&app.keys.cookie, name, req.cookie(name)?)?;
+    let plain = app.keys.open_cookie(name, req.cookie(name)?)?;
     let live = app.sessions.check(&plain).await.ok()?;
     Some((plain, live))
 }
@@ -403,7 +401,7 @@ pub async fn logout(app: &App, req: &Req<'_>) -> Resp {
     }
     if let Some(plain) = req
         .cookie(&req.site.session_cookie)
-        .and_then(|v| cookies::open(&app.keys.cookie, &req.site.session_cookie, v))
+        .and_then(|v| app.keys.open_cookie(&req.site.session_cookie, v))
     {
         match app.sessions.revoke(&plain).await {
             Ok(Some(record)) => {

@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn mac_binds_code_to_login() {
-        let keys = Keys::from_bytes(&[1u8; 64], &[2u8; 32], vec![3u8; 32]).unwrap();
+        let keys = Keys::fixed(&[1u8; 64], &[2u8; 32], vec![3u8; 32]).unwrap();
         let c = Code::parse("123456").unwrap();
         let m = code_mac(&keys, "p1", &c);
         assert!(code_matches(&keys, "p1", &c, &m));

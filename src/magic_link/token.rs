@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use jsonwebtoken::{decode, encode, Algorithm, Header, Validation};
+use jsonwebtoken::{decode, decode_header, encode, Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::Keys;
@@ -39,7 +39,12 @@ pub enum TokenError {
 pub fn mint(keys: &Keys, claims: &Claims) -> Token {
     // HS256 encoding of a plain struct cannot fail; an empty token would only
     // be refused as invalid, never accepted.
-    Token(encode(&Header::new(Algorithm::HS256), claims, &keys.link_encoding).unwrap_or_default())
+    let token = keys.with_link_signer(|kid, key| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid.to_string());
+        encode(&header, claims, key).unwrap_or_default()
+    });
+    Token(token.unwrap_or_default())
 }
 
 pub fn verify(keys: &Keys, token: &str, audience: &str, now: i64) -> Result<Claims, TokenError> {
@@ -51,8 +56,10 @@ pub fn verify(keys: &Keys, token: &str, audience: &str, now: i64) -> Result<Clai
     v.set_required_spec_claims(&["exp", "aud", "sub", "jti"]);
     v.validate_exp = false;
     v.leeway = 0;
-    let claims = decode::<Claims>(token, &keys.link_decoding, &v)
-        .map_err(|_| TokenError::Invalid)?
+    let kid = decode_header(token).map_err(|_| TokenError::Invalid)?.kid;
+    let claims = keys
+        .with_link_verifier(kid.as_deref(), |key| decode::<Claims>(token, key, &v).ok())
+        .ok_or(TokenError::Invalid)?
         .claims;
     if claims.exp <= now {
         return Err(TokenError::Expired(claims));
@@ -65,7 +72,7 @@ mod tests {
     use super::*;
 
     fn keys() -> Keys {
-        Keys::from_bytes(&[7u8; 64], &[9u8; 32], vec![1u8; 32]).unwrap()
+        Keys::fixed(&[7u8; 64], &[9u8; 32], vec![1u8; 32]).unwrap()
     }
 
     fn claims(exp: i64) -> Claims {
@@ -106,7 +113,7 @@ mod tests {
             verify(&k, &bad, "https://a.example.com", 50),
             Err(TokenError::Invalid)
         );
-        let other = Keys::from_bytes(&[7u8; 64], &[8u8; 32], vec![]).unwrap();
+        let other = Keys::fixed(&[7u8; 64], &[8u8; 32], vec![]).unwrap();
         assert_eq!(
             verify(&other, &t.0, "https://a.example.com", 50),
             Err(TokenError::Invalid)

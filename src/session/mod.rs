@@ -216,6 +216,7 @@ impl Sessions {
     /// Drop cached sessions that the store says changed elsewhere.
     pub fn invalidate(&self, what: &Invalidation) {
         let result = match what.clone() {
+            Invalidation::Keys => return,
             Invalidation::All => {
                 self.cache.invalidate_all();
                 return;

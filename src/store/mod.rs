@@ -170,6 +170,13 @@ pub trait Store: Send + Sync + 'static {
     /// Revoke every session of a user; returns how many were live.
     async fn revoke_user_sessions(&self, email: &Email) -> StoreResult<u64>;
 
+    /// Every key, any purpose, in no particular order.
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// Insert a key unless one with its id exists (first start, raced by several instances).
+    async fn ensure_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// Add a key (a rotation) and tell the other instances.
+    async fn add_key(&self, key: &KeyRecord) -> StoreResult<()>;
+
     /// Deliver what other processes revoked or changed, until the store is
     /// dropped. Stores shared by several processes (PostgreSQL) implement
     /// it; for the others there is nothing to hear and it returns at once.
@@ -183,8 +190,55 @@ pub enum Invalidation {
     Session(String),
     /// Every session of a user, by user id.
     User(String),
+    /// The keys changed (a rotation): reload them.
+    Keys,
     /// Everything: notifications may have been missed.
     All,
+}
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyPurpose {
+    /// Seals session and pending-login cookies (AES-256-GCM, 64-byte master).
+    Cookie,
+    /// Signs magic-link tokens (HS256).
+    Link,
+}
+
+impl KeyPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Cookie => "cookie",
+            KeyPurpose::Link => "link",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyPurpose> {
+        match s {
+            "cookie" => Some(KeyPurpose::Cookie),
+            "link" => Some(KeyPurpose::Link),
+            _ => None,
+        }
+    }
+}
+
+/// One key. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub purpose: KeyPurpose,
+    pub secret: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("kid", &self.kid)
+            .field("purpose", &self.purpose)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Invalidation {
@@ -192,6 +246,7 @@ impl Invalidation {
         match self {
             Invalidation::Session(h) => format!("s:{h}"),
             Invalidation::User(u) => format!("u:{u}"),
+            Invalidation::Keys => "k".to_string(),
             Invalidation::All => "*".to_string(),
         }
     }
@@ -200,6 +255,7 @@ impl Invalidation {
         match payload.split_once(':') {
             Some(("s", h)) => Invalidation::Session(h.to_string()),
             Some(("u", u)) => Invalidation::User(u.to_string()),
+            _ if payload == "k" => Invalidation::Keys,
             _ => Invalidation::All,
         }
     }

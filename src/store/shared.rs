@@ -6,7 +6,9 @@
 
 use sqlx::Row;
 
-use super::{AuthMethod, PendingLogin, SessionRecord, StoreError, StoreResult, User};
+use super::{
+    AuthMethod, KeyPurpose, KeyRecord, PendingLogin, SessionRecord, StoreError, StoreResult, User,
+};
 use crate::email::Email;
 
 /// Column access that reads the same on both databases (all integers are
@@ -77,6 +79,17 @@ pub(super) fn pending(row: &impl Cols) -> StoreResult<PendingLogin> {
         expires_at: row.int("expires_at")?,
         attempts: row.int("attempts")?.clamp(0, u32::MAX as i64) as u32,
         consumed: row.opt_int("consumed_at")?.is_some(),
+    })
+}
+
+pub(super) fn key(row: &impl Cols) -> StoreResult<KeyRecord> {
+    let purpose = row.text("purpose")?;
+    Ok(KeyRecord {
+        kid: row.text("kid")?,
+        purpose: KeyPurpose::parse(&purpose)
+            .ok_or_else(|| StoreError::Other(format!("bad key purpose in store: {purpose}")))?,
+        secret: row.bytes("secret")?,
+        created_at: row.int("created_at")?,
     })
 }
 
@@ -350,6 +363,38 @@ macro_rules! impl_store {
                     self.announce(&Invalidation::User(id.clone())).await;
                 }
                 Ok(ids.len() as u64)
+            }
+
+            async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+                sqlx::query("SELECT * FROM keys")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(shared::key)
+                    .collect()
+            }
+
+            async fn ensure_key(&self, k: &KeyRecord) -> StoreResult<()> {
+                sqlx::query("INSERT INTO keys (kid, purpose, secret, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (kid) DO NOTHING")
+                    .bind(&k.kid)
+                    .bind(k.purpose.as_str())
+                    .bind(&k.secret)
+                    .bind(k.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn add_key(&self, k: &KeyRecord) -> StoreResult<()> {
+                sqlx::query("INSERT INTO keys (kid, purpose, secret, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&k.kid)
+                    .bind(k.purpose.as_str())
+                    .bind(&k.secret)
+                    .bind(k.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                self.announce(&Invalidation::Keys).await;
+                Ok(())
             }
 
             async fn feed_invalidations(&self, sink: &(dyn Fn(Invalidation) + Send + Sync)) {

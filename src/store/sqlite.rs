@@ -11,10 +11,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 
 use super::shared::{self, impl_store};
-use super::{Invalidation, PendingLogin, SessionRecord, StoreError, StoreResult, User};
+use super::{Invalidation, KeyRecord, PendingLogin, SessionRecord, StoreError, StoreResult, User};
 use crate::email::Email;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (2, include_str!("migrations/sqlite/0002_keys.sql")),
+];
 
 pub struct SqliteStore {
     pool: SqlitePool,

@@ -31,6 +31,7 @@ impl Instance {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_sesame"))
             .args(["run", "-c", path.to_str().unwrap()])
+            .env("RUST_LOG", "info,sesame=debug,pingora=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -87,6 +88,7 @@ impl Cluster {
 listen = ["127.0.0.1:0"]
 admin_listen = "127.0.0.1:0"
 threads = 1
+
 [store]
 url = "{}"
 [mail]
@@ -94,6 +96,8 @@ smtp_url = "smtp://{}"
 from = "Sesame test <login@example.com>"
 [users]
 signup = "open"
+[rate_limit]
+per_client = 1000
 [[site]]
 name = "Clustered app"
 public_url = "{public}"
@@ -373,4 +377,51 @@ async fn an_instance_killed_mid_flow_loses_nothing() {
         c.upstream.last().header("remote-email").as_deref(),
         Some("survivor@example.com")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_reaches_every_instance_and_signs_nobody_out() {
+    let c = Cluster::start().await;
+    let b = browser();
+    let mail = c.ask_link(&c.a, &b, "rotate@example.com").await;
+    let r = c
+        .post(&c.a, &b, "/.sesame/magic", &[("token", &mail.token())])
+        .await;
+    assert!(cookies_set(&r)["sesame"].starts_with("cookie-1."));
+    c.cli(&["keys", "rotate"]);
+    let t = Instant::now();
+    let mut n = 0;
+    for on in [&c.a, &c.b] {
+        loop {
+            n += 1;
+            let fresh = browser();
+            let mail = c
+                .ask_link(on, &fresh, &format!("rotate{n}@example.com"))
+                .await;
+            let r = c
+                .post(on, &fresh, "/.sesame/magic", &[("token", &mail.token())])
+                .await;
+            assert_eq!(r.status(), 303);
+            if !cookies_set(&r)["sesame"].starts_with("cookie-1.") {
+                assert_eq!(Cluster::status(&c.a, &fresh, "/x").await, 200);
+                assert_eq!(Cluster::status(&c.b, &fresh, "/x").await, 200);
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "new key not used within 3 s; log of A:\n{}",
+                std::fs::read_to_string(c.store.dir().join("a.log")).unwrap_or_default()
+            );
+        }
+    }
+    println!(
+        "rotation in use on both instances after {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(
+        Cluster::status(&c.a, &b, "/x").await,
+        200,
+        "old cookie still works"
+    );
+    assert_eq!(Cluster::status(&c.b, &b, "/x").await, 200);
 }

@@ -31,6 +31,7 @@ mod cluster;
 mod code;
 mod config;
 mod intercept;
+mod keys;
 mod limits;
 mod link;
 mod mail;
