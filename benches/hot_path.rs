@@ -1,8 +1,11 @@
-//! The per-request hot path: session check (cookie open + verify + cache
-//! hit) and the whole protected-request decision (site by host, cookie out
-//! of the header, session, policy, header strip + inject).
+//! The per-request hot path, on each store: session check (cookie open +
+//! verify + cache hit) and the whole protected-request decision (site by
+//! host, cookie out of the header, session, policy, header strip + inject).
+//! Both must not touch the store; the cold bench (a cache miss, which reads
+//! the session from the store) shows what a store round trip would cost.
 //!
-//! `cargo bench --bench hot_path`. Budgets (issue #2): < 2 us and < 5 us.
+//! `cargo bench --bench hot_path` (PostgreSQL from SESAME_TEST_POSTGRES_URL,
+//! default postgres://postgres@127.0.0.1:5432/test). Budgets: < 2 us and < 5 us.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use futures::executor::block_on;
@@ -11,22 +14,68 @@ use sesame::app::App;
 use sesame::clock::Clock;
 use sesame::config::Config;
 use sesame::policy::{self, Decision};
-use sesame::store::{AuthMethod, User};
+use sesame::store::{AuthMethod, Invalidation, User};
 
 struct Rig {
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
     app: std::sync::Arc<App>,
     cookie_header: String,
     sealed: String,
+    plain: String,
 }
 
-fn rig() -> Rig {
+fn store_url(name: &str, dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> String {
+    if name == "sqlite" {
+        return format!("sqlite://{}/bench.db", dir.display());
+    }
+    let base = std::env::var("SESAME_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = bench_schema();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {base}: {e}"));
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options[search_path]={schema}")
+}
+
+fn bench_schema() -> String {
+    format!("bench_{}", std::process::id())
+}
+
+fn drop_bench_schema(rt: &tokio::runtime::Runtime) {
+    let base = std::env::var("SESAME_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    rt.block_on(async {
+        if let Ok(pool) = sqlx::PgPool::connect(&base).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", bench_schema()))
+                .execute(&pool)
+                .await;
+        }
+    });
+}
+
+fn rig(store: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let config = Config::from_toml(&format!(
         r#"
 [store]
-url = "sqlite://{}/bench.db"
+url = "{}"
 [mail]
 transport = "console"
 [[site]]
@@ -35,14 +84,9 @@ upstream = ["127.0.0.1:3000"]
 public_paths = ["/health"]
 allow_domains = ["example.com"]
 "#,
-        dir.path().display()
+        store_url(store, dir.path(), &rt)
     ))
     .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let app = rt.block_on(App::build(config, Clock::system())).unwrap();
     let user = User {
         id: "u_bench".into(),
@@ -67,63 +111,89 @@ allow_domains = ["example.com"]
     let plain = app.keys.open_cookie(&site.session_cookie, &sealed).unwrap();
     rt.block_on(app.sessions.check(&plain)).unwrap();
     Rig {
-        _rt: rt,
+        rt,
         _dir: dir,
         app,
         cookie_header,
         sealed,
+        plain,
     }
 }
 
 fn benches(c: &mut Criterion) {
-    let r = rig();
-    let app = &r.app;
-    let site = &app.sites[0];
+    for store in ["sqlite", "postgres"] {
+        let r = rig(store);
+        let app = &r.app;
+        let site = &app.sites[0];
 
-    c.bench_function("session check (cookie open + verify + cache hit)", |b| {
-        b.iter(|| {
-            let plain = app
-                .keys
-                .open_cookie(&site.session_cookie, black_box(&r.sealed))
-                .unwrap();
-            let live = block_on(app.sessions.check(&plain)).unwrap();
-            black_box(live);
-        })
-    });
+        c.bench_function(
+            &format!("{store}: session check (cookie open + verify + cache hit)"),
+            |b| {
+                b.iter(|| {
+                    let plain = app
+                        .keys
+                        .open_cookie(&site.session_cookie, black_box(&r.sealed))
+                        .unwrap();
+                    let live = block_on(app.sessions.check(&plain)).unwrap();
+                    black_box(live);
+                })
+            },
+        );
 
-    let mut template = RequestHeader::build("GET", b"/wiki/Main_Page?action=view", None).unwrap();
-    template.insert_header("host", "wiki.example.com").unwrap();
-    template
-        .insert_header("cookie", r.cookie_header.as_str())
-        .unwrap();
-    template.insert_header("remote-user", "spoofed").unwrap();
-    template.insert_header("accept", "text/html").unwrap();
+        let mut template =
+            RequestHeader::build("GET", b"/wiki/Main_Page?action=view", None).unwrap();
+        template.insert_header("host", "wiki.example.com").unwrap();
+        template
+            .insert_header("cookie", r.cookie_header.as_str())
+            .unwrap();
+        template.insert_header("remote-user", "spoofed").unwrap();
+        template.insert_header("accept", "text/html").unwrap();
 
-    c.bench_function(
-        "protected-request decision (host, cookie, session, policy, headers)",
-        |b| {
-            b.iter(|| {
-                let mut req = template.clone();
-                let host = req.headers.get("host").unwrap().to_str().unwrap();
-                let (_, site) = app.site_for_host(black_box(host)).unwrap();
-                let cookie = policy::session_cookie(
-                    site,
-                    req.headers.get_all("cookie").iter().map(|v| v.as_bytes()),
-                );
-                let decision = block_on(policy::decide(app, site, req.uri.path(), cookie));
-                let Decision::Allow(live) = decision else {
-                    panic!("bench session must be allowed")
-                };
-                sesame::gateway::headers::strip(&mut req, site);
-                sesame::gateway::headers::inject(&mut req, site, &live);
-                black_box(req);
-            })
-        },
-    );
+        c.bench_function(
+            &format!(
+                "{store}: protected-request decision (host, cookie, session, policy, headers)"
+            ),
+            |b| {
+                b.iter(|| {
+                    let mut req = template.clone();
+                    let host = req.headers.get("host").unwrap().to_str().unwrap();
+                    let (_, site) = app.site_for_host(black_box(host)).unwrap();
+                    let cookie = policy::session_cookie(
+                        site,
+                        req.headers.get_all("cookie").iter().map(|v| v.as_bytes()),
+                    );
+                    let decision = block_on(policy::decide(app, site, req.uri.path(), cookie));
+                    let Decision::Allow(live) = decision else {
+                        panic!("bench session must be allowed")
+                    };
+                    sesame::gateway::headers::strip(&mut req, site);
+                    sesame::gateway::headers::inject(&mut req, site, &live);
+                    black_box(req);
+                })
+            },
+        );
 
-    c.bench_function("baseline: clone the request header only", |b| {
-        b.iter(|| black_box(template.clone()))
-    });
+        c.bench_function(
+            &format!("{store}: cold session check (cache miss, store read)"),
+            |b| {
+                b.iter(|| {
+                    app.sessions.invalidate(&Invalidation::All);
+                    let live =
+                        r.rt.block_on(app.sessions.check(black_box(&r.plain)))
+                            .unwrap();
+                    black_box(live);
+                })
+            },
+        );
+
+        if store == "sqlite" {
+            c.bench_function("baseline: clone the request header only", |b| {
+                b.iter(|| black_box(template.clone()))
+            });
+        } else {
+            drop_bench_schema(&r.rt);
+        }
+    }
 }
 
 criterion_group!(hot, benches);
