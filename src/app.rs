@@ -94,13 +94,17 @@ impl App {
                 clock.clone(),
             ),
             email_limit: RateLimiter::new(
+                "email",
                 config.rate_limit.window,
                 config.rate_limit.per_email,
+                store.clone(),
                 clock.clone(),
             ),
             client_limit: RateLimiter::new(
+                "client",
                 config.rate_limit.window,
                 config.rate_limit.per_client,
+                store.clone(),
                 clock.clone(),
             ),
             config,
@@ -182,6 +186,17 @@ impl App {
 
     /// Delete expired pending logins and count the unconfirmed ones.
     pub async fn sweep(&self) {
+        if let Err(e) = self
+            .store
+            .sweep_rate_limits(
+                self.email_limit
+                    .expired_before()
+                    .min(self.client_limit.expired_before()),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "sweeping rate-limit windows failed");
+        }
         match self.store.sweep_pending(self.clock.now()).await {
             Ok(n) => self.metrics.links_opened_unconfirmed.inc_by(n),
             Err(e) => tracing::warn!(error = %e, "sweeping expired sign-ins failed"),

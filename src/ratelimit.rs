@@ -1,101 +1,116 @@
 //! Fixed-window rate limits per key (an email address, a client address),
-//! race-free under parallel requests: one atomic counter per key and window.
-//!
-//! In memory, per instance. What is limited and how much is the caller's call.
+//! counted in the store: exact under parallel requests (one atomic upsert
+//! per hit) and shared by every instance on the same store, so N instances
+//! do not allow N times the limit. What is limited and how much is the
+//! caller's call.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use moka::sync::Cache;
-
 use crate::clock::Clock;
-
-struct Window {
-    started: i64,
-    count: AtomicU32,
-}
+use crate::store::{DynStore, StoreResult};
 
 pub struct RateLimiter {
+    /// Prefix that keeps this limiter's keys apart from others'.
+    kind: &'static str,
     window_secs: i64,
     limit: u32,
-    windows: Cache<String, Arc<Window>>,
+    store: DynStore,
     clock: Clock,
 }
 
 impl RateLimiter {
-    pub fn new(window: Duration, limit: u32, clock: Clock) -> RateLimiter {
+    pub fn new(
+        kind: &'static str,
+        window: Duration,
+        limit: u32,
+        store: DynStore,
+        clock: Clock,
+    ) -> RateLimiter {
         RateLimiter {
+            kind,
             window_secs: window.as_secs().max(1) as i64,
             limit,
-            windows: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(window)
-                .build(),
+            store,
             clock,
         }
     }
 
-    /// Count one hit for `key`; `Err(seconds)` to wait if over the limit.
-    pub fn hit(&self, key: &str) -> Result<(), u64> {
+    /// Count one hit for `key`: `Ok(Err(seconds))` to wait if over the limit.
+    pub async fn hit(&self, key: &str) -> StoreResult<Result<(), u64>> {
         let now = self.clock.now();
-        let mut w = self.windows.get_with_by_ref(key, || {
-            Arc::new(Window {
-                started: now,
-                count: AtomicU32::new(0),
-            })
-        });
-        if now - w.started >= self.window_secs {
-            // The clock moved past the window before the cache expired it.
-            self.windows.invalidate(key);
-            w = self.windows.get_with_by_ref(key, || {
-                Arc::new(Window {
-                    started: now,
-                    count: AtomicU32::new(0),
-                })
-            });
-        }
-        let n = w.count.fetch_add(1, Ordering::AcqRel) + 1;
-        if n > self.limit {
-            Err((w.started + self.window_secs - now).max(1) as u64)
+        let start = now - now.rem_euclid(self.window_secs);
+        let n = self
+            .store
+            .count_hit(&format!("{}:{key}", self.kind), start)
+            .await?;
+        Ok(if n > i64::from(self.limit) {
+            Err((start + self.window_secs - now).max(1) as u64)
         } else {
             Ok(())
-        }
+        })
+    }
+
+    /// Windows that ended before this are of no more use.
+    pub fn expired_before(&self) -> i64 {
+        let now = self.clock.now();
+        now - now.rem_euclid(self.window_secs)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StoreConfig;
 
-    #[test]
-    fn limits_and_resets() {
-        let clock = Clock::system();
-        let rl = RateLimiter::new(Duration::from_secs(60), 3, clock.clone());
-        assert!(rl.hit("a").is_ok());
-        assert!(rl.hit("a").is_ok());
-        assert!(rl.hit("a").is_ok());
-        let wait = rl.hit("a").unwrap_err();
-        assert!((1..=60).contains(&wait));
-        assert!(rl.hit("b").is_ok());
-        clock.advance(Duration::from_secs(61));
-        assert!(rl.hit("a").is_ok());
+    async fn store(dir: &tempfile::TempDir) -> DynStore {
+        crate::store::open(&StoreConfig::Sqlite {
+            path: dir.path().join("rl.db"),
+        })
+        .await
+        .unwrap()
     }
 
-    #[test]
-    fn exact_under_parallel_hits() {
-        let rl = Arc::new(RateLimiter::new(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limits_and_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::system();
+        let rl = RateLimiter::new(
+            "t",
             Duration::from_secs(60),
+            3,
+            store(&dir).await,
+            clock.clone(),
+        );
+        for _ in 0..3 {
+            assert!(rl.hit("a").await.unwrap().is_ok());
+        }
+        let wait = rl.hit("a").await.unwrap().unwrap_err();
+        assert!((1..=60).contains(&wait));
+        assert!(rl.hit("b").await.unwrap().is_ok());
+        clock.advance(Duration::from_secs(61));
+        assert!(rl.hit("a").await.unwrap().is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exact_under_parallel_hits() {
+        let dir = tempfile::tempdir().unwrap();
+        let rl = std::sync::Arc::new(RateLimiter::new(
+            "t",
+            Duration::from_secs(3600),
             50,
+            store(&dir).await,
             Clock::system(),
         ));
-        let handles: Vec<_> = (0..8)
+        let tasks: Vec<_> = (0..100)
             .map(|_| {
                 let rl = rl.clone();
-                std::thread::spawn(move || (0..100).filter(|_| rl.hit("k").is_ok()).count())
+                tokio::spawn(async move { rl.hit("k").await.unwrap().is_ok() })
             })
             .collect();
-        let ok: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.unwrap() as usize;
+        }
         assert_eq!(ok, 50);
     }
 }

@@ -123,11 +123,15 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
             return Resp::page(app, 400, html);
         }
     };
-    if let Err(wait) = app.client_limit.hit(&req.client_ip.to_string()) {
-        return rate_limited(app, req, "client", wait);
+    match app.client_limit.hit(&req.client_ip.to_string()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(wait)) => return rate_limited(app, req, "client", wait),
+        Err(e) => return store_down(app, req, &e),
     }
-    if let Err(wait) = app.email_limit.hit(email.as_str()) {
-        return rate_limited(app, req, "email", wait);
+    match app.email_limit.hit(email.as_str()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(wait)) => return rate_limited(app, req, "email", wait),
+        Err(e) => return store_down(app, req, &e),
     }
     app.metrics.login_requests.inc();
     let pending_id = login::new_pending_id();

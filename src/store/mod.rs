@@ -170,6 +170,12 @@ pub trait Store: Send + Sync + 'static {
     /// Revoke every session of a user; returns how many were live.
     async fn revoke_user_sessions(&self, email: &Email) -> StoreResult<u64>;
 
+    /// Count one hit of a rate-limit `key` in the window starting at
+    /// `window_start`; returns the count including this hit (atomic).
+    async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<i64>;
+    /// Forget rate-limit windows that started before `before`.
+    async fn sweep_rate_limits(&self, before: i64) -> StoreResult<()>;
+
     /// Every key, any purpose, in no particular order.
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
     /// Insert a key unless one with its id exists (first start, raced by several instances).

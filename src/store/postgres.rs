@@ -16,6 +16,7 @@ use crate::email::Email;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_keys.sql")),
+    (3, include_str!("migrations/postgres/0003_rate_limits.sql")),
 ];
 /// Arbitrary key for `pg_advisory_xact_lock` while migrating.
 const MIGRATION_LOCK: i64 = 0x5e5a_3e00;

@@ -365,6 +365,25 @@ macro_rules! impl_store {
                 Ok(ids.len() as u64)
             }
 
+            async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<i64> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, $2, 1) \
+                     ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits",
+                )
+                .bind(key)
+                .bind(window_start)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn sweep_rate_limits(&self, before: i64) -> StoreResult<()> {
+                sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
                 sqlx::query("SELECT * FROM keys")
                     .fetch_all(&self.pool)

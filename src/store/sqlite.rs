@@ -17,6 +17,7 @@ use crate::email::Email;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_keys.sql")),
+    (3, include_str!("migrations/sqlite/0003_rate_limits.sql")),
 ];
 
 pub struct SqliteStore {

@@ -425,3 +425,26 @@ async fn a_rotation_reaches_every_instance_and_signs_nobody_out() {
     );
     assert_eq!(Cluster::status(&c.b, &b, "/x").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_address_limit_is_shared_by_the_instances() {
+    let c = Cluster::start().await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let on = if i % 2 == 0 { &c.a } else { &c.b };
+        let r = c
+            .post(
+                on,
+                &browser(),
+                "/.sesame/login",
+                &[("email", "busy@example.com")],
+            )
+            .await;
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 429, 429, 429],
+        "5 per address, across both"
+    );
+}
