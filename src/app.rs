@@ -48,6 +48,8 @@ pub struct App {
     pub client_limit: RateLimiter,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
+    /// The WebAuthn relying party for passkeys.
+    pub passkeys: crate::passkey::RelyingParty,
     /// False while the store is unreachable; kept by `probe_store`.
     pub store_up: Arc<AtomicBool>,
 }
@@ -69,7 +71,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let mailer = mailer_for(&config.mail)?;
         let outbox = Outbox::start(mailer.clone(), metrics.clone(), config.mail.timeout);
-        let sites = config
+        let sites: Vec<SiteRt> = config
             .sites
             .iter()
             .map(|s| SiteRt {
@@ -85,6 +87,7 @@ impl App {
              form-action 'self' {}; frame-ancestors 'none'; base-uri 'none'",
             origins.join(" ")
         );
+        let passkeys = crate::passkey::RelyingParty::new(&config.rp_id, &config.rp_name, &sites);
         let store_up = Arc::new(AtomicBool::new(true));
         Ok(Arc::new(App {
             sessions: Sessions::new(
@@ -117,6 +120,7 @@ impl App {
             mailer,
             outbox,
             csp,
+            passkeys,
             store_up,
         }))
     }
@@ -128,6 +132,26 @@ impl App {
             .iter()
             .enumerate()
             .find(|(_, s)| s.site.host.eq_ignore_ascii_case(name))
+    }
+
+    /// Open one of Sesame's cookies, reloading the keys first if it names
+    /// one not loaded yet.
+    pub async fn open_cookie(&self, name: &str, value: &str) -> Option<String> {
+        if !self.keys.knows_cookie_kid(value) {
+            self.keys
+                .reload_for_unknown(&self.store, self.clock.now())
+                .await;
+        }
+        self.keys.open_cookie(name, value)
+    }
+
+    /// Make sure the key a magic-link token names is loaded, if it exists.
+    pub async fn prepare_link(&self, token: &str) {
+        if !self.keys.knows_link_kid(token) {
+            self.keys
+                .reload_for_unknown(&self.store, self.clock.now())
+                .await;
+        }
     }
 
     /// Is the store reachable, as of the last probe?

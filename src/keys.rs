@@ -44,6 +44,8 @@ pub struct Keys {
     grace_secs: i64,
     /// Wakes the reload task (a rotation elsewhere, an unknown key id).
     pub reload_wanted: Notify,
+    /// When a request last forced a reload (see `reload_for_unknown`).
+    last_forced: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl fmt::Debug for Keys {
@@ -134,6 +136,7 @@ impl Keys {
             code_mac,
             grace_secs: grace.as_secs() as i64,
             reload_wanted: Notify::new(),
+            last_forced: tokio::sync::Mutex::new(None),
         };
         keys.reload(store, now).await?;
         Ok(keys)
@@ -188,17 +191,44 @@ impl Keys {
         }
     }
 
+    /// False if a cookie value names a key this instance has not loaded
+    /// (perhaps rotated on another instance a moment ago).
+    pub fn knows_cookie_kid(&self, value: &str) -> bool {
+        match value.split_once('.') {
+            Some((kid, _)) => self.current().cookie.iter().any(|k| k.kid == kid),
+            None => true,
+        }
+    }
+
+    /// False if a magic-link token names a key this instance has not loaded.
+    pub fn knows_link_kid(&self, token: &str) -> bool {
+        match jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) {
+            Some(kid) => self.current().link.iter().any(|k| k.kid == kid),
+            None => true,
+        }
+    }
+
+    /// Reload at once because a request named an unknown key, so that a key
+    /// rotated elsewhere never signs anybody out here. At most ten times a
+    /// second, whatever garbage clients send.
+    pub async fn reload_for_unknown(&self, store: &DynStore, now: i64) {
+        let mut last = self.last_forced.lock().await;
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        if let Err(e) = self.reload(store, now).await {
+            tracing::warn!(error = %e, "could not reload keys");
+        }
+    }
+
     /// Open a cookie value sealed by any key still in force.
     pub fn open_cookie(&self, name: &str, value: &str) -> Option<String> {
         let set = self.current();
         match value.split_once('.') {
             Some((kid, sealed)) => match set.cookie.iter().find(|k| k.kid == kid) {
                 Some(k) => cookies::open(&k.key, name, sealed),
-                None => {
-                    // Perhaps rotated on another instance a moment ago.
-                    self.reload_wanted.notify_one();
-                    None
-                }
+                None => None,
             },
             // Sealed before key ids existed: only the first key could have.
             None => set
@@ -251,6 +281,7 @@ impl Keys {
             code_mac,
             grace_secs: 0,
             reload_wanted: Notify::new(),
+            last_forced: tokio::sync::Mutex::new(None),
         })
     }
 }

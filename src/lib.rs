@@ -20,6 +20,7 @@ pub mod magic_link;
 pub mod mail;
 pub mod metrics;
 pub mod pages;
+pub mod passkey;
 pub mod path;
 pub mod policy;
 pub mod ratelimit;

@@ -23,6 +23,12 @@ pub struct Metrics {
     /// Confirm pages opened whose link expired unused: suspected mail-scanner hits.
     pub links_opened_unconfirmed: IntCounter,
     pub login_requests: IntCounter,
+    /// Passkey registrations by result (`ok`, `refused`, ...).
+    pub passkey_registrations: IntCounterVec,
+    /// Passkey sign-ins by result.
+    pub passkey_authentications: IntCounterVec,
+    /// Sign-ins refused because a signature counter went backwards.
+    pub passkey_counter_regressions: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -113,6 +119,13 @@ impl Metrics {
                 &registry,
                 "sesame_login_requests_total",
                 "Sign-in links asked for",
+            ),
+            passkey_registrations: counter_vec(&registry, "sesame_passkey_registrations_total", "Passkey registrations by result", &["result"]),
+            passkey_authentications: counter_vec(&registry, "sesame_passkey_authentications_total", "Passkey sign-ins by result", &["result"]),
+            passkey_counter_regressions: counter(
+                &registry,
+                "sesame_passkey_counter_regressions_total",
+                "Passkey sign-ins refused because the signature counter went backwards (possible cloned authenticator)",
             ),
             registry,
         }

@@ -54,7 +54,11 @@ where
 /// cookie's sealed value, if any).
 pub async fn decide(app: &App, site: &SiteRt, raw_path: &str, cookie: Option<&str>) -> Decision {
     let mut unavailable = false;
-    let live = match cookie.and_then(|v| app.keys.open_cookie(&site.session_cookie, v)) {
+    let plain = match cookie {
+        Some(v) => app.open_cookie(&site.session_cookie, v).await,
+        None => None,
+    };
+    let live = match plain {
         Some(plain) => match app.sessions.check(&plain).await {
             Ok(live) => Some(live),
             Err(Rejected::StoreUnavailable) => {

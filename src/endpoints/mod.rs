@@ -4,6 +4,7 @@
 //! This module routes and maps errors to pages or JSON; the sign-in logic is
 //! in `login.rs` (crate root) and the handlers in `signin.rs`.
 
+mod passkeys;
 mod signin;
 
 use std::net::IpAddr;
@@ -193,6 +194,18 @@ pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
         "/code" if m == Method::POST => signin::consume_code(app, &req).await,
         "/logout" if m == Method::POST => signin::logout(app, &req).await,
         "/whoami" if m == Method::GET => signin::whoami(app, &req).await,
+        "/passkey/register/start" if m == Method::POST => passkeys::register_start(app, &req).await,
+        "/passkey/register/finish" if m == Method::POST => {
+            passkeys::register_finish(app, &req).await
+        }
+        "/passkey/login/start" if m == Method::POST => passkeys::login_start(app, &req).await,
+        "/passkey/login/finish" if m == Method::POST => passkeys::login_finish(app, &req).await,
+        "/api/passkeys" => passkeys::api_passkeys(app, &req, None).await,
+        p if p.starts_with("/api/passkeys/") => {
+            let id = &p["/api/passkeys/".len()..];
+            passkeys::api_passkeys(app, &req, Some(id)).await
+        }
+        "/api/sessions" => passkeys::api_sessions(app, &req).await,
         p if p.starts_with("/static/") && m == Method::GET => static_asset(&p["/static/".len()..]),
         "/login" | "/magic" | "/code" | "/logout" | "/whoami" => error_page(
             app,

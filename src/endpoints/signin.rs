@@ -239,14 +239,15 @@ fn link_refused(app: &App, req: &Req, e: &TokenError) -> Resp {
     }
 }
 
-fn pending_id(app: &App, req: &Req) -> Option<String> {
+async fn pending_id(app: &App, req: &Req<'_>) -> Option<String> {
     let name = &req.site.pending_cookie;
-    app.keys.open_cookie(name, req.cookie(name)?)
+    app.open_cookie(name, req.cookie(name)?).await
 }
 
 /// GET /magic: show the confirm page. Never consumes the token.
 pub async fn confirm_page(app: &App, req: &Req<'_>) -> Resp {
     let raw = req.query_param("token").unwrap_or_default();
+    app.prepare_link(&raw).await;
     let claims = match token::verify(&app.keys, &raw, &req.site.site.origin, app.clock.now()) {
         Ok(c) => c,
         Err(e) => return link_refused(app, req, &e),
@@ -257,7 +258,9 @@ pub async fn confirm_page(app: &App, req: &Req<'_>) -> Resp {
         Err(e) => return store_down(app, req, &e),
     }
     app.metrics.confirm_views.inc();
-    let auto = pending_id(app, req).is_some_and(|id| id == claims.jti);
+    let auto = pending_id(app, req)
+        .await
+        .is_some_and(|id| id == claims.jti);
     let masked = Email::parse(&claims.sub)
         .map(|e| e.masked())
         .unwrap_or_default();
@@ -291,6 +294,7 @@ pub async fn consume_link(app: &App, req: &Req<'_>) -> Resp {
         return cross_site(app, req);
     }
     let raw = req.form_param("token").unwrap_or_default();
+    app.prepare_link(&raw).await;
     let claims = match token::verify(&app.keys, &raw, &req.site.site.origin, app.clock.now()) {
         Ok(c) => c,
         Err(e) => return link_refused(app, req, &e),
@@ -315,7 +319,7 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
     if !req.same_origin() {
         return cross_site(app, req);
     }
-    let Some(id) = pending_id(app, req) else {
+    let Some(id) = pending_id(app, req).await else {
         return refuse(app, req, "code", &CODE_ELSEWHERE);
     };
     let Some(code) = Code::parse(&req.form_param("code").unwrap_or_default()) else {
@@ -367,7 +371,7 @@ async fn signed_in(app: &App, req: &Req<'_>, pending: &PendingLogin, method: Aut
     session_response(app, req, &session, &pending.return_to)
 }
 
-fn session_response(app: &App, req: &Req, session: &NewSession, to: &str) -> Resp {
+pub(super) fn session_response(app: &App, req: &Req, session: &NewSession, to: &str) -> Resp {
     let site = &req.site.site;
     let sealed = app
         .keys
@@ -393,7 +397,7 @@ fn session_response(app: &App, req: &Req, session: &NewSession, to: &str) -> Res
 /// The live session of this request, if any.
 pub async fn current_session(app: &App, req: &Req<'_>) -> Option<(String, Arc<LiveSession>)> {
     let name = &req.site.session_cookie;
-    let plain = app.keys.open_cookie(name, req.cookie(name)?)?;
+    let plain = app.open_cookie(name, req.cookie(name)?).await?;
     let live = app.sessions.check(&plain).await.ok()?;
     Some((plain, live))
 }

@@ -56,6 +56,7 @@ pub struct User {
 pub enum AuthMethod {
     MagicLink,
     Code,
+    Passkey,
 }
 
 impl AuthMethod {
@@ -63,6 +64,7 @@ impl AuthMethod {
         match self {
             AuthMethod::MagicLink => "magic_link",
             AuthMethod::Code => "code",
+            AuthMethod::Passkey => "passkey",
         }
     }
 
@@ -70,6 +72,7 @@ impl AuthMethod {
         match s {
             "magic_link" => Some(AuthMethod::MagicLink),
             "code" => Some(AuthMethod::Code),
+            "passkey" => Some(AuthMethod::Passkey),
             _ => None,
         }
     }
@@ -89,6 +92,43 @@ pub struct SessionRecord {
     pub expires_at: i64,
     pub last_seen: i64,
     pub revoked: bool,
+}
+
+/// A registered passkey. `credential` is webauthn-rs's serialised `Passkey`
+/// (public key, counter, flags): nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    /// Base64url of the credential id.
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub credential: String,
+    pub counter: i64,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// Server-side state of a WebAuthn ceremony, keyed by its challenge.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ceremony {
+    pub id: String,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub state: String,
+    pub return_to: String,
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for Ceremony {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ceremony")
+            .field("kind", &self.kind)
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A link-and-code sign-in that was asked for and not yet used.
@@ -182,6 +222,30 @@ pub trait Store: Send + Sync + 'static {
     async fn ensure_key(&self, key: &KeyRecord) -> StoreResult<()>;
     /// Add a key (a rotation) and tell the other instances.
     async fn add_key(&self, key: &KeyRecord) -> StoreResult<()>;
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>>;
+    /// The user's WebAuthn handle, set to `fresh` if they had none yet.
+    async fn ensure_user_handle(&self, user_id: &str, fresh: &str) -> StoreResult<String>;
+
+    async fn add_passkey(&self, passkey: &PasskeyRecord) -> StoreResult<()>;
+    async fn passkeys_of(&self, user_id: &str) -> StoreResult<Vec<PasskeyRecord>>;
+    async fn passkey(&self, id: &str) -> StoreResult<Option<PasskeyRecord>>;
+    async fn rename_passkey(&self, user_id: &str, id: &str, name: &str) -> StoreResult<bool>;
+    async fn delete_passkey(&self, user_id: &str, id: &str) -> StoreResult<bool>;
+    /// Record a sign-in with a passkey, only if its counter is still
+    /// `seen_counter` (compare and swap); false if another sign-in won.
+    async fn passkey_used(
+        &self,
+        after: &PasskeyRecord,
+        seen_counter: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    async fn put_ceremony(&self, ceremony: &Ceremony) -> StoreResult<()>;
+    /// Take a ceremony's state out of the store: single use, `None` if it
+    /// was used, expired or never existed.
+    async fn take_ceremony(&self, id: &str, now: i64) -> StoreResult<Option<Ceremony>>;
 
     /// Deliver what other processes revoked or changed, until the store is
     /// dropped. Stores shared by several processes (PostgreSQL) implement

@@ -10,13 +10,17 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
 use super::shared::{self, impl_store};
-use super::{Invalidation, KeyRecord, PendingLogin, SessionRecord, StoreError, StoreResult, User};
+use super::{
+    Ceremony, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord, StoreError,
+    StoreResult, User,
+};
 use crate::email::Email;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_keys.sql")),
     (3, include_str!("migrations/postgres/0003_rate_limits.sql")),
+    (4, include_str!("migrations/postgres/0004_passkeys.sql")),
 ];
 /// Arbitrary key for `pg_advisory_xact_lock` while migrating.
 const MIGRATION_LOCK: i64 = 0x5e5a_3e00;

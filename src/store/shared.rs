@@ -7,7 +7,8 @@
 use sqlx::Row;
 
 use super::{
-    AuthMethod, KeyPurpose, KeyRecord, PendingLogin, SessionRecord, StoreError, StoreResult, User,
+    AuthMethod, Ceremony, KeyPurpose, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord,
+    StoreError, StoreResult, User,
 };
 use crate::email::Email;
 
@@ -90,6 +91,31 @@ pub(super) fn key(row: &impl Cols) -> StoreResult<KeyRecord> {
             .ok_or_else(|| StoreError::Other(format!("bad key purpose in store: {purpose}")))?,
         secret: row.bytes("secret")?,
         created_at: row.int("created_at")?,
+    })
+}
+
+pub(super) fn passkey(row: &impl Cols) -> StoreResult<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: row.text("id")?,
+        user_id: row.text("user_id")?,
+        name: row.text("name")?,
+        credential: row.text("credential")?,
+        counter: row.int("counter")?,
+        backup_eligible: row.int("backup_eligible")? != 0,
+        backup_state: row.int("backup_state")? != 0,
+        created_at: row.int("created_at")?,
+        last_used_at: row.opt_int("last_used_at")?,
+    })
+}
+
+pub(super) fn ceremony(row: &impl Cols) -> StoreResult<Ceremony> {
+    Ok(Ceremony {
+        id: row.text("id")?,
+        kind: row.text("kind")?,
+        user_id: row.opt_text("user_id")?,
+        state: row.text("state")?,
+        return_to: row.text("return_to")?,
+        expires_at: row.int("expires_at")?,
     })
 }
 
@@ -243,6 +269,10 @@ macro_rules! impl_store {
             }
 
             async fn sweep_pending(&self, now: i64) -> StoreResult<u64> {
+                sqlx::query("DELETE FROM ceremonies WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                 let unconfirmed: Vec<i64> = sqlx::query_scalar(
                     "DELETE FROM pending_logins WHERE expires_at <= $1 \
                      RETURNING CAST(CASE WHEN views > 0 AND consumed_at IS NULL THEN 1 ELSE 0 END AS BIGINT)",
@@ -414,6 +444,137 @@ macro_rules! impl_store {
                     .await?;
                 self.announce(&Invalidation::Keys).await;
                 Ok(())
+            }
+
+            async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+                sqlx::query("SELECT * FROM users WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(shared::user)
+                    .transpose()
+            }
+
+            async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>> {
+                sqlx::query("SELECT * FROM users WHERE handle = $1")
+                    .bind(handle)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(shared::user)
+                    .transpose()
+            }
+
+            async fn ensure_user_handle(&self, user_id: &str, fresh: &str) -> StoreResult<String> {
+                sqlx::query("UPDATE users SET handle = $1 WHERE id = $2 AND handle IS NULL")
+                    .bind(fresh)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                let handle: Option<Option<String>> = sqlx::query_scalar("SELECT handle FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                handle.flatten().ok_or_else(|| StoreError::Other("no such user".into()))
+            }
+
+            async fn add_passkey(&self, p: &PasskeyRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO passkeys (id, user_id, name, credential, counter, backup_eligible, backup_state, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&p.id)
+                .bind(&p.user_id)
+                .bind(&p.name)
+                .bind(&p.credential)
+                .bind(p.counter)
+                .bind(p.backup_eligible as i64)
+                .bind(p.backup_state as i64)
+                .bind(p.created_at)
+                .bind(p.last_used_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn passkeys_of(&self, user_id: &str) -> StoreResult<Vec<PasskeyRecord>> {
+                sqlx::query("SELECT * FROM passkeys WHERE user_id = $1 ORDER BY created_at, id")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(shared::passkey)
+                    .collect()
+            }
+
+            async fn passkey(&self, id: &str) -> StoreResult<Option<PasskeyRecord>> {
+                sqlx::query("SELECT * FROM passkeys WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(shared::passkey)
+                    .transpose()
+            }
+
+            async fn rename_passkey(&self, user_id: &str, id: &str, name: &str) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE passkeys SET name = $1 WHERE id = $2 AND user_id = $3")
+                    .bind(name)
+                    .bind(id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn delete_passkey(&self, user_id: &str, id: &str) -> StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
+                    .bind(id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn passkey_used(&self, p: &PasskeyRecord, seen_counter: i64, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE passkeys SET credential = $1, counter = $2, backup_eligible = $3, backup_state = $4, last_used_at = $5 \
+                     WHERE id = $6 AND counter = $7",
+                )
+                .bind(&p.credential)
+                .bind(p.counter)
+                .bind(p.backup_eligible as i64)
+                .bind(p.backup_state as i64)
+                .bind(now)
+                .bind(&p.id)
+                .bind(seen_counter)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO ceremonies (id, kind, user_id, state, return_to, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&c.id)
+                .bind(&c.kind)
+                .bind(&c.user_id)
+                .bind(&c.state)
+                .bind(&c.return_to)
+                .bind(c.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_ceremony(&self, id: &str, now: i64) -> StoreResult<Option<Ceremony>> {
+                let row = sqlx::query("DELETE FROM ceremonies WHERE id = $1 RETURNING *")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(shared::ceremony).transpose()?.filter(|c| c.expires_at > now))
             }
 
             async fn feed_invalidations(&self, sink: &(dyn Fn(Invalidation) + Send + Sync)) {

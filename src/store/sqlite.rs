@@ -11,13 +11,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 
 use super::shared::{self, impl_store};
-use super::{Invalidation, KeyRecord, PendingLogin, SessionRecord, StoreError, StoreResult, User};
+use super::{
+    Ceremony, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord, StoreError,
+    StoreResult, User,
+};
 use crate::email::Email;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_keys.sql")),
     (3, include_str!("migrations/sqlite/0003_rate_limits.sql")),
+    (4, include_str!("migrations/sqlite/0004_passkeys.sql")),
 ];
 
 pub struct SqliteStore {

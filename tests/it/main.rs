@@ -36,4 +36,5 @@ mod limits;
 mod link;
 mod mail;
 mod outage;
+mod passkeys;
 mod session;

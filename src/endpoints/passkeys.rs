@@ -1,0 +1,292 @@
+//! JSON endpoints of passkeys (`/passkey/*`, `/api/passkeys`) and of the
+//! person's sessions (`/api/sessions`). The ceremonies themselves are in
+//! `passkey/`.
+
+use http::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::signin::{current_session, session_response};
+use super::{Req, Resp};
+use crate::app::App;
+use crate::email::Email;
+use crate::passkey::{self, PasskeyError};
+use crate::return_to::ReturnTo;
+use crate::store::PasskeyRecord;
+
+fn error(app: &App, e: &PasskeyError) -> Resp {
+    let (status, code) = match e {
+        PasskeyError::NotAvailable => (404, "passkeys_unavailable"),
+        PasskeyError::NotSignedIn => (401, "unauthenticated"),
+        PasskeyError::NotRecent => (403, "reauthenticate"),
+        PasskeyError::BadRequest(_) => (400, "bad_request"),
+        PasskeyError::Refused(_) => (401, "passkey_refused"),
+        PasskeyError::NotFound => (404, "not_found"),
+        PasskeyError::Store(_) => (503, "unavailable"),
+    };
+    if matches!(e, PasskeyError::Store(_)) {
+        tracing::error!(error = %e, "store error in a passkey request");
+    }
+    let _ = app;
+    // Refusals say no more than that: the reason is in the log and audit line.
+    let message = match e {
+        PasskeyError::Refused(_) => "The passkey was not accepted.".to_string(),
+        PasskeyError::Store(_) => "Please try again shortly.".to_string(),
+        other => other.to_string(),
+    };
+    Resp::json(status, &json!({"error": code, "message": message}))
+}
+
+fn cross_site() -> Resp {
+    Resp::json(
+        403,
+        &json!({"error": "cross_site", "message": "request from another site"}),
+    )
+}
+
+fn view(p: &PasskeyRecord) -> serde_json::Value {
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "created_at": p.created_at,
+        "last_used_at": p.last_used_at,
+        "backup_eligible": p.backup_eligible,
+        "backed_up": p.backup_state,
+        "kind": if p.backup_eligible { "synced" } else { "device-bound" },
+    })
+}
+
+/// POST /passkey/register/start
+pub async fn register_start(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site();
+    }
+    let Some((_, live)) = current_session(app, req).await else {
+        return error(app, &PasskeyError::NotSignedIn);
+    };
+    match passkey::register_start(app, req.site_index, &live).await {
+        Ok(ccr) => Resp::json(200, &ccr),
+        Err(e) => {
+            app.metrics
+                .passkey_registrations
+                .with_label_values(&["refused_start"])
+                .inc();
+            tracing::info!(target: "sesame::audit", event = "passkey_register_refused", email = %live.record.email, reason = %e);
+            error(app, &e)
+        }
+    }
+}
+
+/// POST /passkey/register/finish
+pub async fn register_finish(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site();
+    }
+    let Some((_, live)) = current_session(app, req).await else {
+        return error(app, &PasskeyError::NotSignedIn);
+    };
+    match passkey::register_finish(app, req.site_index, &live, &req.body).await {
+        Ok(record) => {
+            app.metrics
+                .passkey_registrations
+                .with_label_values(&["ok"])
+                .inc();
+            tracing::info!(target: "sesame::audit", event = "passkey_registered", email = %live.record.email, passkey = %record.id, name = %record.name);
+            Resp::json(201, &view(&record))
+        }
+        Err(e) => {
+            app.metrics
+                .passkey_registrations
+                .with_label_values(&["refused"])
+                .inc();
+            tracing::info!(target: "sesame::audit", event = "passkey_register_refused", email = %live.record.email, reason = %e);
+            error(app, &e)
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct LoginStart {
+    email: Option<String>,
+    rd: Option<String>,
+}
+
+/// POST /passkey/login/start `{"email"?, "rd"?}`
+pub async fn login_start(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site();
+    }
+    let body: LoginStart = if req.body.is_empty() {
+        LoginStart::default()
+    } else {
+        match serde_json::from_slice(&req.body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    app,
+                    &PasskeyError::BadRequest(format!("expected {{\"email\"?, \"rd\"?}}: {e}")),
+                )
+            }
+        }
+    };
+    let email = match body
+        .email
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+        .map(Email::parse)
+        .transpose()
+    {
+        Ok(e) => e,
+        Err(e) => return error(app, &PasskeyError::BadRequest(e.to_string())),
+    };
+    let rd = ReturnTo::parse(
+        body.rd.as_deref().unwrap_or(""),
+        &req.site.site,
+        &app.config.sites,
+    );
+    match passkey::login_start(app, req.site_index, email, rd).await {
+        Ok(rcr) => Resp::json(200, &rcr),
+        Err(e) => error(app, &e),
+    }
+}
+
+/// POST /passkey/login/finish: 200 `{"redirect": URL}` and the session cookie.
+pub async fn login_finish(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site();
+    }
+    match passkey::login_finish(app, req.site, req.site_index, &req.body).await {
+        Ok(done) => {
+            app.metrics
+                .passkey_authentications
+                .with_label_values(&["ok"])
+                .inc();
+            let to = done.return_to.clone();
+            let mut r = session_response(app, req, &done.session, &to);
+            r.status = 200;
+            r.body = serde_json::to_vec(&json!({"redirect": to}))
+                .unwrap_or_default()
+                .into();
+            r.headers
+                .retain(|(k, _)| k != http::header::LOCATION && k != http::header::CONTENT_TYPE);
+            r.headers.push((
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            ));
+            r
+        }
+        Err(e) => {
+            let result = match &e {
+                PasskeyError::Refused(_) => "refused",
+                PasskeyError::BadRequest(_) => "bad_request",
+                _ => "error",
+            };
+            app.metrics
+                .passkey_authentications
+                .with_label_values(&[result])
+                .inc();
+            tracing::info!(target: "sesame::audit", event = "passkey_login_refused", client = %req.client_ip, reason = %e);
+            error(app, &e)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Rename {
+    name: String,
+}
+
+/// GET /api/passkeys, PATCH and DELETE /api/passkeys/{id}
+pub async fn api_passkeys(app: &App, req: &Req<'_>, id: Option<&str>) -> Resp {
+    if *req.method != Method::GET && !req.same_origin() {
+        return cross_site();
+    }
+    let Some((_, live)) = current_session(app, req).await else {
+        return error(app, &PasskeyError::NotSignedIn);
+    };
+    let user = &live.record.user_id;
+    let result: Result<Resp, PasskeyError> = async {
+        match (req.method.clone(), id) {
+            (Method::GET, None) => {
+                let list: Vec<_> = app.store.passkeys_of(user).await?.iter().map(view).collect();
+                Ok(Resp::json(200, &list))
+            }
+            (Method::PATCH, Some(id)) => {
+                let body: Rename = serde_json::from_slice(&req.body)
+                    .map_err(|e| PasskeyError::BadRequest(format!("expected {{\"name\": ...}}: {e}")))?;
+                let name = body.name.trim();
+                if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+                    return Err(PasskeyError::BadRequest("a name has 1 to 64 characters and no control characters".into()));
+                }
+                if !app.store.rename_passkey(user, id, name).await? {
+                    return Err(PasskeyError::NotFound);
+                }
+                let record = app.store.passkey(id).await?.ok_or(PasskeyError::NotFound)?;
+                Ok(Resp::json(200, &view(&record)))
+            }
+            (Method::DELETE, Some(id)) => {
+                if !app.store.delete_passkey(user, id).await? {
+                    return Err(PasskeyError::NotFound);
+                }
+                tracing::info!(target: "sesame::audit", event = "passkey_deleted", email = %live.record.email, passkey = %id);
+                Ok(Resp::new(204, "application/json", ""))
+            }
+            _ => Ok(Resp::json(405, &json!({"error": "method_not_allowed"}))),
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| error(app, &e))
+}
+
+/// GET /api/sessions; DELETE /api/sessions signs out everywhere else.
+pub async fn api_sessions(app: &App, req: &Req<'_>) -> Resp {
+    if *req.method != Method::GET && !req.same_origin() {
+        return cross_site();
+    }
+    let Some((_, live)) = current_session(app, req).await else {
+        return error(app, &PasskeyError::NotSignedIn);
+    };
+    let me = &live.record;
+    let sessions = match app
+        .store
+        .list_sessions(Some(&me.email), app.clock.now())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return error(app, &e.into()),
+    };
+    match *req.method {
+        Method::GET => {
+            let list: Vec<_> = sessions
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": &s.id_hash[..16],
+                        "auth_method": s.auth_method.as_str(),
+                        "created_at": s.created_at,
+                        "last_seen": s.last_seen,
+                        "expires_at": s.expires_at,
+                        "current": s.id_hash == me.id_hash,
+                    })
+                })
+                .collect();
+            Resp::json(200, &list)
+        }
+        Method::DELETE => {
+            let mut ended = 0;
+            for s in sessions.iter().filter(|s| s.id_hash != me.id_hash) {
+                match app.store.revoke_session(&s.id_hash).await {
+                    Ok(true) => ended += 1,
+                    Ok(false) => {}
+                    Err(e) => return error(app, &e.into()),
+                }
+                app.sessions
+                    .invalidate(&crate::store::Invalidation::Session(s.id_hash.clone()));
+            }
+            app.metrics.sessions_revoked.inc_by(ended);
+            tracing::info!(target: "sesame::audit", event = "sessions_revoked", email = %me.email, count = ended, reason = "sign_out_elsewhere");
+            Resp::json(200, &json!({"revoked": ended}))
+        }
+        _ => Resp::json(405, &json!({"error": "method_not_allowed"})),
+    }
+}

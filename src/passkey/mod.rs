@@ -1,0 +1,414 @@
+//! Passkeys (WebAuthn through webauthn-rs): registering one for a signed-in
+//! person, signing in with one (email-first or discoverable), and the
+//! integrity checks around each ceremony that webauthn-rs leaves to the
+//! relying party (single-use server-side state, counter compare-and-swap,
+//! backup flags, the credential's owner).
+//!
+//! HTTP lives in `endpoints/passkeys.rs`; the session is made by `Sessions`.
+
+pub mod names;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use webauthn_rs::prelude::*;
+
+use crate::app::{App, SiteRt};
+use crate::email::Email;
+use crate::return_to::ReturnTo;
+use crate::session::{LiveSession, NewSession};
+use crate::store::{AuthMethod, Ceremony, PasskeyRecord, StoreError, User};
+
+/// Ceremonies expire after this long.
+const CEREMONY_SECS: i64 = 5 * 60;
+/// A passkey may only be added by a session this young (a stolen old
+/// session must not enrol its own key).
+pub const RECENT_SIGN_IN_SECS: i64 = 15 * 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasskeyError {
+    #[error("passkeys are not available on this site")]
+    NotAvailable,
+    #[error("not signed in")]
+    NotSignedIn,
+    #[error("sign in again first: adding a passkey needs a recent sign-in")]
+    NotRecent,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The ceremony failed: every reason looks the same from outside.
+    #[error("passkey refused: {0}")]
+    Refused(String),
+    #[error("no such passkey")]
+    NotFound,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// The relying party: one `Webauthn` for every site whose host is the RP id
+/// or below it.
+pub struct RelyingParty {
+    webauthn: Option<Webauthn>,
+    sites: Vec<bool>,
+}
+
+impl RelyingParty {
+    pub fn new(rp_id: &str, rp_name: &str, sites: &[SiteRt]) -> RelyingParty {
+        let under =
+            |s: &SiteRt| s.site.host == rp_id || s.site.host.ends_with(&format!(".{rp_id}"));
+        let enabled: Vec<bool> = sites.iter().map(under).collect();
+        let mut origins = sites
+            .iter()
+            .filter(|s| under(s))
+            .map(|s| s.site.public_url.clone());
+        let webauthn = origins.next().and_then(|first| {
+            let mut b = WebauthnBuilder::new(rp_id, &first).ok()?.rp_name(rp_name);
+            for o in origins {
+                b = b.append_allowed_origin(&o);
+            }
+            match b.build() {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, rp_id, "passkeys are disabled: the relying party could not be set up");
+                    None
+                }
+            }
+        });
+        RelyingParty {
+            webauthn,
+            sites: enabled,
+        }
+    }
+
+    fn for_site(&self, site_index: usize) -> Result<&Webauthn, PasskeyError> {
+        match (&self.webauthn, self.sites.get(site_index)) {
+            (Some(w), Some(true)) => Ok(w),
+            _ => Err(PasskeyError::NotAvailable),
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, PasskeyError> {
+    serde_json::to_string(v).map_err(|e| PasskeyError::Refused(format!("serialise: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, PasskeyError> {
+    serde_json::from_str(s).map_err(|e| PasskeyError::Refused(format!("stored state: {e}")))
+}
+
+/// The challenge a client answered, out of its clientDataJSON: the key of
+/// the ceremony's server-side state.
+fn answered_challenge(client_data_json: &[u8]) -> Result<String, PasskeyError> {
+    #[derive(serde::Deserialize)]
+    struct ClientData {
+        challenge: String,
+    }
+    serde_json::from_slice::<ClientData>(client_data_json)
+        .map(|c| c.challenge)
+        .map_err(|_| PasskeyError::BadRequest("clientDataJSON has no challenge".into()))
+}
+
+async fn take(app: &App, challenge: &str, kind: &str) -> Result<Ceremony, PasskeyError> {
+    match app.store.take_ceremony(challenge, app.clock.now()).await? {
+        Some(c) if c.kind == kind => Ok(c),
+        _ => Err(PasskeyError::Refused(
+            "no such ceremony (used, expired or unknown)".into(),
+        )),
+    }
+}
+
+async fn put(
+    app: &App,
+    challenge: &[u8],
+    kind: &str,
+    user_id: Option<String>,
+    state: String,
+    return_to: String,
+) -> Result<(), PasskeyError> {
+    app.store
+        .put_ceremony(&Ceremony {
+            id: B64.encode(challenge),
+            kind: kind.to_string(),
+            user_id,
+            state,
+            return_to,
+            expires_at: app.clock.now() + CEREMONY_SECS,
+        })
+        .await?;
+    Ok(())
+}
+
+fn passkey_of(record: &PasskeyRecord) -> Result<Passkey, PasskeyError> {
+    from_json(&record.credential)
+}
+
+/// Start adding a passkey for the person signed in as `live`.
+pub async fn register_start(
+    app: &App,
+    site_index: usize,
+    live: &LiveSession,
+) -> Result<CreationChallengeResponse, PasskeyError> {
+    let webauthn = app.passkeys.for_site(site_index)?;
+    if app.clock.now() - live.record.created_at > RECENT_SIGN_IN_SECS {
+        return Err(PasskeyError::NotRecent);
+    }
+    let user = app
+        .store
+        .user_by_id(&live.record.user_id)
+        .await?
+        .ok_or(PasskeyError::NotSignedIn)?;
+    let handle = app
+        .store
+        .ensure_user_handle(&user.id, &Uuid::new_v4().to_string())
+        .await?;
+    let handle =
+        Uuid::parse_str(&handle).map_err(|e| PasskeyError::Refused(format!("user handle: {e}")))?;
+    let existing: Vec<CredentialID> = app
+        .store
+        .passkeys_of(&user.id)
+        .await?
+        .iter()
+        .filter_map(|r| passkey_of(r).ok())
+        .map(|p| p.cred_id().clone())
+        .collect();
+    let display = user.name.clone().unwrap_or_else(|| user.email.to_string());
+    let (mut ccr, state) = webauthn
+        .start_passkey_registration(handle, user.email.as_str(), &display, Some(existing))
+        .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+    // Ask for a discoverable credential, so the "no typing" sign-in works.
+    if let Some(sel) = ccr.public_key.authenticator_selection.as_mut() {
+        sel.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Preferred);
+    }
+    put(
+        app,
+        &ccr.public_key.challenge,
+        "register",
+        Some(user.id),
+        json(&state)?,
+        String::new(),
+    )
+    .await?;
+    Ok(ccr)
+}
+
+/// Finish adding a passkey: verified against the server-side state (origin,
+/// RP id, user verification, algorithms, excluded credentials).
+pub async fn register_finish(
+    app: &App,
+    site_index: usize,
+    live: &LiveSession,
+    body: &[u8],
+) -> Result<PasskeyRecord, PasskeyError> {
+    let webauthn = app.passkeys.for_site(site_index)?;
+    let cred: RegisterPublicKeyCredential = serde_json::from_slice(body)
+        .map_err(|e| PasskeyError::BadRequest(format!("not a WebAuthn credential: {e}")))?;
+    let ceremony = take(
+        app,
+        &answered_challenge(&cred.response.client_data_json)?,
+        "register",
+    )
+    .await?;
+    if ceremony.user_id.as_deref() != Some(live.record.user_id.as_str()) {
+        return Err(PasskeyError::Refused("ceremony of another user".into()));
+    }
+    let state: PasskeyRegistration = from_json(&ceremony.state)?;
+    let passkey = webauthn
+        .finish_passkey_registration(&cred, &state)
+        .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+    let cred_json: serde_json::Value = serde_json::to_value(&passkey).unwrap_or_default();
+    let flag = |k: &str| cred_json["cred"][k].as_bool().unwrap_or(false);
+    let record = PasskeyRecord {
+        id: B64.encode(passkey.cred_id()),
+        user_id: live.record.user_id.clone(),
+        name: names::default_name(&cred.response.attestation_object),
+        credential: json(&passkey)?,
+        counter: cred_json["cred"]["counter"].as_i64().unwrap_or(0),
+        backup_eligible: flag("backup_eligible"),
+        backup_state: flag("backup_state"),
+        created_at: app.clock.now(),
+        last_used_at: None,
+    };
+    app.store.add_passkey(&record).await?;
+    Ok(record)
+}
+
+/// A credential id for an address that has no passkeys, the same on every
+/// request for it, so the options do not tell who has passkeys.
+fn decoy_credential(app: &App, email: &Email) -> Vec<u8> {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&app.keys.code_mac) else {
+        return vec![0; 32];
+    };
+    mac.update(b"decoy-credential:");
+    mac.update(email.as_str().as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Start a passkey sign-in: email-first (`email` given: that person's
+/// passkeys, or a decoy) or discoverable (no email).
+pub async fn login_start(
+    app: &App,
+    site_index: usize,
+    email: Option<Email>,
+    return_to: ReturnTo,
+) -> Result<RequestChallengeResponse, PasskeyError> {
+    let webauthn = app.passkeys.for_site(site_index)?;
+    let user = match &email {
+        Some(e) => app.store.user_by_email(e).await?.filter(|u| !u.disabled),
+        None => None,
+    };
+    let passkeys: Vec<Passkey> = match &user {
+        Some(u) => app
+            .store
+            .passkeys_of(&u.id)
+            .await?
+            .iter()
+            .filter_map(|r| passkey_of(r).ok())
+            .collect(),
+        None => vec![],
+    };
+    let (rcr, kind, state) = if !passkeys.is_empty() {
+        let (rcr, state) = webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+        (rcr, "login", json(&state)?)
+    } else {
+        let (mut rcr, state) = webauthn
+            .start_discoverable_authentication()
+            .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+        if let Some(e) = &email {
+            // Same shape as for a person with one passkey.
+            let decoy = start_decoy(webauthn, decoy_credential(app, e))?;
+            rcr.public_key.allow_credentials = decoy.public_key.allow_credentials;
+            rcr.public_key.extensions = None;
+            rcr.mediation = None;
+        }
+        (rcr, "discoverable", json(&state)?)
+    };
+    put(
+        app,
+        &rcr.public_key.challenge,
+        kind,
+        user.map(|u| u.id),
+        state,
+        return_to.as_str().to_string(),
+    )
+    .await?;
+    Ok(rcr)
+}
+
+/// Options carrying one credential descriptor with `id`, built the way a real
+/// one is, to copy its `allowCredentials` from.
+fn start_decoy(webauthn: &Webauthn, id: Vec<u8>) -> Result<RequestChallengeResponse, PasskeyError> {
+    let mut rcr = webauthn
+        .start_discoverable_authentication()
+        .map_err(|e| PasskeyError::Refused(e.to_string()))?
+        .0;
+    rcr.public_key.allow_credentials = vec![webauthn_rs_proto::AllowCredentials {
+        type_: "public-key".to_string(),
+        id,
+        transports: None,
+    }];
+    Ok(rcr)
+}
+
+/// What a successful passkey sign-in gives.
+pub struct SignedIn {
+    pub session: NewSession,
+    pub user: User,
+    pub return_to: String,
+}
+
+/// Finish a passkey sign-in and start a session.
+pub async fn login_finish(
+    app: &App,
+    site: &SiteRt,
+    site_index: usize,
+    body: &[u8],
+) -> Result<SignedIn, PasskeyError> {
+    let webauthn = app.passkeys.for_site(site_index)?;
+    let cred: PublicKeyCredential = serde_json::from_slice(body)
+        .map_err(|e| PasskeyError::BadRequest(format!("not a WebAuthn assertion: {e}")))?;
+    let challenge = answered_challenge(&cred.response.client_data_json)?;
+    let ceremony = match app.store.take_ceremony(&challenge, app.clock.now()).await? {
+        Some(c) if c.kind == "login" || c.kind == "discoverable" => c,
+        _ => {
+            return Err(PasskeyError::Refused(
+                "no such ceremony (used, expired or unknown)".into(),
+            ))
+        }
+    };
+    let record = app
+        .store
+        .passkey(&B64.encode(cred.get_credential_id()))
+        .await?
+        .ok_or_else(|| PasskeyError::Refused("unknown or deleted passkey".into()))?;
+    let user = app
+        .store
+        .user_by_id(&record.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| PasskeyError::Refused("user removed or disabled".into()))?;
+    let mut passkey = passkey_of(&record)?;
+    let result = if ceremony.kind == "login" {
+        if ceremony.user_id.as_deref() != Some(user.id.as_str()) {
+            return Err(PasskeyError::Refused("passkey of another user".into()));
+        }
+        let state: PasskeyAuthentication = from_json(&ceremony.state)?;
+        webauthn.finish_passkey_authentication(&cred, &state)
+    } else {
+        let (handle, _) = webauthn
+            .identify_discoverable_authentication(&cred)
+            .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+        let owner = app.store.user_by_handle(&handle.to_string()).await?;
+        if owner.map(|o| o.id) != Some(user.id.clone()) {
+            return Err(PasskeyError::Refused(
+                "user handle does not belong to the passkey".into(),
+            ));
+        }
+        let state: DiscoverableAuthentication = from_json(&ceremony.state)?;
+        webauthn.finish_discoverable_authentication_v2(&cred, state, &passkey)
+    }
+    .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+
+    // Counter and backup flags, against what the store holds now.
+    let counter = i64::from(result.counter());
+    if (counter != 0 || record.counter != 0) && counter <= record.counter {
+        app.metrics.passkey_counter_regressions.inc();
+        tracing::warn!(target: "sesame::audit", event = "passkey_counter_regression", passkey = %record.id, email = %user.email,
+            stored = record.counter, presented = counter, "possible cloned authenticator");
+        return Err(PasskeyError::Refused(
+            "signature counter went backwards".into(),
+        ));
+    }
+    if record.backup_eligible && !result.backup_eligible() {
+        return Err(PasskeyError::Refused("backup eligibility changed".into()));
+    }
+    passkey.update_credential(&result);
+    let updated = PasskeyRecord {
+        credential: json(&passkey)?,
+        counter,
+        backup_eligible: result.backup_eligible(),
+        backup_state: result.backup_state(),
+        ..record.clone()
+    };
+    if !app
+        .store
+        .passkey_used(&updated, record.counter, app.clock.now())
+        .await?
+    {
+        return Err(PasskeyError::Refused("passkey used concurrently".into()));
+    }
+    let session = app.sessions.create(&user, AuthMethod::Passkey).await?;
+    app.metrics.sessions_created.inc();
+    tracing::info!(target: "sesame::audit", event = "session_created", site = %site.site.name, email = %user.email,
+        method = "passkey", passkey = %record.id, session = &session.record.id_hash[..16]);
+    Ok(SignedIn {
+        session,
+        user,
+        return_to: if ceremony.return_to.is_empty() {
+            ReturnTo::root(&site.site).as_str().to_string()
+        } else {
+            ceremony.return_to
+        },
+    })
+}

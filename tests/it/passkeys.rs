@@ -1,0 +1,304 @@
+//! Passkeys at the protocol level: a real software authenticator
+//! (webauthn-authenticator-rs SoftPasskey) against the running gateway.
+
+use serde_json::{json, Value};
+use webauthn_authenticator_rs::prelude::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_rs::prelude::{
+    CreationChallengeResponse, PublicKeyCredential, RequestChallengeResponse, Url,
+};
+
+use crate::helpers::*;
+
+struct Person {
+    b: reqwest::Client,
+    key: SoftPasskey,
+}
+
+impl TestApp {
+    fn origin(&self) -> Url {
+        Url::parse(&self.base).unwrap()
+    }
+
+    async fn post_json(&self, b: &reqwest::Client, path: &str, body: &Value) -> reqwest::Response {
+        b.post(self.url(path))
+            .header("Origin", &self.base)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Sign in by link, then add a passkey; returns the person and the passkey's JSON.
+    async fn with_passkey(&self, email: &str) -> (Person, Value) {
+        let b = browser();
+        self.sign_in(&b, email).await;
+        let mut key = SoftPasskey::new(true);
+        let passkey = self.register(&b, &mut key).await;
+        (Person { b, key }, passkey)
+    }
+
+    async fn register(&self, b: &reqwest::Client, key: &mut SoftPasskey) -> Value {
+        let r = self
+            .post_json(b, "/.sesame/passkey/register/start", &json!({}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let ccr: CreationChallengeResponse = r.json().await.unwrap();
+        let cred = key
+            .do_registration(self.origin(), ccr)
+            .expect("the authenticator registers");
+        let r = self
+            .post_json(
+                b,
+                "/.sesame/passkey/register/finish",
+                &serde_json::to_value(&cred).unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        r.json().await.unwrap()
+    }
+
+    async fn login_options(&self, b: &reqwest::Client, body: Value) -> RequestChallengeResponse {
+        let r = self
+            .post_json(b, "/.sesame/passkey/login/start", &body)
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    async fn finish_login(
+        &self,
+        b: &reqwest::Client,
+        assertion: &PublicKeyCredential,
+    ) -> reqwest::Response {
+        self.post_json(
+            b,
+            "/.sesame/passkey/login/finish",
+            &serde_json::to_value(assertion).unwrap(),
+        )
+        .await
+    }
+}
+
+store_tests! {
+async fn register_sign_out_and_sign_in_with_the_passkey_email_first() {
+    let app = spawn().await;
+    let (mut p, passkey) = app.with_passkey("pia@example.com").await;
+    assert_eq!(passkey["name"], "Passkey");
+    assert_eq!(passkey["kind"], "device-bound");
+    assert_eq!(app.post_form(&p.b, "/.sesame/logout", &[]).await.status(), 303);
+    assert_eq!(p.b.get(app.url("/x")).send().await.unwrap().status(), 401);
+
+    let rcr = app.login_options(&p.b, json!({"email": "Pia@example.com", "rd": "/after"})).await;
+    let assertion = p.key.do_authentication(app.origin(), rcr).unwrap();
+    let r = app.finish_login(&p.b, &assertion).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["redirect"], app.url("/after").as_str());
+    assert_eq!(p.b.get(app.url("/after")).send().await.unwrap().status(), 200);
+    assert_eq!(app.upstream.last().header("sesame-auth-method").as_deref(), Some("passkey"));
+    assert_eq!(app.upstream.last().header("remote-email").as_deref(), Some("pia@example.com"));
+
+    // The same assertion again: its ceremony is spent.
+    assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401);
+    let list: Value = p.b.get(app.url("/.sesame/api/passkeys")).send().await.unwrap().json().await.unwrap();
+    assert!(list[0]["last_used_at"].is_number(), "{list}");
+    let m = app.metrics().await;
+    assert_eq!(TestApp::metric(&m, "sesame_passkey_registrations_total{result=\"ok\"}"), 1.0);
+    assert_eq!(TestApp::metric(&m, "sesame_passkey_authentications_total{result=\"ok\"}"), 1.0);
+}
+
+async fn wrong_origin_and_other_rp_id_are_refused() {
+    let app = spawn().await;
+    let (mut p, _) = app.with_passkey("origin@example.com").await;
+    let rcr = app.login_options(&p.b, json!({"email": "origin@example.com"})).await;
+    let evil = Url::parse(&format!("https://evil.localhost:{}", app.port)).unwrap();
+    let assertion = p.key.do_authentication(evil, rcr).unwrap();
+    assert_eq!(app.finish_login(&p.b, &assertion).await.status(), 401, "other origin");
+
+    let mut rcr = app.login_options(&p.b, json!({"email": "origin@example.com"})).await;
+    rcr.public_key.rp_id = "other.localhost".into();
+    let other = Url::parse(&format!("https://other.localhost:{}", app.port)).unwrap();
+    let assertion = p.key.do_authentication(other, rcr).unwrap();
+    assert_eq!(app.finish_login(&p.b, &assertion).await.status(), 401, "other RP id");
+    let m = app.metrics().await;
+    assert_eq!(TestApp::metric(&m, "sesame_passkey_authentications_total{result=\"refused\"}"), 2.0);
+}
+
+async fn a_deleted_passkey_and_a_disabled_user_cannot_sign_in() {
+    let app = spawn().await;
+    let (mut p, passkey) = app.with_passkey("del@example.com").await;
+    let rcr = app.login_options(&p.b, json!({"email": "del@example.com"})).await;
+    let id = passkey["id"].as_str().unwrap();
+    let r = p.b.delete(app.url(&format!("/.sesame/api/passkeys/{id}"))).header("Origin", &app.base).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let assertion = p.key.do_authentication(app.origin(), rcr).unwrap();
+    assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401);
+
+    let (mut q, _) = app.with_passkey("off@example.com").await;
+    let rcr = app.login_options(&q.b, json!({"email": "off@example.com"})).await;
+    let store = app.store.open().await;
+    store.set_user_disabled(&sesame::email::Email::parse("off@example.com").unwrap(), true).await.unwrap();
+    let assertion = q.key.do_authentication(app.origin(), rcr).unwrap();
+    assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401);
+}
+
+async fn rename_and_delete_through_the_api() {
+    let app = spawn().await;
+    let (p, passkey) = app.with_passkey("api@example.com").await;
+    let id = passkey["id"].as_str().unwrap().to_string();
+    let url = app.url(&format!("/.sesame/api/passkeys/{id}"));
+    let r = p.b.patch(&url).header("Origin", &app.base).json(&json!({"name": "My laptop"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], "My laptop");
+    let list: Value = p.b.get(app.url("/.sesame/api/passkeys")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "My laptop");
+    for bad in [json!({"name": ""}), json!({"name": "x".repeat(65)}), json!({"name": "a\nb"}), json!({"nom": "x"})] {
+        let r = p.b.patch(&url).header("Origin", &app.base).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let r = p.b.patch(&url).header("Origin", "https://evil.example.net").json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 403, "cross-site");
+    // Somebody else cannot touch it, nor can nobody.
+    let other = browser();
+    app.sign_in(&other, "other@example.com").await;
+    let r = other.delete(&url).header("Origin", &app.base).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(browser().get(app.url("/.sesame/api/passkeys")).send().await.unwrap().status(), 401);
+    let r = p.b.delete(&url).header("Origin", &app.base).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let list: Value = p.b.get(app.url("/.sesame/api/passkeys")).send().await.unwrap().json().await.unwrap();
+    assert!(list.as_array().unwrap().is_empty());
+}
+
+async fn only_a_recent_sign_in_may_add_a_passkey_and_duplicates_are_excluded() {
+    let app = spawn().await;
+    let (mut p, _) = app.with_passkey("recent@example.com").await;
+    let r = app.post_json(&p.b, "/.sesame/passkey/register/start", &json!({})).await;
+    let ccr: Value = r.json().await.unwrap();
+    assert_eq!(ccr["publicKey"]["excludeCredentials"].as_array().unwrap().len(), 1, "existing passkey excluded");
+    assert_eq!(ccr["publicKey"]["authenticatorSelection"]["userVerification"], "required");
+    assert_eq!(ccr["publicKey"]["authenticatorSelection"]["residentKey"], "preferred");
+    // A second passkey is fine.
+    let mut second = SoftPasskey::new(true);
+    app.register(&p.b, &mut second).await;
+    let list: Value = p.b.get(app.url("/.sesame/api/passkeys")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    app.clock.advance(std::time::Duration::from_secs(16 * 60));
+    assert_eq!(p.b.get(app.url("/x")).send().await.unwrap().status(), 200, "still signed in");
+    let r = app.post_json(&p.b, "/.sesame/passkey/register/start", &json!({})).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "reauthenticate");
+    let _ = &mut p.key;
+    // A registration ceremony cannot be finished by another session.
+    let r = app.post_json(&browser(), "/.sesame/passkey/register/start", &json!({})).await;
+    assert_eq!(r.status(), 401);
+}
+
+async fn options_do_not_tell_who_has_a_passkey() {
+    let app = spawn().await;
+    app.with_passkey("has@example.com").await;
+    let b = browser();
+    let known = serde_json::to_value(app.login_options(&b, json!({"email": "has@example.com"})).await).unwrap();
+    let unknown = serde_json::to_value(app.login_options(&b, json!({"email": "nobody@example.com"})).await).unwrap();
+    let again = serde_json::to_value(app.login_options(&b, json!({"email": "nobody@example.com"})).await).unwrap();
+    fn shape(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+            Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+            Value::String(s) => json!(s.len()),
+            other => json!(other.to_string().len()),
+        }
+    }
+    assert_eq!(shape(&known), shape(&unknown), "{known}\n{unknown}");
+    assert_eq!(
+        unknown["publicKey"]["allowCredentials"], again["publicKey"]["allowCredentials"],
+        "the decoy is stable"
+    );
+    assert_ne!(known["publicKey"]["allowCredentials"], unknown["publicKey"]["allowCredentials"]);
+}
+
+async fn discoverable_sign_in_checks_the_user_handle() {
+    let app = spawn().await;
+    let (mut p, passkey) = app.with_passkey("disc@example.com").await;
+    let (_, _) = app.with_passkey("someone@example.com").await;
+    let store = app.store.open().await;
+    let owner = store.user_by_email(&sesame::email::Email::parse("disc@example.com").unwrap()).await.unwrap().unwrap();
+    let other = store.user_by_email(&sesame::email::Email::parse("someone@example.com").unwrap()).await.unwrap().unwrap();
+    let owner_handle = store_handle(&app, &owner.id).await;
+    let other_handle = store_handle(&app, &other.id).await;
+
+    // SoftPasskey keeps no resident keys: name the credential for it, and add
+    // the user handle a resident key would return (not covered by the signature).
+    let attempt = |user_handle: String| {
+        let app = &app;
+        let id = passkey["id"].as_str().unwrap().to_string();
+        async move {
+            let mut rcr = app.login_options(&browser(), json!({})).await;
+            assert!(rcr.public_key.allow_credentials.is_empty(), "discoverable: no credentials named");
+            rcr.public_key.allow_credentials.push(webauthn_rs_proto::AllowCredentials {
+                type_: "public-key".into(),
+                id: base64_url(&id),
+                transports: None,
+            });
+            (rcr, user_handle)
+        }
+    };
+    let (rcr, h) = attempt(other_handle).await;
+    let mut assertion = p.key.do_authentication(app.origin(), rcr).unwrap();
+    assertion.response.user_handle = Some(uuid::Uuid::parse_str(&h).unwrap().as_bytes().to_vec());
+    assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401, "handle of another user");
+
+    let (rcr, h) = attempt(owner_handle).await;
+    let mut assertion = p.key.do_authentication(app.origin(), rcr).unwrap();
+    assertion.response.user_handle = Some(uuid::Uuid::parse_str(&h).unwrap().as_bytes().to_vec());
+    let b = browser();
+    assert_eq!(app.finish_login(&b, &assertion).await.status(), 200);
+    b.get(app.url("/x")).send().await.unwrap();
+    assert_eq!(app.upstream.last().header("remote-email").as_deref(), Some("disc@example.com"));
+}
+
+async fn a_counter_that_goes_backwards_is_refused_and_counted() {
+    let app = spawn().await;
+    let (mut p, passkey) = app.with_passkey("clone@example.com").await;
+    let store = app.store.open().await;
+    let id = passkey["id"].as_str().unwrap();
+    let record = store.passkey(id).await.unwrap().unwrap();
+    // As if another copy of the authenticator had already signed 1000 times.
+    let ahead = sesame::store::PasskeyRecord { counter: 1000, ..record.clone() };
+    assert!(store.passkey_used(&ahead, record.counter, 0).await.unwrap());
+    let rcr = app.login_options(&p.b, json!({"email": "clone@example.com"})).await;
+    let assertion = p.key.do_authentication(app.origin(), rcr).unwrap();
+    assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401);
+    let m = app.metrics().await;
+    assert_eq!(TestApp::metric(&m, "sesame_passkey_counter_regressions_total"), 1.0);
+}
+
+async fn sessions_api_signs_out_everywhere_else() {
+    let app = spawn().await;
+    let here = browser();
+    let there = browser();
+    app.sign_in(&here, "two@example.com").await;
+    app.sign_in(&there, "two@example.com").await;
+    let list: Value = here.get(app.url("/.sesame/api/sessions")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list.as_array().unwrap().iter().filter(|s| s["current"] == true).count(), 1);
+    let r = here.delete(app.url("/.sesame/api/sessions")).header("Origin", &app.base).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
+    assert_eq!(there.get(app.url("/x")).send().await.unwrap().status(), 401);
+    assert_eq!(here.get(app.url("/x")).send().await.unwrap().status(), 200);
+}
+}
+
+async fn store_handle(app: &TestApp, user_id: &str) -> String {
+    let store = app.store.open().await;
+    store.ensure_user_handle(user_id, "unused").await.unwrap()
+}
+
+fn base64_url(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .unwrap()
+}
