@@ -233,3 +233,49 @@ pub async fn keys_rotate(store: &DynStore) -> Out {
     }
     Ok(out)
 }
+
+pub async fn passkey_list(store: &DynStore, user: Option<&str>) -> Out {
+    let owner = match user.map(email).transpose()? {
+        Some(e) => Some(store.user_by_email(&e).await?.ok_or_else(|| missing(&e))?),
+        None => None,
+    };
+    let users = store.list_users().await?;
+    let email_of = |id: &str| {
+        users
+            .iter()
+            .find(|u| u.id == id)
+            .map(|u| u.email.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    Ok(store
+        .list_passkeys()
+        .await?
+        .into_iter()
+        .filter(|p| owner.as_ref().is_none_or(|o| o.id == p.user_id))
+        .map(|p| {
+            format!(
+                "{}\t{}\t{}\t{}\tcreated {}\tlast used {}",
+                p.id,
+                email_of(&p.user_id),
+                p.name,
+                if p.backup_eligible {
+                    "synced"
+                } else {
+                    "device-bound"
+                },
+                p.created_at,
+                p.last_used_at
+                    .map_or("never".to_string(), |t| t.to_string())
+            )
+        })
+        .collect())
+}
+
+pub async fn passkey_revoke(store: &DynStore, id: &str) -> Out {
+    match store.revoke_passkey(id).await? {
+        true => Ok(vec![format!(
+            "revoked passkey {id}; it can no longer sign in"
+        )]),
+        false => Err(AdminError(format!("no passkey {id}"))),
+    }
+}

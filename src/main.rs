@@ -47,6 +47,13 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// List and revoke passkeys.
+    Passkey {
+        #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: PasskeyAction,
+    },
     /// List and rotate the signing keys.
     Keys {
         #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
@@ -88,6 +95,20 @@ enum UserAction {
         email: String,
         #[arg(long = "group")]
         groups: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PasskeyAction {
+    /// List passkeys (id, owner, name, kind, times).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Delete a passkey: it can no longer sign in.
+    Revoke {
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -150,6 +171,9 @@ fn main() -> ExitCode {
         Command::User { config, action } => {
             load(&config).and_then(|c| admin(c, Admin::User(action)))
         }
+        Command::Passkey { config, action } => {
+            load(&config).and_then(|c| admin(c, Admin::Passkey(action)))
+        }
         Command::Keys { config, action } => {
             load(&config).and_then(|c| admin(c, Admin::Keys(action)))
         }
@@ -188,6 +212,7 @@ enum Admin {
     User(UserAction),
     Session(SessionAction),
     Keys(KeysAction),
+    Passkey(PasskeyAction),
 }
 
 fn admin(config: Config, command: Admin) -> Result<(), String> {
@@ -226,6 +251,10 @@ fn admin(config: Config, command: Admin) -> Result<(), String> {
             Admin::Session(SessionAction::Revoke { id: Some(id), .. }) => {
                 cli::session_revoke_id(&store, &id).await
             }
+            Admin::Passkey(PasskeyAction::List { user }) => {
+                cli::passkey_list(&store, user.as_deref()).await
+            }
+            Admin::Passkey(PasskeyAction::Revoke { id }) => cli::passkey_revoke(&store, &id).await,
             Admin::Keys(KeysAction::List) => cli::keys_list(&store, config.key_grace).await,
             Admin::Keys(KeysAction::Rotate) => cli::keys_rotate(&store).await,
             Admin::Session(SessionAction::Revoke { .. }) => {

@@ -233,6 +233,10 @@ pub trait Store: Send + Sync + 'static {
     async fn passkey(&self, id: &str) -> StoreResult<Option<PasskeyRecord>>;
     async fn rename_passkey(&self, user_id: &str, id: &str, name: &str) -> StoreResult<bool>;
     async fn delete_passkey(&self, user_id: &str, id: &str) -> StoreResult<bool>;
+    /// Every passkey, of every user (for the admin command).
+    async fn list_passkeys(&self) -> StoreResult<Vec<PasskeyRecord>>;
+    /// Delete a passkey whoever owns it (admin); false if there was none.
+    async fn revoke_passkey(&self, id: &str) -> StoreResult<bool>;
     /// Record a sign-in with a passkey, only if its counter is still
     /// `seen_counter` (compare and swap); false if another sign-in won.
     async fn passkey_used(

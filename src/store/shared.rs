@@ -537,6 +537,23 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() > 0)
             }
 
+            async fn list_passkeys(&self) -> StoreResult<Vec<PasskeyRecord>> {
+                sqlx::query("SELECT * FROM passkeys ORDER BY user_id, created_at, id")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(shared::passkey)
+                    .collect()
+            }
+
+            async fn revoke_passkey(&self, id: &str) -> StoreResult<bool> {
+                let r = sqlx::query("DELETE FROM passkeys WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
             async fn passkey_used(&self, p: &PasskeyRecord, seen_counter: i64, now: i64) -> StoreResult<bool> {
                 let r = sqlx::query(
                     "UPDATE passkeys SET credential = $1, counter = $2, backup_eligible = $3, backup_state = $4, last_used_at = $5 \

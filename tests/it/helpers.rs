@@ -730,3 +730,28 @@ impl CutProxy {
         let _ = self.open.send(true);
     }
 }
+
+impl TestApp {
+    /// Run `sesame ARGS -c <config naming this test's store>`: (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let path = self.store.dir().join("cli-admin.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[store]\nurl = \"{}\"\n[[site]]\npublic_url = \"http://localhost\"\nupstream = [\"127.0.0.1:1\"]\n",
+                self.store.url
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+            .args(args)
+            .args(["-c", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}

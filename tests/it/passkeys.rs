@@ -289,6 +289,26 @@ async fn sessions_api_signs_out_everywhere_else() {
     assert_eq!(there.get(app.url("/x")).send().await.unwrap().status(), 401);
     assert_eq!(here.get(app.url("/x")).send().await.unwrap().status(), 200);
 }
+
+async fn admin_can_list_and_revoke_passkeys() {
+    let app = spawn().await;
+    let (mut p, passkey) = app.with_passkey("lost@example.com").await;
+    app.with_passkey("kept@example.com").await;
+    let id = passkey["id"].as_str().unwrap();
+    let (ok, out, _) = app.cli(&["passkey", "list"]);
+    assert!(ok && out.lines().count() == 2, "{out}");
+    let (ok, out, _) = app.cli(&["passkey", "list", "--user", "lost@example.com"]);
+    assert!(ok && out.lines().count() == 1 && out.contains(id) && out.contains("device-bound"), "{out}");
+    let rcr = app.login_options(&p.b, json!({"email": "lost@example.com"})).await;
+    let (ok, out, err) = app.cli(&["passkey", "revoke", "--id", id]);
+    assert!(ok, "{out}{err}");
+    let assertion = p.key.do_authentication(app.origin(), rcr).unwrap();
+    assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401, "revoked passkey");
+    let (ok, _, err) = app.cli(&["passkey", "revoke", "--id", id]);
+    assert!(!ok && err.contains("no passkey"), "{err}");
+    let (ok, _, err) = app.cli(&["passkey", "list", "--user", "nobody@example.com"]);
+    assert!(!ok && err.contains("no user"), "{err}");
+}
 }
 
 async fn store_handle(app: &TestApp, user_id: &str) -> String {
