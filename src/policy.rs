@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::app::{App, SiteRt};
 use crate::path;
 use crate::session::{cookies, LiveSession, Rejected};
+use crate::store::AuthMethod;
 
 #[derive(Debug)]
 pub enum Decision {
@@ -18,6 +19,8 @@ pub enum Decision {
     Public,
     /// Not signed in: a browser is sent to the login page, others get 401.
     Login,
+    /// Signed in and admitted, but the site wants a passkey sign-in.
+    StepUp(Arc<LiveSession>),
     /// Signed in, but the site does not admit this person.
     Deny(Arc<LiveSession>),
     /// A path whose encoding is ambiguous (400).
@@ -33,6 +36,7 @@ impl Decision {
             Decision::Public => "public",
             Decision::Login => "unauthenticated",
             Decision::Deny(_) => "denied",
+            Decision::StepUp(_) => "step_up",
             Decision::BadPath => "bad_path",
             Decision::Unavailable => "store_unavailable",
         }
@@ -71,6 +75,9 @@ pub async fn decide(app: &App, site: &SiteRt, raw_path: &str, cookie: Option<&st
     };
     if let Some(live) = &live {
         if site.site.admits(&live.record.email, &live.record.groups) {
+            if site.site.require_passkey && live.record.auth_method != AuthMethod::Passkey {
+                return Decision::StepUp(live.clone());
+            }
             return Decision::Allow(live.clone());
         }
     }

@@ -44,6 +44,7 @@ pub struct ServerFile {
 pub struct AuthFile {
     pub rp_id: Option<String>,
     pub rp_name: Option<String>,
+    pub passkey_prompt: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -128,6 +129,8 @@ pub struct SiteFile {
     pub allow_emails: Vec<String>,
     #[serde(default)]
     pub allow_groups: Vec<String>,
+    #[serde(default)]
+    pub require_passkey: bool,
     #[serde(default)]
     pub headers: HeaderNamesFile,
 }

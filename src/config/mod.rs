@@ -55,6 +55,8 @@ pub struct Config {
     pub threads: usize,
     pub rp_id: String,
     pub rp_name: String,
+    /// Offer to add a passkey right after a sign-in by email.
+    pub passkey_prompt: bool,
     pub session: SessionConfig,
     pub magic_link: MagicLinkConfig,
     pub store: StoreConfig,
@@ -195,6 +197,8 @@ pub struct Site {
     pub allow_domains: Vec<String>,
     pub allow_emails: Vec<Email>,
     pub allow_groups: Vec<String>,
+    /// Only sessions that signed in with a passkey may use this site.
+    pub require_passkey: bool,
     pub headers: HeaderNames,
 }
 
@@ -384,6 +388,7 @@ impl Validator {
             .rp_id
             .or_else(|| sites.first().map(|s| s.host.clone()))
             .unwrap_or_default();
+        let passkey_prompt = f.auth.passkey_prompt.unwrap_or(true);
         let rp_name = f.auth.rp_name.unwrap_or_else(|| "Sesame".into());
 
         Some(Config {
@@ -392,6 +397,7 @@ impl Validator {
             threads,
             rp_id,
             rp_name,
+            passkey_prompt,
             session,
             magic_link,
             store: store?,
@@ -635,6 +641,7 @@ impl Validator {
             allow_domains,
             allow_emails,
             allow_groups: s.allow_groups,
+            require_passkey: s.require_passkey,
             headers,
         })
     }

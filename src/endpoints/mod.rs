@@ -4,6 +4,7 @@
 //! This module routes and maps errors to pages or JSON; the sign-in logic is
 //! in `login.rs` (crate root) and the handlers in `signin.rs`.
 
+mod account;
 mod passkeys;
 mod signin;
 
@@ -206,6 +207,9 @@ pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
             passkeys::api_passkeys(app, &req, Some(id)).await
         }
         "/api/sessions" => passkeys::api_sessions(app, &req).await,
+        "/account" if m == Method::GET => account::account_page(app, &req).await,
+        "/passkey/offer" if m == Method::GET => account::offer_page(app, &req).await,
+        "/stepup" if m == Method::GET => account::stepup_page(app, &req).await,
         p if p.starts_with("/static/") && m == Method::GET => static_asset(&p["/static/".len()..]),
         "/login" | "/magic" | "/code" | "/logout" | "/whoami" => error_page(
             app,

@@ -19,6 +19,7 @@ use crate::store::{AuthMethod, PendingLogin};
 #[derive(Serialize)]
 struct LoginPage<'a> {
     site_name: &'a str,
+    passkeys: bool,
     rd: &'a str,
     error: Option<&'a str>,
     email: Option<&'a str>,
@@ -59,6 +60,7 @@ pub fn login_page(app: &App, req: &Req) -> Resp {
         "login.html",
         &LoginPage {
             site_name: &req.site.site.name,
+            passkeys: app.passkeys.available(req.site_index),
             rd: rd.as_str(),
             error: None,
             email: None,
@@ -115,6 +117,7 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
                 "login.html",
                 &LoginPage {
                     site_name: &req.site.site.name,
+                    passkeys: app.passkeys.available(req.site_index),
                     rd: rd.as_str(),
                     error: Some(&msg),
                     email: Some(&shown),
@@ -359,7 +362,7 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
 }
 
 async fn signed_in(app: &App, req: &Req<'_>, pending: &PendingLogin, method: AuthMethod) -> Resp {
-    let (session, _user) = match login::finish(app, req.site, pending, method).await {
+    let (session, user) = match login::finish(app, req.site, pending, method).await {
         Ok(s) => s,
         Err(FinishError::NotAllowed) => return refuse(app, req, method.as_str(), &NOT_ALLOWED),
         Err(FinishError::Store(e)) => return store_down(app, req, &e),
@@ -368,7 +371,32 @@ async fn signed_in(app: &App, req: &Req<'_>, pending: &PendingLogin, method: Aut
         .verifications
         .with_label_values(&[method.as_str(), "ok"])
         .inc();
+    if offer_passkey(app, req, &user).await {
+        let mut offer = req.site.site.public_url.clone();
+        offer.set_path("/.sesame/passkey/offer");
+        offer
+            .query_pairs_mut()
+            .append_pair("rd", &pending.return_to);
+        let seen = cookies::set(
+            &app.config,
+            &req.site.site,
+            cookies::OFFERED_COOKIE,
+            "1",
+            365 * 24 * 3600,
+            false,
+        );
+        return session_response(app, req, &session, offer.as_str()).cookie(seen);
+    }
     session_response(app, req, &session, &pending.return_to)
+}
+
+/// Offer a passkey right after an email sign-in: once per browser, to
+/// people who have none, where passkeys work.
+async fn offer_passkey(app: &App, req: &Req<'_>, user: &crate::store::User) -> bool {
+    app.config.passkey_prompt
+        && app.passkeys.available(req.site_index)
+        && req.cookie(cookies::OFFERED_COOKIE).is_none()
+        && matches!(app.store.passkeys_of(&user.id).await, Ok(p) if p.is_empty())
 }
 
 pub(super) fn session_response(app: &App, req: &Req, session: &NewSession, to: &str) -> Resp {

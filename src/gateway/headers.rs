@@ -6,6 +6,7 @@ use http::header::{HeaderName, COOKIE};
 use pingora::http::RequestHeader;
 
 use crate::app::SiteRt;
+use crate::session::cookies::OFFERED_COOKIE;
 use crate::session::LiveSession;
 
 /// Remove anything a client could use to pose as someone.
@@ -35,7 +36,9 @@ fn strip_cookies(req: &mut RequestHeader, site: &SiteRt) {
     if !req.headers.contains_key(COOKIE) {
         return;
     }
-    let ours = |name: &str| name == site.session_cookie || name == site.pending_cookie;
+    let ours = |name: &str| {
+        name == site.session_cookie || name == site.pending_cookie || name == OFFERED_COOKIE
+    };
     let mut kept: Vec<&str> = Vec::new();
     let mut changed = false;
     for v in req.headers.get_all(COOKIE) {

@@ -49,6 +49,16 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
+/// A browser navigation: GET that accepts HTML.
+fn is_navigation(req: &RequestHeader) -> bool {
+    req.method == Method::GET
+        && req
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
 fn headers_size(req: &RequestHeader) -> usize {
     req.headers
         .iter()
@@ -147,13 +157,7 @@ impl Gateway {
         let mut login = site.public_url.clone();
         login.set_path("/.sesame/login");
         login.query_pairs_mut().append_pair("rd", &original);
-        let is_navigation = req.method == Method::GET
-            && req
-                .headers
-                .get(header::ACCEPT)
-                .and_then(|a| a.to_str().ok())
-                .is_some_and(|a| a.contains("text/html"));
-        if is_navigation {
+        if is_navigation(req) {
             Resp::redirect(302, login.as_str())
         } else {
             Resp::json(
@@ -161,6 +165,28 @@ impl Gateway {
                 &json!({"error": "unauthenticated", "login_url": login.as_str()}),
             )
             .header(header::WWW_AUTHENTICATE, "Sesame")
+        }
+    }
+
+    /// The site wants a passkey sign-in: a browser goes to the step-up page,
+    /// anything else gets 403 JSON naming it.
+    fn step_up_response(&self, session: &Session, site_index: usize) -> Resp {
+        let site = &self.app.sites[site_index].site;
+        let req = session.req_header();
+        let original = match req.uri.path_and_query() {
+            Some(pq) => format!("{}{}", site.origin, pq.as_str()),
+            None => site.origin.clone(),
+        };
+        let mut url = site.public_url.clone();
+        url.set_path("/.sesame/stepup");
+        url.query_pairs_mut().append_pair("rd", &original);
+        if is_navigation(req) {
+            Resp::redirect(302, url.as_str())
+        } else {
+            Resp::json(
+                403,
+                &json!({"error": "passkey_required", "stepup_url": url.as_str()}),
+            )
         }
     }
 
@@ -280,6 +306,7 @@ impl ProxyHttp for Gateway {
                 Resp::new(400, "text/plain; charset=utf-8", "ambiguous path encoding")
             }
             Decision::Unavailable => self.unavailable_response(session, site_index),
+            Decision::StepUp(_) => self.step_up_response(session, site_index),
         };
         write(session, resp).await?;
         Ok(true)

@@ -32,6 +32,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../assets/templates/error.html"),
     ),
     (
+        "account.html",
+        include_str!("../../assets/templates/account.html"),
+    ),
+    (
+        "passkey_offer.html",
+        include_str!("../../assets/templates/passkey_offer.html"),
+    ),
+    (
+        "stepup.html",
+        include_str!("../../assets/templates/stepup.html"),
+    ),
+    (
         "magic_link.html",
         include_str!("../../assets/email/magic_link.html"),
     ),
@@ -52,6 +64,11 @@ pub const STATIC: &[(&str, &str, &str)] = &[
         "confirm.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/static/confirm.js"),
+    ),
+    (
+        "passkey.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/static/passkey.js"),
     ),
 ];
 

@@ -80,6 +80,11 @@ impl RelyingParty {
         }
     }
 
+    /// Whether passkeys work on this site.
+    pub fn available(&self, site_index: usize) -> bool {
+        self.for_site(site_index).is_ok()
+    }
+
     fn for_site(&self, site_index: usize) -> Result<&Webauthn, PasskeyError> {
         match (&self.webauthn, self.sites.get(site_index)) {
             (Some(w), Some(true)) => Ok(w),

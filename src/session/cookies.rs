@@ -10,6 +10,8 @@ use cookie::{Cookie, CookieJar, SameSite};
 use crate::config::{Config, Site};
 
 pub const PENDING_COOKIE: &str = "sesame_pending";
+/// Marks a browser that was already offered to add a passkey.
+pub const OFFERED_COOKIE: &str = "sesame_passkey_offered";
 /// Cookies longer than this are not ours, whatever their name.
 const MAX_COOKIE_VALUE: usize = 1024;
 

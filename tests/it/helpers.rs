@@ -426,6 +426,10 @@ pub struct Options {
     pub extra: String,
     /// Use this store instead of a fresh one for the test's backend.
     pub store: Option<TestStore>,
+    /// Lines added to the first site's table.
+    pub site0: String,
+    /// Offer a passkey after an email sign-in (off: most tests follow `rd`).
+    pub passkey_prompt: bool,
 }
 
 impl Default for Options {
@@ -435,6 +439,8 @@ impl Default for Options {
             smtp: None,
             extra: String::new(),
             store: None,
+            site0: String::new(),
+            passkey_prompt: false,
         }
     }
 }
@@ -475,6 +481,9 @@ smtp_url = "smtp://{smtp}"
 from = "Sesame test <login@example.com>"
 timeout = "2s"
 
+[auth]
+passkey_prompt = {prompt}
+
 [users]
 signup = "{signup}"
 
@@ -487,6 +496,7 @@ name = "Test app"
 public_url = "http://localhost:{port}"
 upstream = ["{upstream}"]
 public_paths = ["/public", "/health"]
+{site0}
 
 [[site]]
 name = "Other app"
@@ -495,6 +505,8 @@ upstream = ["{upstream}"]
 {extra}
 "#,
         signup = o.signup,
+        prompt = o.passkey_prompt,
+        site0 = o.site0,
         extra = o.extra,
     )
 }

@@ -309,6 +309,84 @@ async fn admin_can_list_and_revoke_passkeys() {
     let (ok, _, err) = app.cli(&["passkey", "list", "--user", "nobody@example.com"]);
     assert!(!ok && err.contains("no user"), "{err}");
 }
+
+async fn email_sign_in_offers_a_passkey_once() {
+    let app = spawn_with(Options { passkey_prompt: true, ..Default::default() }).await;
+    let b = browser();
+    let mail = app.ask_link(&b, "offer@example.com", "/wiki").await;
+    let r = app.post_form(&b, "/.sesame/magic", &[("token", &mail.token())]).await;
+    assert_eq!(r.status(), 303);
+    let offer = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(offer.starts_with(&app.url("/.sesame/passkey/offer?rd=")), "{offer}");
+    let page = b.get(&offer).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Sign in faster next time") && page.contains("id=\"passkey-add\""));
+    assert!(page.contains(&format!("href=\"{}\"", app.url("/wiki").replace('/', "&#x2f;"))), "Not now leads on: {page}");
+    // Shown once per browser.
+    let mail = app.ask_link(&b, "offer@example.com", "/wiki").await;
+    let r = app.post_form(&b, "/.sesame/magic", &[("token", &mail.token())]).await;
+    assert_eq!(r.headers()["location"], app.url("/wiki").as_str());
+    let session = cookies_set(&r)["sesame"].clone();
+    // Not to someone who has a passkey already (in a fresh browser).
+    let (_, _) = app.with_passkey("haskey@example.com").await;
+    let fresh = browser();
+    let mail = app.ask_link(&fresh, "haskey@example.com", "/wiki").await;
+    let r = app.post_form(&fresh, "/.sesame/magic", &[("token", &mail.token())]).await;
+    assert_eq!(r.headers()["location"], app.url("/wiki").as_str());
+    // The marker cookie never reaches the app.
+    let r = browser()
+        .get(app.url("/wiki"))
+        .header("Cookie", format!("sesame={session}; sesame_passkey_offered=1; theme=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.upstream.last().headers_named("cookie"), vec!["theme=x".to_string()]);
+}
+
+async fn a_site_that_requires_a_passkey_steps_up_an_email_session() {
+    let app = spawn_with(Options { site0: "require_passkey = true".into(), ..Default::default() }).await;
+    let b = browser();
+    app.sign_in(&b, "step@example.com").await;
+    let r = b.get(app.url("/vault?x=1")).header("Accept", "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let stepup = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(stepup.starts_with(&app.url("/.sesame/stepup?rd=")), "{stepup}");
+    let r = b.get(app.url("/api")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "passkey_required");
+    assert!(app.upstream.seen().is_empty(), "nothing reached the app");
+    let page = b.get(&stepup).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"passkey-add\""), "no passkey yet: offers to add one");
+
+    let mut key = SoftPasskey::new(true);
+    app.register(&b, &mut key).await;
+    let page = b.get(&stepup).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"passkey-stepup\""));
+    let rcr = app.login_options(&b, json!({"email": "step@example.com", "rd": app.url("/vault?x=1")})).await;
+    let assertion = key.do_authentication(app.origin(), rcr).unwrap();
+    let r = app.finish_login(&b, &assertion).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["redirect"], app.url("/vault?x=1").as_str());
+    assert_eq!(b.get(app.url("/vault?x=1")).send().await.unwrap().status(), 200);
+    assert_eq!(app.upstream.last().header("sesame-auth-method").as_deref(), Some("passkey"));
+}
+
+async fn account_page_shows_passkeys_and_sessions() {
+    let app = spawn().await;
+    let r = browser().get(app.url("/.sesame/account")).send().await.unwrap();
+    assert_eq!(r.status(), 302, "not signed in: to the login page");
+    let (p, _) = app.with_passkey("acct@example.com").await;
+    let r = p.b.get(app.url("/.sesame/account")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("acct@example.com") && page.contains("Passkey") && page.contains("device-bound"), "{page}");
+    assert!(page.contains("this browser") && page.contains("/.sesame/static/passkey.js"));
+    let js = browser().get(app.url("/.sesame/static/passkey.js")).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.text().await.unwrap().contains("parseRequestOptionsFromJSON"));
+    let login = browser().get(app.url("/.sesame/login")).send().await.unwrap().text().await.unwrap();
+    assert!(login.contains("id=\"passkey-signin\""), "passkey button on the login page");
+}
 }
 
 async fn store_handle(app: &TestApp, user_id: &str) -> String {

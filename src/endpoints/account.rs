@@ -1,0 +1,211 @@
+//! Pages for a signed-in person: the account page (passkeys, sessions), the
+//! one-time offer to add a passkey after an email sign-in, and the step-up
+//! page of sites that require a passkey. The JSON behind them is in
+//! `passkeys.rs`; the ceremonies run in `assets/static/passkey.js`.
+
+use serde::Serialize;
+
+use super::signin::current_session;
+use super::{Req, Resp};
+use crate::app::App;
+use crate::passkey::RECENT_SIGN_IN_SECS;
+use crate::return_to::ReturnTo;
+use crate::store::AuthMethod;
+
+/// `2026-11-27 14:05 UTC`
+fn when(t: i64) -> String {
+    match cookie::time::OffsetDateTime::from_unix_timestamp(t) {
+        Ok(d) => format!(
+            "{}-{:02}-{:02} {:02}:{:02} UTC",
+            d.year(),
+            u8::from(d.month()),
+            d.day(),
+            d.hour(),
+            d.minute()
+        ),
+        Err(_) => "-".to_string(),
+    }
+}
+
+fn method_name(m: AuthMethod) -> &'static str {
+    match m {
+        AuthMethod::MagicLink => "email link",
+        AuthMethod::Code => "email code",
+        AuthMethod::Passkey => "passkey",
+    }
+}
+
+/// Not signed in: to the login page, coming back here afterwards.
+fn to_login(req: &Req) -> Resp {
+    let mut login = req.site.site.public_url.clone();
+    login.set_path("/.sesame/login");
+    let mut here = req.site.site.public_url.clone();
+    here.set_path(&format!("/.sesame{}", req.path));
+    here.set_query(if req.query.is_empty() {
+        None
+    } else {
+        Some(req.query)
+    });
+    login.query_pairs_mut().append_pair("rd", here.as_str());
+    Resp::redirect(302, login.as_str())
+}
+
+#[derive(Serialize)]
+struct PasskeyRow {
+    id: String,
+    name: String,
+    kind: &'static str,
+    created: String,
+    last_used: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SessionRow {
+    method: &'static str,
+    created: String,
+    current: bool,
+}
+
+#[derive(Serialize)]
+struct AccountPage<'a> {
+    site_name: &'a str,
+    email: &'a str,
+    method: &'static str,
+    passkeys_available: bool,
+    passkeys: Vec<PasskeyRow>,
+    sessions: Vec<SessionRow>,
+}
+
+/// GET /account
+pub async fn account_page(app: &App, req: &Req<'_>) -> Resp {
+    let Some((_, live)) = current_session(app, req).await else {
+        return to_login(req);
+    };
+    let me = &live.record;
+    let (passkeys, sessions) = match (
+        app.store.passkeys_of(&me.user_id).await,
+        app.store
+            .list_sessions(Some(&me.email), app.clock.now())
+            .await,
+    ) {
+        (Ok(p), Ok(s)) => (p, s),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "store error on the account page");
+            return super::error_page(
+                app,
+                req,
+                503,
+                "Please try again shortly",
+                "Your account cannot be shown right now.",
+                false,
+            );
+        }
+    };
+    let html = app.pages.render(
+        "account.html",
+        &AccountPage {
+            site_name: &req.site.site.name,
+            email: me.email.as_str(),
+            method: method_name(me.auth_method),
+            passkeys_available: app.passkeys.available(req.site_index),
+            passkeys: passkeys
+                .iter()
+                .map(|p| PasskeyRow {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    kind: if p.backup_eligible {
+                        "synced"
+                    } else {
+                        "device-bound"
+                    },
+                    created: when(p.created_at),
+                    last_used: p.last_used_at.map(when),
+                })
+                .collect(),
+            sessions: sessions
+                .iter()
+                .map(|s| SessionRow {
+                    method: method_name(s.auth_method),
+                    created: when(s.created_at),
+                    current: s.id_hash == me.id_hash,
+                })
+                .collect(),
+        },
+    );
+    Resp::page(app, 200, html)
+}
+
+#[derive(Serialize)]
+struct OfferPage<'a> {
+    site_name: &'a str,
+    email: &'a str,
+    rd: &'a str,
+}
+
+/// GET /passkey/offer?rd=: "Sign in faster next time".
+pub async fn offer_page(app: &App, req: &Req<'_>) -> Resp {
+    let Some((_, live)) = current_session(app, req).await else {
+        return to_login(req);
+    };
+    let rd = ReturnTo::parse(
+        &req.query_param("rd").unwrap_or_default(),
+        &req.site.site,
+        &app.config.sites,
+    );
+    let html = app.pages.render(
+        "passkey_offer.html",
+        &OfferPage {
+            site_name: &req.site.site.name,
+            email: live.record.email.as_str(),
+            rd: rd.as_str(),
+        },
+    );
+    Resp::page(app, 200, html)
+}
+
+#[derive(Serialize)]
+struct StepUpPage<'a> {
+    site_name: &'a str,
+    email: &'a str,
+    rd: &'a str,
+    has_passkey: bool,
+    recent: bool,
+}
+
+/// GET /stepup?rd=: a site that requires a passkey, reached by another kind
+/// of session.
+pub async fn stepup_page(app: &App, req: &Req<'_>) -> Resp {
+    let Some((_, live)) = current_session(app, req).await else {
+        return to_login(req);
+    };
+    let rd = ReturnTo::parse(
+        &req.query_param("rd").unwrap_or_default(),
+        &req.site.site,
+        &app.config.sites,
+    );
+    let has_passkey = match app.store.passkeys_of(&live.record.user_id).await {
+        Ok(p) => !p.is_empty(),
+        Err(e) => {
+            tracing::error!(error = %e, "store error on the step-up page");
+            return super::error_page(
+                app,
+                req,
+                503,
+                "Please try again shortly",
+                "This page cannot be shown right now.",
+                false,
+            );
+        }
+    };
+    let html = app.pages.render(
+        "stepup.html",
+        &StepUpPage {
+            site_name: &req.site.site.name,
+            email: live.record.email.as_str(),
+            rd: rd.as_str(),
+            has_passkey,
+            recent: app.clock.now() - live.record.created_at <= RECENT_SIGN_IN_SECS,
+        },
+    );
+    Resp::page(app, 200, html)
+}
