@@ -61,8 +61,18 @@ impl Req<'_> {
     /// False for a state-changing request that a browser sent from another site.
     pub fn same_origin(&self) -> bool {
         let origin = &self.site.site.origin;
-        if let Some(o) = self.headers.get(header::ORIGIN) {
-            return o.as_bytes() == origin.as_bytes();
+        // Browsers send `Origin: null` for a form posted from a page with
+        // `Referrer-Policy: no-referrer` (the confirm page): then the
+        // unforgeable Sec-Fetch-Site decides.
+        match self.headers.get(header::ORIGIN) {
+            Some(o) if o.as_bytes() == b"null" => {
+                return self
+                    .headers
+                    .get("sec-fetch-site")
+                    .is_some_and(|s| s.as_bytes() == b"same-origin");
+            }
+            Some(o) => return o.as_bytes() == origin.as_bytes(),
+            None => {}
         }
         if let Some(s) = self.headers.get("sec-fetch-site") {
             return matches!(s.as_bytes(), b"same-origin" | b"none");
@@ -107,7 +117,7 @@ impl Resp {
             .push((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
         r.headers.push((
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ));
         r
     }
@@ -138,6 +148,16 @@ impl Resp {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ));
+    }
+
+    /// Send no `Referer` at all from this page (it has a token in its URL).
+    pub fn no_referrer(mut self) -> Resp {
+        self.headers.retain(|(k, _)| k != header::REFERRER_POLICY);
+        self.headers.push((
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
+        self
     }
 
     pub fn header(mut self, name: HeaderName, value: &str) -> Resp {

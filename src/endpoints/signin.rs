@@ -276,7 +276,7 @@ pub async fn confirm_page(app: &App, req: &Req<'_>) -> Resp {
             auto,
         },
     );
-    Resp::page(app, 200, html)
+    Resp::page(app, 200, html).no_referrer()
 }
 
 fn store_down(app: &App, req: &Req, e: &dyn std::fmt::Display) -> Resp {

@@ -27,6 +27,7 @@ macro_rules! store_tests {
 
 mod helpers;
 
+mod browser;
 mod cluster;
 mod code;
 mod config;

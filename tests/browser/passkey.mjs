@@ -1,0 +1,107 @@
+// A person in headless Chromium with a passkey-capable device (the DevTools
+// virtual authenticator: resident keys, user verification): signs in by
+// email link (read from the test's SMTP sink through MAIL_API), adds a
+// passkey when offered, signs out, and signs back in with the
+// "Sign in with a passkey" button, ending on the app.
+//
+// Env: SESAME_BASE (http://localhost:PORT), MAIL_API (URL returning the
+// latest sign-in link for ?to=EMAIL), EMAIL, SHOTS (folder for screenshots).
+import { chromium } from "playwright-core";
+
+const base = process.env.SESAME_BASE;
+const mailApi = process.env.MAIL_API;
+const email = process.env.EMAIL;
+const shots = process.env.SHOTS || ".";
+const step = (what) => console.log(`step: ${what}`);
+
+async function latestLink(before) {
+  for (let i = 0; i < 100; i++) {
+    const r = await fetch(`${mailApi}?to=${encodeURIComponent(email)}`);
+    if (r.ok) {
+      const link = (await r.text()).trim();
+      if (link && link !== before) return link;
+    }
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new Error("no sign-in mail arrived");
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+  ],
+});
+let page;
+try {
+  const context = await browser.newContext();
+  page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("WebAuthn.enable");
+  await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2", transport: "internal", hasResidentKey: true,
+      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+    },
+  });
+
+  step("open the app: sent to the login page");
+  await page.goto(`${base}/welcome`);
+  if (!page.url().includes("/.sesame/login")) throw new Error(`not on the login page: ${page.url()}`);
+  await page.fill("#email", email);
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("text=Check your email");
+
+  step("follow the emailed link in the same browser");
+  const link = await latestLink("");
+  await page.goto(link);
+  // The confirm page continues by itself here; after it, the passkey offer.
+  await page.waitForURL(/\/\.sesame\/passkey\/offer/);
+  await page.screenshot({ path: `${shots}/offer.png` });
+
+  step("add a passkey");
+  await page.click("#passkey-add");
+  await page.waitForURL(`${base}/welcome`);
+
+  step("check the passkey on the account page");
+  await page.goto(`${base}/.sesame/account`);
+  await page.waitForSelector("#passkeys li");
+  await page.screenshot({ path: `${shots}/account.png` });
+
+  step("sign out");
+  await page.click("form[action='/.sesame/logout'] button");
+  await page.waitForURL(/\/\.sesame\/login/);
+
+  step("sign in through autofill on the email field (conditional mediation)");
+  await page.goto(`${base}/.sesame/login?rd=${encodeURIComponent(base + "/autofill")}`);
+  await page.waitForURL(`${base}/autofill`);
+  if (!(await page.textContent("body")).includes("upstream saw /autofill")) throw new Error("autofill did not reach the app");
+
+  step("sign out, then sign in with the passkey button");
+  await page.goto(`${base}/.sesame/account`);
+  await page.click("form[action='/.sesame/logout'] button");
+  await page.waitForURL(/\/\.sesame\/login/);
+  // Without autofill this time, so that the button does it.
+  await page.addInitScript(() => {
+    if (window.PublicKeyCredential) {
+      PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
+    }
+  });
+  await page.goto(`${base}/.sesame/login?rd=${encodeURIComponent(base + "/back")}`);
+  await page.click("#passkey-signin");
+  await page.waitForURL(`${base}/back`);
+  const body = await page.textContent("body");
+  if (!body.includes("upstream saw /back")) throw new Error(`not the app: ${body}`);
+  step("done");
+} catch (e) {
+  if (page) {
+    await page.screenshot({ path: `${shots}/failure.png` }).catch(() => {});
+    console.error(`at ${page.url()}: ${(await page.textContent("body").catch(() => "")).slice(0, 500)}`);
+  }
+  console.error(`browser test failed: ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

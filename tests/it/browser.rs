@@ -1,0 +1,124 @@
+//! Browser level: headless Chromium (Debian `chromium`) with the DevTools
+//! virtual authenticator, driven by playwright-core (tests/browser/): email
+//! link from the SMTP sink, add a passkey, sign out, sign in with the
+//! discoverable-passkey button, reach the app.
+
+use std::path::Path;
+use std::process::Command;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Serves the latest sign-in link for `?to=EMAIL` out of the SMTP sink.
+async fn mail_api(mail: MailBox) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mail = mail.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let target = head.split(' ').nth(1).unwrap_or("");
+                let to = url::Url::parse(&format!("http://x{target}"))
+                    .ok()
+                    .and_then(|u| {
+                        u.query_pairs()
+                            .find(|(k, _)| k == "to")
+                            .map(|(_, v)| v.into_owned())
+                    })
+                    .unwrap_or_default();
+                let link = mail
+                    .all()
+                    .iter()
+                    .rev()
+                    .find(|m| m.to.contains(&to))
+                    .map(|m| m.link())
+                    .unwrap_or_default();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{link}",
+                    link.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/mail")
+}
+
+/// playwright-core from tests/browser/package-lock.json, installed on first use.
+fn ensure_driver(dir: &Path) {
+    if dir.join("node_modules/playwright-core").is_dir() {
+        return;
+    }
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .output()
+        .expect("npm (Node.js) is needed for the browser test: apt-get install -y nodejs npm");
+    assert!(
+        out.status.success(),
+        "npm ci in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "the browser test needs Chromium at {CHROMIUM}: apt-get install -y chromium"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    ensure_driver(&dir);
+    let app = spawn_with(Options {
+        passkey_prompt: true,
+        ..Default::default()
+    })
+    .await;
+    let api = mail_api(app.mail.clone()).await;
+    let shots = app.store.dir().to_path_buf();
+    let out = tokio::process::Command::new("node")
+        .arg("passkey.mjs")
+        .current_dir(&dir)
+        .env("SESAME_BASE", &app.base)
+        .env("MAIL_API", &api)
+        .env("EMAIL", "chromium@example.com")
+        .env("SHOTS", &shots)
+        .env("CHROMIUM", CHROMIUM)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("step: done"), "{stdout}");
+    for path in ["/autofill", "/back"] {
+        let seen = app
+            .upstream
+            .seen()
+            .into_iter()
+            .find(|s| s.path == path)
+            .expect("the app saw the page");
+        assert_eq!(
+            seen.header("sesame-auth-method").as_deref(),
+            Some("passkey"),
+            "{path}"
+        );
+        assert_eq!(
+            seen.header("remote-email").as_deref(),
+            Some("chromium@example.com"),
+            "{path}"
+        );
+    }
+    let m = app.metrics().await;
+    assert_eq!(
+        TestApp::metric(&m, "sesame_passkey_registrations_total{result=\"ok\"}"),
+        1.0
+    );
+}
