@@ -281,10 +281,35 @@ async fn cross_site_posts_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    // The link was not spent by the refused request.
-    let r = app
-        .post_form(&b, "/.sesame/magic", &[("token", &mail.token())])
-        .await;
+    // `Origin: null` (a form on a no-referrer page) counts only with the
+    // browser's unforgeable Sec-Fetch-Site.
+    let r = b
+        .post(app.url("/.sesame/magic"))
+        .header("Origin", "null")
+        .form(&[("token", &mail.token())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = b
+        .post(app.url("/.sesame/magic"))
+        .header("Origin", "null")
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&[("token", &mail.token())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The link was not spent by the refused requests; the browser's own
+    // same-origin post from the confirm page is accepted.
+    let r = b
+        .post(app.url("/.sesame/magic"))
+        .header("Origin", "null")
+        .header("Sec-Fetch-Site", "same-origin")
+        .form(&[("token", &mail.token())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303);
 }
 
