@@ -50,6 +50,7 @@ try {
   step("open the app: sent to the login page");
   await page.goto(`${base}/welcome`);
   if (!page.url().includes("/.sesame/login")) throw new Error(`not on the login page: ${page.url()}`);
+  await page.screenshot({ path: `${shots}/login.png` });
   await page.fill("#email", email);
   await page.click("#login-form button[type=submit]");
   await page.waitForSelector("text=Check your email");

@@ -82,7 +82,10 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
     })
     .await;
     let api = mail_api(app.mail.clone()).await;
-    let shots = app.store.dir().to_path_buf();
+    // Screenshots (offer, account, failure) go to SESAME_TEST_SHOTS if set.
+    let shots = std::env::var_os("SESAME_TEST_SHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| app.store.dir().to_path_buf());
     let out = tokio::process::Command::new("node")
         .arg("passkey.mjs")
         .current_dir(&dir)
