@@ -8,11 +8,13 @@
 pub mod admin;
 pub mod admin_cli;
 pub mod app;
+pub mod client_addr;
 pub mod clock;
 pub mod config;
 pub mod demo_app;
 pub mod email;
 pub mod endpoints;
+pub mod forward_auth;
 pub mod gateway;
 pub mod keys;
 pub mod login;

@@ -37,6 +37,8 @@ pub struct ServerFile {
     pub listen: Option<Vec<String>>,
     pub admin_listen: Option<String>,
     pub threads: Option<usize>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -52,6 +52,8 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub admin_listen: SocketAddr,
+    /// Peers whose X-Forwarded-* headers are believed (none by default).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
     pub threads: usize,
     pub rp_id: String,
     pub rp_name: String,
@@ -321,6 +323,16 @@ impl Validator {
             "server.admin_listen",
             f.server.admin_listen.as_deref().unwrap_or("127.0.0.1:9090"),
         );
+        let mut trusted = Vec::new();
+        for (i, raw) in f.server.trusted_proxies.iter().enumerate() {
+            match crate::client_addr::Cidr::parse(raw) {
+                Some(c) => trusted.push(c),
+                None => self.err(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{raw:?} is not an address or range such as 10.0.0.0/8"),
+                ),
+            }
+        }
         let threads = match f.server.threads {
             Some(0) => {
                 self.err("server.threads", "must be at least 1");
@@ -394,6 +406,7 @@ impl Validator {
         Some(Config {
             listen,
             admin_listen: admin_listen?,
+            trusted_proxies: crate::client_addr::TrustedProxies(trusted),
             threads,
             rp_id,
             rp_name,

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::endpoints::{self, Req, Resp, MAX_BODY, MAX_HEADERS};
+use crate::forward_auth;
 use crate::policy::{self, Decision};
 use crate::session::LiveSession;
 
@@ -34,12 +35,23 @@ pub struct Ctx {
 
 const PREFIX: &str = "/.sesame";
 
-fn client_ip(session: &Session) -> IpAddr {
+/// The TCP peer.
+fn peer_ip(session: &Session) -> IpAddr {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+fn forwarded_for(session: &Session) -> Vec<&str> {
+    session
+        .req_header()
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
 }
 
 fn request_host(req: &RequestHeader) -> Option<&str> {
@@ -129,7 +141,10 @@ impl Gateway {
                 .await
             }
         };
-        let client_ip = client_ip(session);
+        let client_ip = app
+            .config
+            .trusted_proxies
+            .client(peer_ip(session), &forwarded_for(session));
         let req_header = session.req_header();
         let path = req_header.uri.path();
         let req = Req {
@@ -252,6 +267,21 @@ impl ProxyHttp for Gateway {
     /// holding the identity (if any). `Err`: the connection failed.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let started = Instant::now();
+        if session.req_header().uri.path() == forward_auth::PATH {
+            let peer = peer_ip(session);
+            let req = session.req_header();
+            let query = req.uri.query().unwrap_or("");
+            let (site, outcome, resp) =
+                forward_auth::check(&self.app, peer, &req.headers, query).await;
+            ctx.site = site;
+            ctx.outcome = outcome;
+            self.app
+                .metrics
+                .auth_check_seconds
+                .observe(started.elapsed().as_secs_f64());
+            write(session, resp).await?;
+            return Ok(true);
+        }
         let Some((site_index, site)) =
             request_host(session.req_header()).and_then(|h| self.app.site_for_host(h))
         else {
@@ -336,8 +366,12 @@ impl ProxyHttp for Gateway {
         if let Some(live) = &ctx.identity {
             headers::inject(up, site, live);
         }
-        let ip = client_ip(session).to_string();
-        up.insert_header("x-forwarded-for", ip)?;
+        let xff = self
+            .app
+            .config
+            .trusted_proxies
+            .forward(peer_ip(session), &forwarded_for(session));
+        up.insert_header("x-forwarded-for", xff)?;
         up.insert_header("x-forwarded-proto", site.site.public_url.scheme())?;
         up.insert_header("x-forwarded-host", site.site.host.as_str())?;
         Ok(())

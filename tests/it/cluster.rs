@@ -408,8 +408,8 @@ async fn a_rotation_reaches_every_instance_and_signs_nobody_out() {
                 break;
             }
             assert!(
-                t.elapsed() < Duration::from_secs(3),
-                "new key not used within 3 s; log of A:\n{}",
+                t.elapsed() < Duration::from_secs(10),
+                "new key not used within 10 s; log of A:\n{}",
                 std::fs::read_to_string(c.store.dir().join("a.log")).unwrap_or_default()
             );
         }

@@ -430,6 +430,11 @@ pub struct Options {
     pub site0: String,
     /// Offer a passkey after an email sign-in (off: most tests follow `rd`).
     pub passkey_prompt: bool,
+    /// Lines added to `[server]`.
+    pub server: String,
+    /// The port of the first site's public URL, if not the gateway's own
+    /// (a proxy in front).
+    pub public_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -441,6 +446,8 @@ impl Default for Options {
             store: None,
             site0: String::new(),
             passkey_prompt: false,
+            server: String::new(),
+            public_port: None,
         }
     }
 }
@@ -471,6 +478,7 @@ pub fn config_text(
 listen = ["127.0.0.1:{port}"]
 admin_listen = "127.0.0.1:{admin}"
 threads = 2
+{server}
 
 [store]
 url = "{store_url}"
@@ -493,7 +501,7 @@ per_client = 1000
 
 [[site]]
 name = "Test app"
-public_url = "http://localhost:{port}"
+public_url = "http://localhost:{public_port}"
 upstream = ["{upstream}"]
 public_paths = ["/public", "/health"]
 {site0}
@@ -505,6 +513,8 @@ upstream = ["{upstream}"]
 {extra}
 "#,
         signup = o.signup,
+        server = o.server,
+        public_port = o.public_port.unwrap_or(port),
         prompt = o.passkey_prompt,
         site0 = o.site0,
         extra = o.extra,

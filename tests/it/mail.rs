@@ -171,7 +171,15 @@ async fn admin_listener_serves_health_and_metrics() {
         200
     );
     browser().get(app.url("/x")).send().await.unwrap();
-    let m = app.metrics().await;
+    // The request is counted when it is logged, just after its response.
+    let mut m = app.metrics().await;
+    for _ in 0..100 {
+        if m.contains("sesame_requests_total") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        m = app.metrics().await;
+    }
     for name in [
         "sesame_requests_total",
         "sesame_auth_check_seconds",

@@ -1,0 +1,143 @@
+//! `GET /.sesame/auth`: the auth decision alone, for a proxy in front
+//! (nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`).
+//!
+//! The original host, path and method come from `X-Forwarded-*` /
+//! `X-Original-*` headers, believed only from trusted proxies. A 200 always
+//! carries an identity; a malformed cookie never yields one. Public paths
+//! are the front proxy's business here (it does not ask for them).
+
+use std::net::IpAddr;
+
+use http::{header, HeaderMap, Method};
+use serde_json::json;
+
+use crate::app::App;
+use crate::endpoints::Resp;
+use crate::policy::{self, Decision};
+
+pub const PATH: &str = "/.sesame/auth";
+
+/// The request the front proxy is asking about.
+struct Original<'a> {
+    host: Option<&'a str>,
+    uri: &'a str,
+    method: &'a str,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
+fn original<'a>(app: &App, peer: IpAddr, h: &'a HeaderMap) -> Original<'a> {
+    let own_host = header(h, "host");
+    if !app.config.trusted_proxies.trusts(peer) {
+        return Original {
+            host: own_host,
+            uri: "/",
+            method: "GET",
+        };
+    }
+    Original {
+        host: header(h, "x-forwarded-host")
+            .or_else(|| header(h, "x-original-host"))
+            .or(own_host),
+        uri: header(h, "x-original-uri")
+            .or_else(|| header(h, "x-forwarded-uri"))
+            .unwrap_or("/"),
+        method: header(h, "x-original-method")
+            .or_else(|| header(h, "x-forwarded-method"))
+            .unwrap_or("GET"),
+    }
+}
+
+/// Decide; returns the site index (if any), the outcome label and the answer.
+pub async fn check(
+    app: &App,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    query: &str,
+) -> (Option<usize>, &'static str, Resp) {
+    let o = original(app, peer, headers);
+    let Some((site_index, site)) = o.host.and_then(|h| app.site_for_host(h)) else {
+        return (
+            None,
+            "unknown_site",
+            Resp::json(404, &json!({"error": "unknown_site"})),
+        );
+    };
+    if !o.uri.starts_with('/') {
+        return (
+            Some(site_index),
+            "bad_path",
+            Resp::json(400, &json!({"error": "bad_path"})),
+        );
+    }
+    let path = o.uri.split(['?', '#']).next().unwrap_or("/");
+    let cookie = policy::session_cookie(
+        site,
+        headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+    );
+    let decision = policy::decide(app, site, path, cookie).await;
+    let outcome = decision.outcome();
+    let login_url = || {
+        let mut login = site.site.public_url.clone();
+        login.set_path("/.sesame/login");
+        login
+            .query_pairs_mut()
+            .append_pair("rd", &format!("{}{}", site.site.origin, o.uri));
+        login.to_string()
+    };
+    let resp = match decision {
+        Decision::Allow(live) => {
+            let h = &site.site.headers;
+            let r = &live.record;
+            let mut resp = Resp::new(200, "text/plain; charset=utf-8", "")
+                .header(h.user.clone(), &r.user_id)
+                .header(h.email.clone(), r.email.as_str())
+                .header(h.groups.clone(), &live.groups_header)
+                .header(h.auth_method.clone(), r.auth_method.as_str());
+            if let Some(name) = &r.name {
+                resp = resp.header(h.name.clone(), name);
+            }
+            resp.headers.push((
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            ));
+            resp
+        }
+        // Public or not signed in: no identity, so no 200.
+        Decision::Public | Decision::Login => {
+            let wants_redirect =
+                form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "redirect" && v == "1");
+            if wants_redirect && o.method.eq_ignore_ascii_case(Method::GET.as_str()) {
+                Resp::redirect(302, &login_url())
+            } else {
+                Resp::json(
+                    401,
+                    &json!({"error": "unauthenticated", "login_url": login_url()}),
+                )
+            }
+        }
+        Decision::Deny(live) => Resp::json(
+            403,
+            &json!({"error": "forbidden", "signed_in_as": live.record.email.as_str()}),
+        ),
+        Decision::StepUp(_) => {
+            let mut url = site.site.public_url.clone();
+            url.set_path("/.sesame/stepup");
+            url.query_pairs_mut()
+                .append_pair("rd", &format!("{}{}", site.site.origin, o.uri));
+            Resp::json(
+                403,
+                &json!({"error": "passkey_required", "stepup_url": url.as_str()}),
+            )
+        }
+        Decision::BadPath => Resp::json(400, &json!({"error": "bad_path"})),
+        Decision::Unavailable => {
+            Resp::json(503, &json!({"error": "unavailable"})).header(header::RETRY_AFTER, "5")
+        }
+    };
+    (Some(site_index), outcome, resp)
+}

@@ -1,0 +1,151 @@
+//! Real nginx in front of Sesame with `auth_request`, configured by the
+//! shipped example `conf/examples/nginx.conf`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::*;
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+struct Nginx {
+    child: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(
+    dir: &std::path::Path,
+    listen: u16,
+    sesame: u16,
+    app: std::net::SocketAddr,
+) -> Nginx {
+    assert!(
+        std::path::Path::new(NGINX).exists(),
+        "the nginx test needs nginx at {NGINX}: apt-get install -y nginx-light"
+    );
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/examples/nginx.conf"
+    ))
+    .unwrap();
+    let site = example
+        .replace("@LISTEN@", &format!("127.0.0.1:{listen}"))
+        .replace("@SESAME@", &format!("127.0.0.1:{sesame}"))
+        .replace("@APP@", &app.to_string());
+    let d = dir.display();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n\
+             fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  include {d}/site.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(NGINX)
+        .args([
+            "-p",
+            &d.to_string(),
+            "-c",
+            &format!("{d}/nginx.conf"),
+            "-g",
+            "daemon off;",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+            return Nginx { child };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    panic!(
+        "nginx did not start: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    );
+}
+
+store_tests! {
+async fn nginx_auth_request_in_front_of_sesame() {
+    let port = free_port();
+    let app = spawn_with(Options {
+        public_port: Some(port),
+        server: "trusted_proxies = [\"127.0.0.1\"]".into(),
+        ..Default::default()
+    })
+    .await;
+    let _nginx = start_nginx(app.store.dir(), port, app.port, app.upstream.addr);
+    let base = format!("http://localhost:{port}");
+    let b = browser();
+
+    // Not signed in: nginx sends the browser to Sesame's login page.
+    let r = b.get(format!("{base}/docs?x=1")).header("Accept", "text/html").send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], format!("{base}/.sesame/login?rd=/docs?x=1").as_str());
+    assert!(app.upstream.seen().is_empty());
+    // The check itself is internal to nginx.
+    assert_eq!(b.get(format!("{base}/.sesame/auth")).send().await.unwrap().status(), 404);
+
+    // Sign in through nginx, as a person would.
+    let login = b.get(format!("{base}/.sesame/login?rd=/docs")).send().await.unwrap();
+    assert_eq!(login.status(), 200);
+    let r = b
+        .post(format!("{base}/.sesame/login"))
+        .header("Origin", &base)
+        .form(&[("email", "ngx@example.com"), ("rd", "/docs")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mail = app.mail.wait_for("ngx@example.com", 0).await;
+    assert!(mail.link().starts_with(&format!("{base}/.sesame/magic?token=")), "{}", mail.link());
+    let r = b
+        .post(format!("{base}/.sesame/magic"))
+        .header("Origin", &base)
+        .form(&[("token", &mail.token())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], format!("{base}/docs").as_str());
+
+    // Signed in: nginx forwards with Sesame's identity, never the client's.
+    let r = b
+        .get(format!("{base}/docs"))
+        .header("Remote-User", "admin")
+        .header("Remote-Email", "boss@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "upstream saw /docs");
+    let seen = app.upstream.last();
+    assert_eq!(seen.headers_named("remote-email"), vec!["ngx@example.com".to_string()]);
+    assert_eq!(seen.header("sesame-auth-method").as_deref(), Some("magic_link"));
+    assert!(seen.header("remote-user").unwrap().starts_with("u_"));
+    assert!(seen.header("x-forwarded-for").unwrap().contains("127.0.0.1"));
+
+    // A broken cookie is not a session.
+    let r = browser()
+        .get(format!("{base}/docs"))
+        .header("Cookie", "sesame=cookie-1.garbage")
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+}
+}
