@@ -167,7 +167,13 @@ fn benches(c: &mut Criterion) {
                         panic!("bench session must be allowed")
                     };
                     sesame::gateway::headers::strip(&mut req, site);
-                    sesame::gateway::headers::inject(&mut req, site, &live);
+                    let assertion = app.assertions.get(&app.keys, &app.clock, 0, site, &live);
+                    sesame::gateway::headers::inject(
+                        &mut req,
+                        site,
+                        &live,
+                        assertion.as_ref().map(|a| a.0.as_str()),
+                    );
                     black_box(req);
                 })
             },

@@ -216,14 +216,19 @@ pub async fn keys_list(store: &DynStore, grace: std::time::Duration) -> Out {
         .collect())
 }
 
-/// Add a new cookie key and a new link key; they sign from now on.
+/// Add a new key of every purpose; they sign from now on.
 pub async fn keys_rotate(store: &DynStore) -> Out {
+    let existing = store.keys().await?;
     let mut out = Vec::new();
-    for purpose in [
-        crate::store::KeyPurpose::Cookie,
-        crate::store::KeyPurpose::Link,
-    ] {
-        let key = crate::keys::new_key(purpose, now());
+    for purpose in crate::store::KeyPurpose::ALL {
+        // Strictly newer than every key of its purpose, even within one second.
+        let newest = existing
+            .iter()
+            .filter(|k| k.purpose == purpose)
+            .map(|k| k.created_at)
+            .max();
+        let created_at = newest.map_or(now(), |n| now().max(n + 1));
+        let key = crate::keys::new_key(purpose, created_at);
         store.add_key(&key).await?;
         out.push(format!(
             "added {} key {}; it signs from now on",

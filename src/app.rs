@@ -48,6 +48,8 @@ pub struct App {
     pub client_limit: RateLimiter,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
+    /// Signed identity assertions, cached per session and site.
+    pub assertions: crate::identity::Assertions,
     /// The WebAuthn relying party for passkeys.
     pub passkeys: crate::passkey::RelyingParty,
     /// False while the store is unreachable; kept by `probe_store`.
@@ -120,6 +122,7 @@ impl App {
             mailer,
             outbox,
             csp,
+            assertions: crate::identity::Assertions::default(),
             passkeys,
             store_up,
         }))

@@ -101,6 +101,12 @@ pub async fn check(
             if let Some(name) = &r.name {
                 resp = resp.header(h.name.clone(), name);
             }
+            if let Some(a) = app
+                .assertions
+                .get(&app.keys, &app.clock, site_index, site, &live)
+            {
+                resp = resp.header(h.assertion.clone(), &a.0);
+            }
             resp.headers.push((
                 header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-store"),

@@ -29,11 +29,38 @@ struct LinkKey {
     decoding: DecodingKey,
 }
 
+/// An Ed25519 key for the assertion header.
+pub struct AssertionKey {
+    pub kid: String,
+    pub encoding: EncodingKey,
+    /// The public key, for the JWKS.
+    pub public: [u8; 32],
+}
+
+impl AssertionKey {
+    fn from_seed(kid: &str, seed: &[u8]) -> Option<AssertionKey> {
+        let seed: [u8; 32] = seed.try_into().ok()?;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        // PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410).
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&seed);
+        Some(AssertionKey {
+            kid: kid.to_string(),
+            encoding: EncodingKey::from_ed_der(&der),
+            public: signing.verifying_key().to_bytes(),
+        })
+    }
+}
+
 /// The keys in force at one moment, newest first.
 #[derive(Default)]
 struct KeySet {
     cookie: Vec<CookieKey>,
     link: Vec<LinkKey>,
+    assertion: Vec<AssertionKey>,
 }
 
 pub struct Keys {
@@ -70,7 +97,7 @@ pub fn random_id(bytes: usize) -> String {
 pub fn new_key(purpose: KeyPurpose, now: i64) -> KeyRecord {
     let len = match purpose {
         KeyPurpose::Cookie => 64,
-        KeyPurpose::Link => 32,
+        KeyPurpose::Link | KeyPurpose::Assertion => 32,
     };
     KeyRecord {
         kid: format!("{}-{}", purpose.as_str(), random_id(6)),
@@ -125,7 +152,7 @@ impl Keys {
         clock: &Clock,
     ) -> StoreResult<Keys> {
         let now = clock.now();
-        for purpose in [KeyPurpose::Cookie, KeyPurpose::Link] {
+        for purpose in KeyPurpose::ALL {
             let mut first = new_key(purpose, now);
             first.kid = format!("{}-1", purpose.as_str());
             store.ensure_key(&first).await?;
@@ -164,9 +191,15 @@ impl Keys {
                     encoding: EncodingKey::from_secret(&r.secret),
                     decoding: DecodingKey::from_secret(&r.secret),
                 }),
+                KeyPurpose::Assertion => {
+                    set.assertion
+                        .push(AssertionKey::from_seed(&r.kid, &r.secret).ok_or_else(|| {
+                            StoreError::Other(format!("assertion key {} is not 32 bytes", r.kid))
+                        })?)
+                }
             }
         }
-        if set.cookie.is_empty() || set.link.is_empty() {
+        if set.cookie.is_empty() || set.link.is_empty() || set.assertion.is_empty() {
             return Err(StoreError::Other("the store holds no signing keys".into()));
         }
         if let Ok(mut guard) = self.set.write() {
@@ -263,6 +296,22 @@ impl Keys {
         }
     }
 
+    /// Sign with the newest assertion key: `f(kid, key)`.
+    pub fn with_assertion_signer<T>(&self, f: impl FnOnce(&str, &EncodingKey) -> T) -> Option<T> {
+        let set = self.current();
+        set.assertion.first().map(|k| f(&k.kid, &k.encoding))
+    }
+
+    /// Every assertion key in force (the signing one and those still
+    /// verifying), as (kid, public key).
+    pub fn assertion_public_keys(&self) -> Vec<(String, [u8; 32])> {
+        self.current()
+            .assertion
+            .iter()
+            .map(|k| (k.kid.clone(), k.public))
+            .collect()
+    }
+
     /// Keys from fixed bytes, for unit tests and benches.
     pub fn fixed(cookie: &[u8], link: &[u8], code_mac: Vec<u8>) -> Option<Keys> {
         let set = KeySet {
@@ -275,6 +324,7 @@ impl Keys {
                 encoding: EncodingKey::from_secret(link),
                 decoding: DecodingKey::from_secret(link),
             }],
+            assertion: vec![AssertionKey::from_seed("assertion-1", &[5u8; 32])?],
         };
         Some(Keys {
             set: RwLock::new(Arc::new(set)),

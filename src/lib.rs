@@ -16,6 +16,7 @@ pub mod email;
 pub mod endpoints;
 pub mod forward_auth;
 pub mod gateway;
+pub mod identity;
 pub mod keys;
 pub mod login;
 pub mod magic_link;

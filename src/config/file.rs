@@ -145,4 +145,5 @@ pub struct HeaderNamesFile {
     pub name: Option<String>,
     pub groups: Option<String>,
     pub auth_method: Option<String>,
+    pub assertion: Option<String>,
 }

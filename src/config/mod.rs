@@ -169,16 +169,18 @@ pub struct HeaderNames {
     pub name: http::HeaderName,
     pub groups: http::HeaderName,
     pub auth_method: http::HeaderName,
+    pub assertion: http::HeaderName,
 }
 
 impl HeaderNames {
-    pub fn all(&self) -> [&http::HeaderName; 5] {
+    pub fn all(&self) -> [&http::HeaderName; 6] {
         [
             &self.user,
             &self.email,
             &self.name,
             &self.groups,
             &self.auth_method,
+            &self.assertion,
         ]
     }
 }
@@ -681,6 +683,7 @@ impl Validator {
             name: one("name", h.name, "remote-name"),
             groups: one("groups", h.groups, "remote-groups"),
             auth_method: one("auth_method", h.auth_method, "sesame-auth-method"),
+            assertion: one("assertion", h.assertion, "sesame-assertion"),
         }
     }
 }

@@ -215,6 +215,18 @@ pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
         "/code" if m == Method::POST => signin::consume_code(app, &req).await,
         "/logout" if m == Method::POST => signin::logout(app, &req).await,
         "/whoami" if m == Method::GET => signin::whoami(app, &req).await,
+        "/jwks.json" if m == Method::GET => {
+            let mut r = Resp::new(
+                200,
+                "application/json",
+                serde_json::to_vec(&crate::identity::jwks(&app.keys)).unwrap_or_default(),
+            );
+            r.headers.push((
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ));
+            r
+        }
         "/passkey/register/start" if m == Method::POST => passkeys::register_start(app, &req).await,
         "/passkey/register/finish" if m == Method::POST => {
             passkeys::register_finish(app, &req).await

@@ -66,8 +66,8 @@ fn strip_cookies(req: &mut RequestHeader, site: &SiteRt) {
     }
 }
 
-/// Add the identity headers for `live`.
-pub fn inject(req: &mut RequestHeader, site: &SiteRt, live: &LiveSession) {
+/// Add the identity headers for `live`, and the signed assertion.
+pub fn inject(req: &mut RequestHeader, site: &SiteRt, live: &LiveSession, assertion: Option<&str>) {
     let h = &site.site.headers;
     let r = &live.record;
     let _ = req.insert_header(h.user.clone(), r.user_id.as_str());
@@ -78,4 +78,7 @@ pub fn inject(req: &mut RequestHeader, site: &SiteRt, live: &LiveSession) {
     }
     let _ = req.insert_header(h.groups.clone(), live.groups_header.as_str());
     let _ = req.insert_header(h.auth_method.clone(), r.auth_method.as_str());
+    if let Some(a) = assertion {
+        let _ = req.insert_header(h.assertion.clone(), a);
+    }
 }

@@ -364,7 +364,9 @@ impl ProxyHttp for Gateway {
         let site = &self.app.sites[i];
         headers::strip(up, site);
         if let Some(live) = &ctx.identity {
-            headers::inject(up, site, live);
+            let app = &self.app;
+            let assertion = app.assertions.get(&app.keys, &app.clock, i, site, live);
+            headers::inject(up, site, live, assertion.as_ref().map(|a| a.0.as_str()));
         }
         let xff = self
             .app

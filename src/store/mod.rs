@@ -277,13 +277,18 @@ pub enum KeyPurpose {
     Cookie,
     /// Signs magic-link tokens (HS256).
     Link,
+    /// Signs the `Sesame-Assertion` sent to apps (EdDSA, Ed25519 seed).
+    Assertion,
 }
 
 impl KeyPurpose {
+    pub const ALL: [KeyPurpose; 3] = [KeyPurpose::Cookie, KeyPurpose::Link, KeyPurpose::Assertion];
+
     pub fn as_str(self) -> &'static str {
         match self {
             KeyPurpose::Cookie => "cookie",
             KeyPurpose::Link => "link",
+            KeyPurpose::Assertion => "assertion",
         }
     }
 
@@ -291,6 +296,7 @@ impl KeyPurpose {
         match s {
             "cookie" => Some(KeyPurpose::Cookie),
             "link" => Some(KeyPurpose::Link),
+            "assertion" => Some(KeyPurpose::Assertion),
             _ => None,
         }
     }

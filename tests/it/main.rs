@@ -27,6 +27,7 @@ macro_rules! store_tests {
 
 mod helpers;
 
+mod assertion;
 mod browser;
 mod cluster;
 mod code;
