@@ -133,6 +133,8 @@ pub struct SiteFile {
     pub allow_groups: Vec<String>,
     #[serde(default)]
     pub require_passkey: bool,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
     #[serde(default)]
     pub headers: HeaderNamesFile,
 }

@@ -203,6 +203,10 @@ pub struct Site {
     pub allow_groups: Vec<String>,
     /// Only sessions that signed in with a passkey may use this site.
     pub require_passkey: bool,
+    /// Time to connect to an upstream (then 504).
+    pub connect_timeout: Duration,
+    /// Time to wait for an upstream's answer, between reads (then 504).
+    pub read_timeout: Duration,
     pub headers: HeaderNames,
 }
 
@@ -657,6 +661,16 @@ impl Validator {
             allow_emails,
             allow_groups: s.allow_groups,
             require_passkey: s.require_passkey,
+            connect_timeout: self.duration(
+                &p("connect_timeout"),
+                s.connect_timeout,
+                Duration::from_secs(5),
+            ),
+            read_timeout: self.duration(
+                &p("read_timeout"),
+                s.read_timeout,
+                Duration::from_secs(60),
+            ),
             headers,
         })
     }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{header, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 
 use crate::app::App;
@@ -205,6 +205,41 @@ impl Gateway {
         }
     }
 
+    fn upstream_error(&self, session: &Session, site: Option<usize>, code: u16) -> Resp {
+        let app = &self.app;
+        let (title, message) = match code {
+            504 => ("The app is not answering", "The app behind this site took too long to answer. Please try again in a moment."),
+            502 => ("The app is unavailable", "The app behind this site cannot be reached right now. Please try again in a moment."),
+            _ => ("Something went wrong", "The request could not be completed."),
+        };
+        let wants_html = session
+            .req_header()
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+        match site {
+            Some(i) if wants_html => {
+                let html = app.pages.render(
+                    "error.html",
+                    &endpoints::ErrorPage {
+                        site_name: &app.sites[i].site.name,
+                        title,
+                        message,
+                        offer_new_link: false,
+                        rd: "",
+                        retry_after: None,
+                    },
+                );
+                Resp::page(app, code, html)
+            }
+            _ => Resp::json(
+                code,
+                &json!({"error": if code == 504 { "upstream_timeout" } else { "upstream_unavailable" }}),
+            ),
+        }
+    }
+
     /// The store is down and this session was not verified recently enough.
     fn unavailable_response(&self, session: &Session, site_index: usize) -> Resp {
         let app = &self.app;
@@ -346,11 +381,12 @@ impl ProxyHttp for Gateway {
         let Some(i) = ctx.site else {
             return Error::e_explain(ErrorType::InternalError, "no site chosen");
         };
-        Ok(Box::new(HttpPeer::new(
-            self.app.sites[i].upstream(),
-            false,
-            String::new(),
-        )))
+        let site = &self.app.sites[i];
+        let mut peer = HttpPeer::new(site.upstream(), false, String::new());
+        peer.options.connection_timeout = Some(site.site.connect_timeout);
+        peer.options.total_connection_timeout = Some(site.site.connect_timeout);
+        peer.options.read_timeout = Some(site.site.read_timeout);
+        Ok(Box::new(peer))
     }
 
     /// Strip anything identity-like the client sent, add the real identity.
@@ -377,6 +413,45 @@ impl ProxyHttp for Gateway {
         up.insert_header("x-forwarded-proto", site.site.public_url.scheme())?;
         up.insert_header("x-forwarded-host", site.site.host.as_str())?;
         Ok(())
+    }
+
+    /// The upstream failed: 502 (down, refused, broken) or 504 (timed out),
+    /// as a page for a person or JSON for a program; never a login loop.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut Ctx,
+    ) -> FailToProxy {
+        use pingora::ErrorType::*;
+        let code = match e.etype() {
+            HTTPStatus(code) => *code,
+            ConnectTimedout | ReadTimedout | WriteTimedout => 504,
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => 502,
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    WriteError | ReadError | ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ => 500,
+            },
+        };
+        ctx.outcome = match code {
+            502 => "upstream_down",
+            504 => "upstream_timeout",
+            _ => "error",
+        };
+        if code > 0 && session.response_written().is_none() {
+            tracing::warn!(error = %e, code, "proxying failed");
+            let resp = self.upstream_error(session, ctx.site, code);
+            if let Err(err) = write(session, resp).await {
+                tracing::debug!(error = %err, "could not send the error page");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {

@@ -432,6 +432,8 @@ pub struct Options {
     pub passkey_prompt: bool,
     /// Lines added to `[server]`.
     pub server: String,
+    /// The first site's upstreams, instead of the recording upstream.
+    pub upstreams: Option<Vec<SocketAddr>>,
     /// The port of the first site's public URL, if not the gateway's own
     /// (a proxy in front).
     pub public_port: Option<u16>,
@@ -447,6 +449,7 @@ impl Default for Options {
             site0: String::new(),
             passkey_prompt: false,
             server: String::new(),
+            upstreams: None,
             public_port: None,
         }
     }
@@ -502,7 +505,7 @@ per_client = 1000
 [[site]]
 name = "Test app"
 public_url = "http://localhost:{public_port}"
-upstream = ["{upstream}"]
+upstream = [{site0_upstreams}]
 public_paths = ["/public", "/health"]
 {site0}
 
@@ -514,6 +517,15 @@ upstream = ["{upstream}"]
 "#,
         signup = o.signup,
         server = o.server,
+        site0_upstreams = o
+            .upstreams
+            .as_ref()
+            .map(|u| u
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_else(|| format!("\"{upstream}\"")),
         public_port = o.public_port.unwrap_or(port),
         prompt = o.passkey_prompt,
         site0 = o.site0,

@@ -42,3 +42,4 @@ mod nginx;
 mod outage;
 mod passkeys;
 mod session;
+mod upstream;

@@ -1,0 +1,115 @@
+//! What happens between Sesame and the app: round robin, a down or slow app
+//! (502 / 504, never a login loop), several Set-Cookie headers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+/// An app that answers every request with `response` (or never, if empty),
+/// after reading the request head; with `echo`, it then echoes bytes.
+async fn scripted(response: &'static str, echo: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if response.is_empty() {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
+                let _ = sock.write_all(response.as_bytes()).await;
+                if echo {
+                    loop {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if sock.write_all(&chunk[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn session_of(app: &TestApp, email: &str) -> String {
+    cookies_set(&app.sign_in(&browser(), email).await)["sesame"].clone()
+}
+
+store_tests! {
+async fn a_down_or_slow_app_gets_502_or_504_never_a_login_loop() {
+    let closed: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let app = spawn_with(Options { upstreams: Some(vec![closed]), ..Default::default() }).await;
+    let session = session_of(&app, "down@example.com").await;
+    let r = browser()
+        .get(app.url("/x"))
+        .header("Cookie", format!("sesame={session}"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("The app is unavailable"));
+    let r = browser().get(app.url("/api")).header("Cookie", format!("sesame={session}")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "upstream_unavailable");
+
+    let silent = scripted("", false).await;
+    let app = spawn_with(Options {
+        upstreams: Some(vec![silent]),
+        site0: "read_timeout = \"1s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let session = session_of(&app, "slow@example.com").await;
+    let t = Instant::now();
+    let r = browser()
+        .get(app.url("/x"))
+        .header("Cookie", format!("sesame={session}"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(t.elapsed() < Duration::from_secs(5), "the configured timeout holds");
+    assert!(r.text().await.unwrap().contains("not answering"));
+}
+
+async fn round_robin_and_every_set_cookie_kept() {
+    let a = scripted(
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nSet-Cookie: a=1; Path=/\r\nSet-Cookie: b=2; Path=/\r\nConnection: close\r\n\r\nA",
+        false,
+    )
+    .await;
+    let b = scripted("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nB", false).await;
+    let app = spawn_with(Options { upstreams: Some(vec![a, b]), ..Default::default() }).await;
+    let session = session_of(&app, "rr@example.com").await;
+    let mut bodies = String::new();
+    for _ in 0..4 {
+        let r = browser().get(app.url("/x")).header("Cookie", format!("sesame={session}")).send().await.unwrap();
+        let set = cookies_set(&r);
+        let body = r.text().await.unwrap();
+        if body == "A" {
+            assert_eq!((set.get("a").map(String::as_str), set.get("b").map(String::as_str)), (Some("1"), Some("2")), "both Set-Cookie headers kept");
+        }
+        bodies.push_str(&body);
+    }
+    assert_eq!(bodies.matches('A').count(), 2, "{bodies}");
+    assert_eq!(bodies.matches('B').count(), 2, "{bodies}");
+}
+}
