@@ -61,6 +61,19 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
 }
 
+/// One of Sesame's pages on `site`, with `rd` = the request's own URL (built
+/// from the configured public URL, never from the Host header).
+fn sesame_url(site: &crate::config::Site, path: &str, req: &RequestHeader) -> url::Url {
+    let original = match req.uri.path_and_query() {
+        Some(pq) => format!("{}{}", site.origin, pq.as_str()),
+        None => site.origin.clone(),
+    };
+    let mut url = site.public_url.clone();
+    url.set_path(path);
+    url.query_pairs_mut().append_pair("rd", &original);
+    url
+}
+
 /// A browser navigation: GET that accepts HTML.
 fn is_navigation(req: &RequestHeader) -> bool {
     req.method == Method::GET
@@ -163,15 +176,8 @@ impl Gateway {
 
     /// 302 to the login page for a browser navigation, 401 JSON otherwise.
     fn login_response(&self, session: &Session, site_index: usize) -> Resp {
-        let site = &self.app.sites[site_index].site;
         let req = session.req_header();
-        let original = match req.uri.path_and_query() {
-            Some(pq) => format!("{}{}", site.origin, pq.as_str()),
-            None => site.origin.clone(),
-        };
-        let mut login = site.public_url.clone();
-        login.set_path("/.sesame/login");
-        login.query_pairs_mut().append_pair("rd", &original);
+        let login = sesame_url(&self.app.sites[site_index].site, "/.sesame/login", req);
         if is_navigation(req) {
             Resp::redirect(302, login.as_str())
         } else {
@@ -186,15 +192,8 @@ impl Gateway {
     /// The site wants a passkey sign-in: a browser goes to the step-up page,
     /// anything else gets 403 JSON naming it.
     fn step_up_response(&self, session: &Session, site_index: usize) -> Resp {
-        let site = &self.app.sites[site_index].site;
         let req = session.req_header();
-        let original = match req.uri.path_and_query() {
-            Some(pq) => format!("{}{}", site.origin, pq.as_str()),
-            None => site.origin.clone(),
-        };
-        let mut url = site.public_url.clone();
-        url.set_path("/.sesame/stepup");
-        url.query_pairs_mut().append_pair("rd", &original);
+        let url = sesame_url(&self.app.sites[site_index].site, "/.sesame/stepup", req);
         if is_navigation(req) {
             Resp::redirect(302, url.as_str())
         } else {

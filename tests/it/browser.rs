@@ -101,7 +101,7 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("step: done"), "{stdout}");
-    for path in ["/autofill", "/back"] {
+    for path in ["/", "/back"] {
         let seen = app
             .upstream
             .seen()
