@@ -48,6 +48,30 @@ fn has_escape(s: &str) -> bool {
         .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
+/// What may stay unescaped in a path sent upstream (RFC 3986 `pchar` and
+/// `/`); everything else is percent-encoded.
+const PATH_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// A normalised path as it goes on the wire again.
+pub fn encode(normalised: &str) -> String {
+    percent_encoding::utf8_percent_encode(normalised, PATH_ESCAPE).to_string()
+}
+
 /// True if `path` (normalised) is `prefix` or lies below it.
 pub fn is_under(path: &str, prefix: &str) -> bool {
     if prefix == "/" {
@@ -79,6 +103,16 @@ mod tests {
         assert!(normalize("/a%5c..%5cb").is_err());
         assert!(normalize("/a%00").is_err());
         assert!(normalize("/a%ff").is_err());
+    }
+
+    #[test]
+    fn encodes_back_for_the_wire() {
+        assert_eq!(
+            encode(&normalize("/a/%2e%2e/b%20c/%C3%A9").unwrap()),
+            "/b%20c/%C3%A9"
+        );
+        assert_eq!(encode(&normalize("/a//b/./c").unwrap()), "/a/b/c");
+        assert_eq!(encode("/x?y#z"), "/x%3Fy%23z");
     }
 
     #[test]

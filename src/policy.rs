@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::app::{App, SiteRt};
+use crate::config::RuleAction;
 use crate::path;
 use crate::session::{cookies, LiveSession, Rejected};
 use crate::store::AuthMethod;
@@ -57,6 +58,18 @@ where
 /// Decide a request for `raw_path` on `site` carrying `cookie` (the session
 /// cookie's sealed value, if any).
 pub async fn decide(app: &App, site: &SiteRt, raw_path: &str, cookie: Option<&str>) -> Decision {
+    decide_checked(app, site, raw_path, cookie).await.0
+}
+
+/// As [`decide`], also returning the normalised path that path rules were
+/// checked against (when the site has any), which is what the upstream must
+/// then receive.
+pub async fn decide_checked(
+    app: &App,
+    site: &SiteRt,
+    raw_path: &str,
+    cookie: Option<&str>,
+) -> (Decision, Option<String>) {
     let mut unavailable = false;
     let plain = match cookie {
         Some(v) => app.open_cookie(&site.session_cookie, v).await,
@@ -73,32 +86,54 @@ pub async fn decide(app: &App, site: &SiteRt, raw_path: &str, cookie: Option<&st
         },
         None => None,
     };
-    if let Some(live) = &live {
-        if site.site.admits(&live.record.email, &live.record.groups) {
-            if site.site.require_passkey && live.record.auth_method != AuthMethod::Passkey {
-                return Decision::StepUp(live.clone());
-            }
-            return Decision::Allow(live.clone());
-        }
-    }
-    if !site.site.public_paths.is_empty() {
+    let s = &site.site;
+    // Paths matter only where the site has path rules or public paths.
+    let checked = if s.rules.is_empty() && s.public_paths.is_empty() {
+        None
+    } else {
         match path::normalize(raw_path) {
-            Ok(p)
-                if site
-                    .site
-                    .public_paths
-                    .iter()
-                    .any(|pp| path::is_under(&p, pp)) =>
-            {
-                return Decision::Public
-            }
-            Ok(_) => {}
-            Err(_) => return Decision::BadPath,
+            Ok(p) => Some(p),
+            Err(_) => return (Decision::BadPath, None),
         }
-    }
-    match live {
+    };
+    let admitted = |live: &Arc<LiveSession>| {
+        if s.require_passkey && live.record.auth_method != AuthMethod::Passkey {
+            Decision::StepUp(live.clone())
+        } else {
+            Decision::Allow(live.clone())
+        }
+    };
+    let not_in = |live: Option<Arc<LiveSession>>| match live {
         Some(live) => Decision::Deny(live),
         None if unavailable => Decision::Unavailable,
         None => Decision::Login,
-    }
+    };
+    // Public: everybody passes; the identity of someone the site admits
+    // still goes along (no step-up needed for a public page).
+    let public = |live: Option<Arc<LiveSession>>| match live {
+        Some(l) if s.admits(&l.record.email, &l.record.groups) => Decision::Allow(l),
+        _ => Decision::Public,
+    };
+    let rule = checked
+        .as_deref()
+        .and_then(|p| s.rules.iter().find(|r| path::is_under(p, &r.prefix)));
+    let decision = match rule.map(|r| &r.action) {
+        Some(RuleAction::Deny) => not_in(live),
+        Some(RuleAction::Allow(who)) => match live {
+            Some(l) if who.admits(&l.record.email, &l.record.groups) => admitted(&l),
+            other => not_in(other),
+        },
+        Some(RuleAction::Public) => public(live),
+        None if checked
+            .as_deref()
+            .is_some_and(|p| s.public_paths.iter().any(|pp| path::is_under(p, pp))) =>
+        {
+            public(live)
+        }
+        None => match live {
+            Some(l) if s.admits(&l.record.email, &l.record.groups) => admitted(&l),
+            other => not_in(other),
+        },
+    };
+    (decision, checked)
 }

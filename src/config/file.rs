@@ -136,6 +136,8 @@ pub struct SiteFile {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     #[serde(default)]
+    pub rule: Vec<RuleFile>,
+    #[serde(default)]
     pub headers: HeaderNamesFile,
 }
 
@@ -148,4 +150,25 @@ pub struct HeaderNamesFile {
     pub groups: Option<String>,
     pub auth_method: Option<String>,
     pub assertion: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub path: Option<String>,
+    pub action: Option<RuleActionFile>,
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+    #[serde(default)]
+    pub allow_emails: Vec<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleActionFile {
+    Allow,
+    Deny,
+    Public,
 }

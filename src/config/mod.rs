@@ -201,6 +201,8 @@ pub struct Site {
     pub allow_domains: Vec<String>,
     pub allow_emails: Vec<Email>,
     pub allow_groups: Vec<String>,
+    /// Ordered path rules; the first whose prefix matches decides.
+    pub rules: Vec<Rule>,
     /// Only sessions that signed in with a passkey may use this site.
     pub require_passkey: bool,
     /// Time to connect to an upstream (then 504).
@@ -208,6 +210,44 @@ pub struct Site {
     /// Time to wait for an upstream's answer, between reads (then 504).
     pub read_timeout: Duration,
     pub headers: HeaderNames,
+}
+
+/// Who a list admits: any email, domain or group listed (all empty: anyone
+/// signed in).
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    pub domains: Vec<String>,
+    pub emails: Vec<Email>,
+    pub groups: Vec<String>,
+}
+
+impl Admission {
+    pub fn admits(&self, email: &Email, groups: &[String]) -> bool {
+        if self.domains.is_empty() && self.emails.is_empty() && self.groups.is_empty() {
+            return true;
+        }
+        self.emails.iter().any(|e| e == email)
+            || self.domains.iter().any(|d| d == email.domain())
+            || groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+/// One path rule of a site.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Normalised path prefix (segment boundary).
+    pub prefix: String,
+    pub action: RuleAction,
+}
+
+#[derive(Debug, Clone)]
+pub enum RuleAction {
+    /// Signed-in people the admission lets in.
+    Allow(Admission),
+    /// Nobody.
+    Deny,
+    /// Everybody, signed in or not.
+    Public,
 }
 
 impl Site {
@@ -648,6 +688,57 @@ impl Validator {
                 Err(err) => self.err(format!("site[{i}].allow_emails[{j}]"), err.to_string()),
             }
         }
+        let mut rules = Vec::new();
+        for (j, r) in s.rule.into_iter().enumerate() {
+            let key = |k: &str| format!("site[{i}].rule[{j}].{k}");
+            let prefix = match r.path.as_deref().map(|p| (p, crate::path::normalize(p))) {
+                Some((raw, Ok(n))) if raw.starts_with('/') => n,
+                Some(_) => {
+                    self.err(key("path"), "must be an absolute path such as /admin");
+                    continue;
+                }
+                None => {
+                    self.err(key("path"), "is required, e.g. \"/admin\"");
+                    continue;
+                }
+            };
+            let has_lists = !(r.allow_domains.is_empty()
+                && r.allow_emails.is_empty()
+                && r.allow_groups.is_empty());
+            let action = match r.action.unwrap_or(file::RuleActionFile::Allow) {
+                file::RuleActionFile::Deny | file::RuleActionFile::Public if has_lists => {
+                    self.err(
+                        key("action"),
+                        "allow_* lists only go with action = \"allow\"",
+                    );
+                    continue;
+                }
+                file::RuleActionFile::Deny => RuleAction::Deny,
+                file::RuleActionFile::Public => RuleAction::Public,
+                file::RuleActionFile::Allow => {
+                    let mut emails = Vec::new();
+                    for (k, e) in r.allow_emails.iter().enumerate() {
+                        match Email::parse(e) {
+                            Ok(e) => emails.push(e),
+                            Err(err) => self.err(
+                                format!("site[{i}].rule[{j}].allow_emails[{k}]"),
+                                err.to_string(),
+                            ),
+                        }
+                    }
+                    RuleAction::Allow(Admission {
+                        domains: r
+                            .allow_domains
+                            .iter()
+                            .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+                            .collect(),
+                        emails,
+                        groups: r.allow_groups,
+                    })
+                }
+            };
+            rules.push(Rule { prefix, action });
+        }
         let headers = self.header_names(i, s.headers);
         Some(Site {
             name,
@@ -660,6 +751,7 @@ impl Validator {
             allow_domains,
             allow_emails,
             allow_groups: s.allow_groups,
+            rules,
             require_passkey: s.require_passkey,
             connect_timeout: self.duration(
                 &p("connect_timeout"),

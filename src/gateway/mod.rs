@@ -30,6 +30,8 @@ pub struct Gateway {
 pub struct Ctx {
     site: Option<usize>,
     identity: Option<Arc<LiveSession>>,
+    /// The path the decision was made for, when it differs from the wire's.
+    checked_path: Option<String>,
     outcome: &'static str,
 }
 
@@ -346,7 +348,15 @@ impl ProxyHttp for Gateway {
                 .iter()
                 .map(|v| v.as_bytes()),
         );
-        let decision = policy::decide(&self.app, site, req.uri.path(), cookie).await;
+        let (decision, checked) =
+            policy::decide_checked(&self.app, site, req.uri.path(), cookie).await;
+        // The upstream gets exactly the path that was checked.
+        if let Some(checked) = checked {
+            let wire = crate::path::encode(&checked);
+            if wire != req.uri.path() {
+                ctx.checked_path = Some(wire);
+            }
+        }
         self.app
             .metrics
             .auth_check_seconds
@@ -397,6 +407,21 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let Some(i) = ctx.site else { return Ok(()) };
         let site = &self.app.sites[i];
+        if let Some(path) = ctx.checked_path.take() {
+            let uri = match up.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            match uri.parse::<http::Uri>() {
+                Ok(u) => up.set_uri(u),
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "normalised path is not a URI",
+                    )
+                }
+            }
+        }
         headers::strip(up, site);
         if let Some(live) = &ctx.identity {
             let app = &self.app;

@@ -41,5 +41,6 @@ mod mail;
 mod nginx;
 mod outage;
 mod passkeys;
+mod rules;
 mod session;
 mod upstream;
