@@ -180,6 +180,8 @@ pub struct ErrorPage<'a> {
     pub offer_new_link: bool,
     pub rd: &'a str,
     pub retry_after: Option<u64>,
+    /// Offer to sign out (a signed-in person on a page they may not use).
+    pub signout: bool,
 }
 
 pub fn error_page(
@@ -199,6 +201,7 @@ pub fn error_page(
             offer_new_link,
             rd: "",
             retry_after: None,
+            signout: false,
         },
     );
     Resp::page(app, status, html)

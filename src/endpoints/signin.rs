@@ -92,6 +92,7 @@ fn rate_limited(app: &App, req: &Req, key: &str, wait: u64) -> Resp {
             offer_new_link: false,
             rd: "",
             retry_after: Some(wait),
+            signout: false,
         },
     );
     Resp::page(app, 429, html).header(header::RETRY_AFTER, &wait.to_string())

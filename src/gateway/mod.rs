@@ -230,6 +230,7 @@ impl Gateway {
                         offer_new_link: false,
                         rd: "",
                         retry_after: None,
+                        signout: false,
                     },
                 );
                 Resp::page(app, code, html)
@@ -260,6 +261,7 @@ impl Gateway {
                     offer_new_link: false,
                     rd: "",
                     retry_after: Some(5),
+                    signout: false,
                 },
             );
             Resp::page(app, 503, html)
@@ -278,12 +280,13 @@ impl Gateway {
                 site_name: &site.name,
                 title: "No access",
                 message: &format!(
-                    "You are signed in as {}, who may not use {}. Sign out to switch account.",
+                    "You are signed in as {}, who may not use {}. Sign out to use another account.",
                     live.record.email, site.name
                 ),
-                offer_new_link: true,
+                offer_new_link: false,
                 rd: "",
                 retry_after: None,
+                signout: true,
             },
         );
         Resp::page(app, 403, html)
