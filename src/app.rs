@@ -4,7 +4,7 @@
 //! Building it opens the store and loads (or creates) the keys; it does not
 //! listen on anything. The servers that use it are assembled in `lib.rs`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -22,15 +22,7 @@ pub struct SiteRt {
     pub site: Site,
     pub session_cookie: String,
     pub pending_cookie: String,
-    next_upstream: AtomicUsize,
-}
-
-impl SiteRt {
-    /// The next upstream, round robin.
-    pub fn upstream(&self) -> std::net::SocketAddr {
-        let i = self.next_upstream.fetch_add(1, Ordering::Relaxed);
-        self.site.upstreams[i % self.site.upstreams.len()]
-    }
+    pub upstreams: crate::upstream::Upstreams,
 }
 
 pub struct App {
@@ -62,6 +54,8 @@ pub enum BuildError {
     Store(#[from] store::StoreError),
     #[error("{0}")]
     Mail(#[from] crate::mail::MailError),
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl App {
@@ -73,16 +67,16 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let mailer = mailer_for(&config.mail)?;
         let outbox = Outbox::start(mailer.clone(), metrics.clone(), config.mail.timeout);
-        let sites: Vec<SiteRt> = config
-            .sites
-            .iter()
-            .map(|s| SiteRt {
+        let mut sites: Vec<SiteRt> = Vec::with_capacity(config.sites.len());
+        for s in &config.sites {
+            sites.push(SiteRt {
                 session_cookie: cookies::session_name(&config, s),
                 pending_cookie: cookies::pending_name(s),
+                upstreams: crate::upstream::Upstreams::new(s, &metrics.upstream_up)
+                    .map_err(BuildError::Upstream)?,
                 site: s.clone(),
-                next_upstream: AtomicUsize::new(0),
-            })
-            .collect();
+            });
+        }
         let origins: Vec<&str> = config.sites.iter().map(|s| s.origin.as_str()).collect();
         let csp = format!(
             "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; \

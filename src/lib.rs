@@ -30,6 +30,8 @@ pub mod ratelimit;
 pub mod return_to;
 pub mod session;
 pub mod store;
+pub mod tls;
+pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub enum StartError {
     Build(#[from] app::BuildError),
     #[error("cannot start the background runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot load TLS certificates: {0}")]
+    Tls(String),
 }
 
 /// A gateway running in this process.
@@ -108,6 +112,7 @@ fn check_free(addr: SocketAddr) -> Result<(), StartError> {
 
 fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
     let mut addrs: Vec<SocketAddr> = config.listen.clone();
+    addrs.extend(config.tls.iter().map(|t| t.listen));
     addrs.push(config.admin_listen);
     addrs.extend(opts.demo_app);
     for a in addrs {
@@ -132,6 +137,19 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
             app.store
                 .feed_invalidations(&|what| app.invalidate(&what))
                 .await;
+        });
+    }
+    for i in 0..app.sites.len() {
+        // Health checks of each site's upstreams.
+        let app = app.clone();
+        background.spawn(async move {
+            let upstreams = &app.sites[i].upstreams;
+            let mut tick = tokio::time::interval(upstreams.health_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                upstreams.check().await;
+            }
         });
     }
     {
@@ -167,6 +185,25 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
     for a in &app.config.listen {
         proxy.add_tcp(&a.to_string());
     }
+    for t in &app.config.tls {
+        let certs = Arc::new(tls::Certs::load(&t.certs).map_err(StartError::Tls)?);
+        for (cert, not_after) in certs.expiries() {
+            app.metrics
+                .tls_cert_expiry
+                .with_label_values(&[&cert.display().to_string()])
+                .set(not_after);
+        }
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        settings.set_cert_resolver(certs.clone());
+        if t.http2 {
+            settings.enable_h2();
+        }
+        proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
+        let app = app.clone();
+        let every = app.config.tls_reload_interval;
+        background.spawn(async move { reload_certs(&app, &certs, every).await });
+    }
     server.add_service(proxy);
 
     let mut admin = Service::new(
@@ -188,6 +225,33 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
         app,
         background,
     })
+}
+
+/// Swap in certificates whose files changed (a renewal), without a restart.
+async fn reload_certs(app: &App, certs: &tls::Certs, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for r in certs.reload_changed() {
+            match r {
+                tls::Reload::Unchanged => {}
+                tls::Reload::Reloaded { cert, not_after } => {
+                    let name = cert.display().to_string();
+                    tracing::info!(cert = %name, not_after, "certificate reloaded");
+                    app.metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                    app.metrics
+                        .tls_cert_expiry
+                        .with_label_values(&[&name])
+                        .set(not_after);
+                }
+                tls::Reload::Failed { cert, error } => {
+                    tracing::warn!(cert = %cert.display(), %error, "changed certificate not loaded; the previous one stays in use");
+                    app.metrics.tls_reloads.with_label_values(&["failed"]).inc();
+                }
+            }
+        }
+    }
 }
 
 /// Shuts the server down when the watch turns true, or on SIGTERM (graceful)
@@ -245,7 +309,8 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
 
 /// Start in a background thread; returns once the listeners accept connections.
 pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
-    let listen = config.listen.clone();
+    let mut listen = config.listen.clone();
+    listen.extend(config.tls.iter().map(|t| t.listen));
     let Prepared {
         server,
         app,

@@ -2,7 +2,8 @@
 //! listener as `/metrics`; all names start with `sesame_`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -29,6 +30,20 @@ pub struct Metrics {
     pub passkey_authentications: IntCounterVec,
     /// Sign-ins refused because a signature counter went backwards.
     pub passkey_counter_regressions: IntCounter,
+    /// 1 while an upstream passes its health check, by site and address.
+    pub upstream_up: IntGaugeVec,
+    /// Expiry (Unix seconds) of each certificate Sesame presents, by file.
+    pub tls_cert_expiry: IntGaugeVec,
+    /// Certificate reloads by result (`ok`, `failed`).
+    pub tls_reloads: IntCounterVec,
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -126,6 +141,24 @@ impl Metrics {
                 &registry,
                 "sesame_passkey_counter_regressions_total",
                 "Passkey sign-ins refused because the signature counter went backwards (possible cloned authenticator)",
+            ),
+            upstream_up: gauge_vec(
+                &registry,
+                "sesame_upstream_up",
+                "1 while an upstream passes its health check",
+                &["site", "upstream"],
+            ),
+            tls_cert_expiry: gauge_vec(
+                &registry,
+                "sesame_tls_cert_expiry_seconds",
+                "Expiry (Unix time) of each certificate Sesame presents",
+                &["cert"],
+            ),
+            tls_reloads: counter_vec(
+                &registry,
+                "sesame_tls_cert_reloads_total",
+                "Certificate reloads after the files changed, by result",
+                &["result"],
             ),
             registry,
         }

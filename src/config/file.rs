@@ -39,6 +39,18 @@ pub struct ServerFile {
     pub threads: Option<usize>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub tls: Vec<TlsFile>,
+    pub tls_reload_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub listen: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -135,6 +147,12 @@ pub struct SiteFile {
     pub require_passkey: bool,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
+    #[serde(default)]
+    pub upstream_tls: bool,
+    pub upstream_sni: Option<String>,
+    pub upstream_ca: Option<String>,
+    pub health_check: Option<String>,
+    pub health_interval: Option<String>,
     #[serde(default)]
     pub rule: Vec<RuleFile>,
     #[serde(default)]

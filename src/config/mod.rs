@@ -55,6 +55,10 @@ pub struct Config {
     /// Peers whose X-Forwarded-* headers are believed (none by default).
     pub trusted_proxies: crate::client_addr::TrustedProxies,
     pub threads: usize,
+    /// HTTPS listeners (`[[server.tls]]`, grouped by address).
+    pub tls: Vec<TlsListener>,
+    /// How often certificate files are checked for changes.
+    pub tls_reload_interval: Duration,
     pub rp_id: String,
     pub rp_name: String,
     /// Offer to add a passkey right after a sign-in by email.
@@ -69,6 +73,24 @@ pub struct Config {
     pub signup: Signup,
     pub rate_limit: RateLimitConfig,
     pub sites: Vec<Site>,
+}
+
+/// One HTTPS listener and the certificates it presents (chosen by SNI).
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub certs: Vec<crate::tls::CertFiles>,
+    /// Offer HTTP/2 by ALPN (default on).
+    pub http2: bool,
+}
+
+/// TLS from Sesame to a site's upstream app.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and checked against the app's certificate.
+    pub sni: String,
+    /// CA file to trust instead of the system roots.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +231,14 @@ pub struct Site {
     pub connect_timeout: Duration,
     /// Time to wait for an upstream's answer, between reads (then 504).
     pub read_timeout: Duration,
+    pub upstream_tls: Option<UpstreamTls>,
+    /// HTTP path that must answer 200 for an upstream to get requests;
+    /// `None`: a TCP connect is the check.
+    pub health_check: Option<String>,
+    pub health_interval: Duration,
+    /// The session cookie's Domain: `session.cookie_domain` when this site is
+    /// under it, else `None` (a cookie of its own).
+    pub cookie_domain: Option<String>,
     pub headers: HeaderNames,
 }
 
@@ -379,6 +409,12 @@ impl Validator {
                 ),
             }
         }
+        let tls = self.tls_listeners(&f.server.tls, &listen, admin_listen);
+        let tls_reload_interval = self.duration(
+            "server.tls_reload_interval",
+            f.server.tls_reload_interval,
+            Duration::from_secs(10),
+        );
         let threads = match f.server.threads {
             Some(0) => {
                 self.err("server.threads", "must be at least 1");
@@ -454,6 +490,8 @@ impl Validator {
             admin_listen: admin_listen?,
             trusted_proxies: crate::client_addr::TrustedProxies(trusted),
             threads,
+            tls,
+            tls_reload_interval,
             rp_id,
             rp_name,
             passkey_prompt,
@@ -640,14 +678,10 @@ impl Validator {
                 "must be an origin without a path, e.g. https://wiki.example.com",
             );
         }
-        if let Some(d) = cookie_domain {
-            if host != d && !host.ends_with(&format!(".{d}")) {
-                self.err(
-                    p("public_url"),
-                    format!("host {host} is not under session.cookie_domain {d}"),
-                );
-            }
-        }
+        // A site outside the shared cookie domain gets a cookie of its own.
+        let cookie_domain = cookie_domain
+            .filter(|d| host == *d || host.ends_with(&format!(".{d}")))
+            .map(str::to_string);
         let origin = public_url.origin().ascii_serialization();
 
         let upstreams: Vec<SocketAddr> = match s.upstream {
@@ -740,6 +774,55 @@ impl Validator {
             rules.push(Rule { prefix, action });
         }
         let headers = self.header_names(i, s.headers);
+        let upstream_tls = match (s.upstream_tls, s.upstream_sni, s.upstream_ca) {
+            (false, None, None) => None,
+            (false, sni, _) => {
+                let key = if sni.is_some() {
+                    "upstream_sni"
+                } else {
+                    "upstream_ca"
+                };
+                self.err(p(key), "only goes with upstream_tls = true");
+                None
+            }
+            (true, None, _) => {
+                self.err(
+                    p("upstream_sni"),
+                    "is required with upstream_tls: the name in the app's certificate",
+                );
+                None
+            }
+            (true, Some(sni), ca) => {
+                if sni.is_empty() || sni.contains(['/', ':', ' ']) {
+                    self.err(
+                        p("upstream_sni"),
+                        "must be a host name such as app.internal",
+                    );
+                }
+                let ca = ca.map(PathBuf::from);
+                if let Some(path) = &ca {
+                    if let Err(e) = crate::tls::load_ca(path) {
+                        self.err(p("upstream_ca"), e);
+                    }
+                }
+                Some(UpstreamTls { sni, ca })
+            }
+        };
+        let health_check = match s.health_check {
+            Some(h) if !h.starts_with('/') || h.parse::<http::Uri>().is_err() => {
+                self.err(p("health_check"), "must be a path such as /healthz");
+                None
+            }
+            h => h,
+        };
+        let health_interval = self.duration(
+            &p("health_interval"),
+            s.health_interval,
+            Duration::from_secs(5),
+        );
+        if health_interval.is_zero() {
+            self.err(p("health_interval"), "must be longer than 0s");
+        }
         Some(Site {
             name,
             secure: public_url.scheme() == "https" || !is_local,
@@ -763,8 +846,71 @@ impl Validator {
                 s.read_timeout,
                 Duration::from_secs(60),
             ),
+            upstream_tls,
+            health_check,
+            health_interval,
+            cookie_domain,
             headers,
         })
+    }
+
+    fn tls_listeners(
+        &mut self,
+        entries: &[file::TlsFile],
+        plain: &[SocketAddr],
+        admin: Option<SocketAddr>,
+    ) -> Vec<TlsListener> {
+        let mut listeners: Vec<TlsListener> = Vec::new();
+        for (i, t) in entries.iter().enumerate() {
+            let p = |k: &str| format!("server.tls[{i}].{k}");
+            let Some(listen) = t.listen.as_deref() else {
+                self.err(p("listen"), "is required, e.g. \"0.0.0.0:443\"");
+                continue;
+            };
+            let Some(addr) = self.socket_addr(&p("listen"), listen) else {
+                continue;
+            };
+            if plain.contains(&addr) || admin == Some(addr) {
+                self.err(p("listen"), format!("{addr} is already a plain listener"));
+                continue;
+            }
+            let (Some(cert), Some(key)) = (&t.cert, &t.key) else {
+                let missing = if t.cert.is_none() { "cert" } else { "key" };
+                self.err(p(missing), "is required: a PEM file");
+                continue;
+            };
+            let files = crate::tls::CertFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            };
+            if let Err(e) = crate::tls::load(&files) {
+                let which = if e.contains(key.as_str()) && !e.contains(cert.as_str()) {
+                    "key"
+                } else {
+                    "cert"
+                };
+                self.err(p(which), e);
+                continue;
+            }
+            let http2 = t.http2.unwrap_or(true);
+            match listeners.iter_mut().find(|l| l.listen == addr) {
+                Some(l) => {
+                    if l.http2 != http2 {
+                        self.err(
+                            p("http2"),
+                            format!("differs from another [[server.tls]] on {addr}"),
+                        );
+                    }
+                    l.certs.push(files);
+                }
+                None => listeners.push(TlsListener {
+                    listen: addr,
+                    certs: vec![files],
+                    http2,
+                }),
+            }
+        }
+        listeners
     }
 
     fn header_names(&mut self, i: usize, h: HeaderNamesFile) -> HeaderNames {

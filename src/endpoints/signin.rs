@@ -142,7 +142,6 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
     let sealed = app.keys.seal_cookie(&req.site.pending_cookie, &pending_id);
     let max_age = app.config.magic_link.ttl.as_secs() as i64;
     let pending_cookie = cookies::set(
-        &app.config,
         &req.site.site,
         &req.site.pending_cookie,
         &sealed,
@@ -379,7 +378,6 @@ async fn signed_in(app: &App, req: &Req<'_>, pending: &PendingLogin, method: Aut
             .query_pairs_mut()
             .append_pair("rd", &pending.return_to);
         let seen = cookies::set(
-            &app.config,
             &req.site.site,
             cookies::OFFERED_COOKIE,
             "1",
@@ -408,19 +406,13 @@ pub(super) fn session_response(app: &App, req: &Req, session: &NewSession, to: &
     let max_age = session.record.expires_at - app.clock.now();
     Resp::redirect(303, to)
         .cookie(cookies::set(
-            &app.config,
             site,
             &req.site.session_cookie,
             &sealed,
             max_age,
             true,
         ))
-        .cookie(cookies::clear(
-            &app.config,
-            site,
-            &req.site.pending_cookie,
-            false,
-        ))
+        .cookie(cookies::clear(site, &req.site.pending_cookie, false))
 }
 
 /// The live session of this request, if any.
@@ -450,7 +442,6 @@ pub async fn logout(app: &App, req: &Req<'_>) -> Resp {
         }
     }
     Resp::redirect(303, "/.sesame/login").cookie(cookies::clear(
-        &app.config,
         &req.site.site,
         &req.site.session_cookie,
         true,

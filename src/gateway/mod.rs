@@ -393,12 +393,10 @@ impl ProxyHttp for Gateway {
         let Some(i) = ctx.site else {
             return Error::e_explain(ErrorType::InternalError, "no site chosen");
         };
-        let site = &self.app.sites[i];
-        let mut peer = HttpPeer::new(site.upstream(), false, String::new());
-        peer.options.connection_timeout = Some(site.site.connect_timeout);
-        peer.options.total_connection_timeout = Some(site.site.connect_timeout);
-        peer.options.read_timeout = Some(site.site.read_timeout);
-        Ok(Box::new(peer))
+        match self.app.sites[i].upstreams.peer() {
+            Some(peer) => Ok(Box::new(peer)),
+            None => Error::e_explain(ErrorType::ConnectNoRoute, "no upstream"),
+        }
     }
 
     /// Strip anything identity-like the client sent, add the real identity.

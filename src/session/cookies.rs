@@ -18,7 +18,7 @@ const MAX_COOKIE_VALUE: usize = 1024;
 /// The session cookie's name on `site`: `__Host-` prefixed when the cookie is
 /// host-only on an https site.
 pub fn session_name(config: &Config, site: &Site) -> String {
-    if config.session.cookie_domain.is_none() && site.public_url.scheme() == "https" {
+    if site.cookie_domain.is_none() && site.public_url.scheme() == "https" {
         format!("__Host-{}", config.session.cookie_name)
     } else {
         config.session.cookie_name.clone()
@@ -63,14 +63,7 @@ pub fn find<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// A `Set-Cookie` value with the attributes Sesame always uses.
-pub fn set(
-    config: &Config,
-    site: &Site,
-    name: &str,
-    value: &str,
-    max_age_secs: i64,
-    domain_wide: bool,
-) -> String {
+pub fn set(site: &Site, name: &str, value: &str, max_age_secs: i64, domain_wide: bool) -> String {
     let mut c = Cookie::new(name.to_string(), value.to_string());
     c.set_path("/");
     c.set_http_only(true);
@@ -78,7 +71,7 @@ pub fn set(
     c.set_secure(site.secure);
     c.set_max_age(cookie::time::Duration::seconds(max_age_secs.max(0)));
     if domain_wide {
-        if let Some(d) = &config.session.cookie_domain {
+        if let Some(d) = &site.cookie_domain {
             c.set_domain(d.clone());
         }
     }
@@ -86,8 +79,8 @@ pub fn set(
 }
 
 /// A `Set-Cookie` value that deletes cookie `name`.
-pub fn clear(config: &Config, site: &Site, name: &str, domain_wide: bool) -> String {
-    set(config, site, name, "", 0, domain_wide)
+pub fn clear(site: &Site, name: &str, domain_wide: bool) -> String {
+    set(site, name, "", 0, domain_wide)
 }
 
 #[cfg(test)]

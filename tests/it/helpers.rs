@@ -231,70 +231,111 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
+        Self::start_with(None).await
+    }
+
+    /// The same app behind TLS with `cert`/`key`.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Upstream {
+        use tokio_rustls::rustls;
+        let chain = rustls::pki_types::pem::PemObject::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::pem::PemObject::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rec = seen.clone();
         tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
+            while let Ok((sock, _)) = listener.accept().await {
                 let rec = rec.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let head_end = loop {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
+                    match tls {
+                        None => Self::serve(sock, rec).await,
+                        Some(acceptor) => {
+                            if let Ok(sock) = acceptor.accept(sock).await {
+                                Self::serve(sock, rec).await
+                            }
                         }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i;
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let mut lines = head.split("\r\n");
-                    let mut first = lines.next().unwrap_or("").split(' ');
-                    let method = first.next().unwrap_or("").to_string();
-                    let path = first.next().unwrap_or("").to_string();
-                    let headers: Vec<(String, String)> = lines
-                        .filter_map(|l| {
-                            l.split_once(':')
-                                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                        })
-                        .collect();
-                    let len: usize = headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                        .and_then(|(_, v)| v.parse().ok())
-                        .unwrap_or(0);
-                    let mut have = buf.len() - head_end - 4;
-                    while have < len {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            break;
-                        }
-                        have += n;
                     }
-                    rec.lock().unwrap().push(Seen {
-                        method,
-                        path: path.clone(),
-                        headers,
-                    });
-                    let body = format!("upstream saw {path}");
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                    let _ = sock.shutdown().await;
                 });
             }
         });
         Upstream { addr, seen }
+    }
+
+    /// Record one request and answer it.
+    async fn serve<S>(mut sock: S, rec: Arc<Mutex<Vec<Seen>>>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let Ok(n) = sock.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let mut lines = head.split("\r\n");
+            let mut first = lines.next().unwrap_or("").split(' ');
+            let method = first.next().unwrap_or("").to_string();
+            let path = first.next().unwrap_or("").to_string();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| {
+                    l.split_once(':')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                })
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut have = buf.len() - head_end - 4;
+            while have < len {
+                let Ok(n) = sock.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    break;
+                }
+                have += n;
+            }
+            rec.lock().unwrap().push(Seen {
+                method,
+                path: path.clone(),
+                headers,
+            });
+            let body = format!("upstream saw {path}");
+            let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -788,4 +829,109 @@ impl TestApp {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+// ---------- certificates ----------
+
+/// A test certificate authority made with openssl, in its own directory.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    /// The CA certificate (PEM), to trust.
+    pub cert: std::path::PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is needed for the TLS tests (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const EC_KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        let subj = format!("/CN={name}");
+        let mut args = vec!["req", "-x509"];
+        args.extend(EC_KEY);
+        args.extend([
+            "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", &subj,
+        ]);
+        openssl(dir.path(), &args);
+        let cert = dir.path().join("ca.pem");
+        TestCa { dir, cert }
+    }
+
+    /// A server certificate for `names` signed by this CA: (cert, key) files
+    /// named after `file`, in the CA's directory.
+    pub fn leaf(&self, file: &str, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = self.dir.path();
+        let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+        std::fs::write(
+            dir.join(format!("{file}.ext")),
+            format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+                san.join(",")
+            ),
+        )
+        .unwrap();
+        let (key, csr, cert, ext) = (
+            format!("{file}.key"),
+            format!("{file}.csr"),
+            format!("{file}.pem"),
+            format!("{file}.ext"),
+        );
+        let subj = format!("/CN={}", names[0]);
+        let mut args = vec!["req"];
+        args.extend(EC_KEY);
+        args.extend(["-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+        (dir.join(cert), dir.join(key))
+    }
+
+    pub fn reqwest_cert(&self) -> reqwest::Certificate {
+        reqwest::Certificate::from_pem(&std::fs::read(&self.cert).unwrap()).unwrap()
+    }
+}
+
+/// A client that trusts only `ca`, keeps cookies and follows no redirects.
+pub fn tls_browser(ca: &TestCa, resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.reqwest_cert())
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .timeout(Duration::from_secs(10));
+    for (name, addr) in resolve {
+        b = b.resolve(name, *addr);
+    }
+    b.build().unwrap()
 }

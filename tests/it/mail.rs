@@ -8,86 +8,16 @@ use std::time::{Duration, Instant};
 /// test that uses it must trust the same CA.
 fn shared_certificates() -> &'static (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     static CERTS: std::sync::OnceLock<(
-        tempfile::TempDir,
+        TestCa,
         (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
     )> = std::sync::OnceLock::new();
     let (_, paths) = CERTS.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = test_certificates(dir.path());
-        (dir, paths)
+        let ca = TestCa::new("Sesame test CA");
+        let (cert, key) = ca.leaf("smtp", &["localhost"]);
+        let paths = (ca.cert.clone(), cert, key);
+        (ca, paths)
     });
     paths
-}
-
-fn test_certificates(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is needed for the SMTP TLS test (apt-get install -y openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Sesame test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    )
 }
 
 store_tests! {
