@@ -43,4 +43,5 @@ mod outage;
 mod passkeys;
 mod rules;
 mod session;
+mod tls;
 mod upstream;
