@@ -11,7 +11,11 @@ use crate::helpers::*;
 /// An app that answers every request with `response` (or never, if empty),
 /// after reading the request head; with `echo`, it then echoes bytes.
 async fn scripted(response: &'static str, echo: bool) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    scripted_on("127.0.0.1:0".parse().unwrap(), response, echo).await
+}
+
+async fn scripted_on(addr: SocketAddr, response: &'static str, echo: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
@@ -45,6 +49,40 @@ async fn scripted(response: &'static str, echo: bool) -> SocketAddr {
         }
     });
     addr
+}
+
+fn answer(body: &'static str) -> &'static str {
+    match body {
+        "G" => "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nG",
+        "R" => "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nR",
+        _ => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1\r\nConnection: close\r\n\r\nS",
+    }
+}
+
+/// Wait until `sesame_upstream_up` for `addr` reads `want`.
+async fn until_up_is(app: &TestApp, addr: SocketAddr, want: f64) {
+    let line = format!("sesame_upstream_up{{site=\"Test app\",upstream=\"{addr}\"}}");
+    let t = Instant::now();
+    loop {
+        let m = app.metrics().await;
+        if m.contains(&line) && TestApp::metric(&m, &line) == want {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{line} never became {want}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn bodies_of(app: &TestApp, n: usize) -> String {
+    let mut bodies = String::new();
+    for _ in 0..n {
+        let r = browser().get(app.url("/public/x")).send().await.unwrap();
+        bodies.push_str(&r.text().await.unwrap());
+    }
+    bodies
 }
 
 async fn session_of(app: &TestApp, email: &str) -> String {
@@ -111,5 +149,38 @@ async fn round_robin_and_every_set_cookie_kept() {
     }
     assert_eq!(bodies.matches('A').count(), 2, "{bodies}");
     assert_eq!(bodies.matches('B').count(), 2, "{bodies}");
+}
+
+async fn a_failing_upstream_is_skipped_until_it_passes_its_health_check_again() {
+    let good = scripted(answer("G"), false).await;
+    let down: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let app = spawn_with(Options {
+        upstreams: Some(vec![good, down]),
+        site0: "health_interval = \"100ms\"".into(),
+        ..Default::default()
+    })
+    .await;
+    until_up_is(&app, down, 0.0).await;
+    assert_eq!(bodies_of(&app, 10).await, "G".repeat(10), "no request sent to the down app");
+
+    // It comes back: requests reach it again, without a restart.
+    scripted_on(down, answer("R"), false).await;
+    until_up_is(&app, down, 1.0).await;
+    let bodies = bodies_of(&app, 4).await;
+    assert_eq!(bodies.matches('R').count(), 2, "{bodies}");
+}
+
+async fn an_http_health_check_takes_an_app_that_answers_errors_out_of_rotation() {
+    let good = scripted(answer("G"), false).await;
+    let sick = scripted(answer("S"), false).await;
+    let app = spawn_with(Options {
+        upstreams: Some(vec![good, sick]),
+        site0: "health_check = \"/healthz\"\nhealth_interval = \"100ms\"".into(),
+        ..Default::default()
+    })
+    .await;
+    until_up_is(&app, sick, 0.0).await;
+    until_up_is(&app, good, 1.0).await;
+    assert_eq!(bodies_of(&app, 10).await, "G".repeat(10));
 }
 }
