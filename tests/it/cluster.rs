@@ -1,68 +1,9 @@
 //! Several gateway processes on one PostgreSQL: they behave as one.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-
-/// A real `sesame run` process.
-struct Instance {
-    port: u16,
-    child: Child,
-}
-
-impl Instance {
-    fn start(dir: &std::path::Path, name: &str, config: &str) -> Instance {
-        let port = free_port();
-        let admin = free_port();
-        let text = config
-            .replacen(
-                "listen = [\"127.0.0.1:0\"]",
-                &format!("listen = [\"127.0.0.1:{port}\"]"),
-                1,
-            )
-            .replacen(
-                "admin_listen = \"127.0.0.1:0\"",
-                &format!("admin_listen = \"127.0.0.1:{admin}\""),
-                1,
-            );
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, text).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sesame"))
-            .args(["run", "-c", path.to_str().unwrap()])
-            .env("RUST_LOG", "info,sesame=debug,pingora=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Instance { port, child };
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-        panic!("instance {name} did not start:\n{log}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://localhost:{}{path}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Two instances of one cluster behind an imagined load balancer at
 /// `public` (the site's public URL), sharing one PostgreSQL schema.

@@ -831,6 +831,78 @@ impl TestApp {
     }
 }
 
+// ---------- gateway processes ----------
+
+/// A real `sesame run` process.
+pub struct Instance {
+    pub port: u16,
+    pub child: std::process::Child,
+}
+
+impl Instance {
+    pub fn start(dir: &std::path::Path, name: &str, config: &str) -> Instance {
+        let port = free_port();
+        let admin = free_port();
+        let text = config
+            .replacen(
+                "listen = [\"127.0.0.1:0\"]",
+                &format!("listen = [\"127.0.0.1:{port}\"]"),
+                1,
+            )
+            .replacen(
+                "admin_listen = \"127.0.0.1:0\"",
+                &format!("admin_listen = \"127.0.0.1:{admin}\""),
+                1,
+            );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+            .args(["run", "-c", path.to_str().unwrap()])
+            .env("RUST_LOG", "info,sesame=debug,pingora=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Instance { port, child };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        panic!("instance {name} did not start:\n{log}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://localhost:{}{path}", self.port)
+    }
+
+    /// Peak resident memory (VmHWM) of the process, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+            * 1024
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 // ---------- certificates ----------
 
 /// A test certificate authority made with openssl, in its own directory.

@@ -43,5 +43,6 @@ mod outage;
 mod passkeys;
 mod rules;
 mod session;
+mod stream;
 mod tls;
 mod upstream;
