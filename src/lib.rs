@@ -179,7 +179,7 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        gateway::Gateway { app: app.clone() },
+        gateway::Gateway::new(app.clone()),
         "sesame gateway",
     );
     for a in &app.config.listen {

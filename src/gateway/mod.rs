@@ -3,6 +3,7 @@
 //! `headers` for what the upstream receives.
 
 pub mod headers;
+mod upgrade;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ use crate::session::LiveSession;
 
 pub struct Gateway {
     pub app: Arc<App>,
+    /// Connections for the upgrades Sesame relays itself (see `upgrade`).
+    upgrades: pingora::connectors::http::v1::Connector,
 }
 
 #[derive(Default)]
@@ -132,6 +135,79 @@ async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
 }
 
 impl Gateway {
+    pub fn new(app: Arc<App>) -> Gateway {
+        Gateway {
+            app,
+            upgrades: pingora::connectors::http::v1::Connector::new(None),
+        }
+    }
+
+    /// What the upstream receives: the checked path, no identity-like
+    /// headers from the client, the real identity, `X-Forwarded-*`.
+    fn upstream_request(
+        &self,
+        session: &Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(i) = ctx.site else { return Ok(()) };
+        let site = &self.app.sites[i];
+        if let Some(path) = ctx.checked_path.take() {
+            let uri = match up.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            match uri.parse::<http::Uri>() {
+                Ok(u) => up.set_uri(u),
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "normalised path is not a URI",
+                    )
+                }
+            }
+        }
+        headers::strip(up, site);
+        if let Some(live) = &ctx.identity {
+            let app = &self.app;
+            let assertion = app.assertions.get(&app.keys, &app.clock, i, site, live);
+            headers::inject(up, site, live, assertion.as_ref().map(|a| a.0.as_str()));
+        }
+        let xff = self
+            .app
+            .config
+            .trusted_proxies
+            .forward(peer_ip(session), &forwarded_for(session));
+        up.insert_header("x-forwarded-for", xff)?;
+        up.insert_header("x-forwarded-proto", site.site.public_url.scheme())?;
+        up.insert_header("x-forwarded-host", site.site.host.as_str())?;
+        Ok(())
+    }
+
+    /// Relay an allowed upgrade request (WebSocket) to the site's app.
+    async fn relay_upgrade(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let Some(i) = ctx.site else {
+            return Error::e_explain(ErrorType::InternalError, "no site chosen");
+        };
+        let mut up_req = session.req_header().clone();
+        self.upstream_request(session, &mut up_req, ctx)?;
+        let Some(peer) = self.app.sites[i].upstreams.peer() else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream");
+        };
+        if let Err(e) = upgrade::relay(&self.upgrades, session, &peer, up_req).await {
+            let code = error_status(&e);
+            if code > 0 && session.response_written().is_none() {
+                tracing::warn!(error = %e, code, "upgrade to the app failed");
+                ctx.outcome = outcome_for(code);
+                let resp = self.upstream_error(session, ctx.site, code);
+                write(session, resp).await?;
+            } else {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Ok(())
+    }
+
     async fn endpoint(&self, session: &mut Session, site_index: usize) -> Result<()> {
         let app = &self.app;
         let site = &app.sites[site_index];
@@ -293,6 +369,38 @@ impl Gateway {
     }
 }
 
+/// The status a failed proxying answers with: 504 for timeouts, 502 for the
+/// app's failures, 0 when the client is gone (nothing to answer).
+fn error_status(e: &pingora::Error) -> u16 {
+    use pingora::ErrorType::*;
+    match e.etype() {
+        HTTPStatus(code) => *code,
+        ConnectTimedout | ReadTimedout | WriteTimedout => 504,
+        _ => match e.esource() {
+            pingora::ErrorSource::Upstream => 502,
+            pingora::ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => 0,
+                _ => 400,
+            },
+            // Errors from Sesame's own upgrade relay carry no source: a
+            // failure to connect or read the app's answer is the app's.
+            _ => match e.etype() {
+                ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
+                | InvalidHTTPHeader | ConnectionClosed | ReadError => 502,
+                _ => 500,
+            },
+        },
+    }
+}
+
+fn outcome_for(code: u16) -> &'static str {
+    match code {
+        502 => "upstream_down",
+        504 => "upstream_timeout",
+        _ => "error",
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -368,9 +476,19 @@ impl ProxyHttp for Gateway {
         let resp = match decision {
             Decision::Allow(live) => {
                 ctx.identity = Some(live);
+                if upgrade::is_relayed_upgrade(session.req_header()) {
+                    self.relay_upgrade(session, ctx).await?;
+                    return Ok(true);
+                }
                 return Ok(false);
             }
-            Decision::Public => return Ok(false),
+            Decision::Public => {
+                if upgrade::is_relayed_upgrade(session.req_header()) {
+                    self.relay_upgrade(session, ctx).await?;
+                    return Ok(true);
+                }
+                return Ok(false);
+            }
             Decision::Login => {
                 let r = self.login_response(session, site_index);
                 if r.status == 302 {
@@ -406,38 +524,7 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(i) = ctx.site else { return Ok(()) };
-        let site = &self.app.sites[i];
-        if let Some(path) = ctx.checked_path.take() {
-            let uri = match up.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
-            };
-            match uri.parse::<http::Uri>() {
-                Ok(u) => up.set_uri(u),
-                Err(_) => {
-                    return Error::e_explain(
-                        ErrorType::InternalError,
-                        "normalised path is not a URI",
-                    )
-                }
-            }
-        }
-        headers::strip(up, site);
-        if let Some(live) = &ctx.identity {
-            let app = &self.app;
-            let assertion = app.assertions.get(&app.keys, &app.clock, i, site, live);
-            headers::inject(up, site, live, assertion.as_ref().map(|a| a.0.as_str()));
-        }
-        let xff = self
-            .app
-            .config
-            .trusted_proxies
-            .forward(peer_ip(session), &forwarded_for(session));
-        up.insert_header("x-forwarded-for", xff)?;
-        up.insert_header("x-forwarded-proto", site.site.public_url.scheme())?;
-        up.insert_header("x-forwarded-host", site.site.host.as_str())?;
-        Ok(())
+        self.upstream_request(session, up, ctx)
     }
 
     /// The upstream failed: 502 (down, refused, broken) or 504 (timed out),
@@ -448,24 +535,8 @@ impl ProxyHttp for Gateway {
         e: &pingora::Error,
         ctx: &mut Ctx,
     ) -> FailToProxy {
-        use pingora::ErrorType::*;
-        let code = match e.etype() {
-            HTTPStatus(code) => *code,
-            ConnectTimedout | ReadTimedout | WriteTimedout => 504,
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => 502,
-                pingora::ErrorSource::Downstream => match e.etype() {
-                    WriteError | ReadError | ConnectionClosed => 0,
-                    _ => 400,
-                },
-                _ => 500,
-            },
-        };
-        ctx.outcome = match code {
-            502 => "upstream_down",
-            504 => "upstream_timeout",
-            _ => "error",
-        };
+        let code = error_status(e);
+        ctx.outcome = outcome_for(code);
         if code > 0 && session.response_written().is_none() {
             tracing::warn!(error = %e, code, "proxying failed");
             let resp = self.upstream_error(session, ctx.site, code);

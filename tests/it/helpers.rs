@@ -859,7 +859,10 @@ impl Instance {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
             .args(["run", "-c", path.to_str().unwrap()])
-            .env("RUST_LOG", "info,sesame=debug,pingora=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("SESAME_TEST_LOG").unwrap_or("info,sesame=debug,pingora=warn".into()),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()

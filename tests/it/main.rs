@@ -46,3 +46,4 @@ mod session;
 mod stream;
 mod tls;
 mod upstream;
+mod websocket;

@@ -1,0 +1,110 @@
+//! WebSocket upgrades pass through after the auth check, both ways, with the
+//! identity headers on the handshake the app sees.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+/// A WebSocket echo app that greets first and records who the handshake
+/// said was signed in.
+async fn echo_app(emails: Arc<Mutex<Vec<String>>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let emails = emails.clone();
+            tokio::spawn(async move {
+                // The callback's signature is tungstenite's, large error and all.
+                #[allow(clippy::result_large_err)]
+                let record = |req: &Request, resp: Response| {
+                    let email = req
+                        .headers()
+                        .get("remote-email")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    emails.lock().unwrap().push(email);
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(sock, record).await else {
+                    return;
+                };
+                if ws.send(Message::text("hello")).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_close() || ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_passes_through_after_the_auth_check() {
+    let emails = Arc::new(Mutex::new(Vec::new()));
+    let echo = echo_app(emails.clone()).await;
+    let app = spawn_with(Options {
+        upstreams: Some(vec![echo]),
+        ..Default::default()
+    })
+    .await;
+    let session = cookies_set(&app.sign_in(&browser(), "ws@example.com").await)["sesame"].clone();
+    let url = format!("ws://localhost:{}/socket", app.port);
+
+    // Not signed in: the handshake is refused before it reaches the app.
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected a 401, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    assert!(emails.lock().unwrap().is_empty());
+
+    // Signed in: many sockets, each greeted by the app and echoing both ways.
+    for round in 0..20 {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("cookie", format!("sesame={session}").parse().unwrap());
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        let first = ws.next().await.expect("greeting").expect("greeting frame");
+        assert_eq!(first, Message::text("hello"), "round {round}");
+        for i in 0..20 {
+            let m = format!("message {i} of round {round}");
+            ws.send(Message::text(m.clone())).await.unwrap();
+            let back = ws.next().await.expect("echo").expect("echo frame");
+            assert_eq!(back, Message::text(m));
+        }
+        let big = vec![7u8; 256 * 1024];
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_data().as_ref(), &big[..]);
+        ws.close(None).await.unwrap();
+    }
+    let seen = emails.lock().unwrap().clone();
+    assert_eq!(seen.len(), 20);
+    assert!(seen.iter().all(|e| e == "ws@example.com"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_to_a_down_app_gets_502_not_a_hang() {
+    let closed: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let app = spawn_with(Options {
+        upstreams: Some(vec![closed]),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("ws://localhost:{}/public/socket", app.port);
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 502),
+        other => panic!("expected a 502, got {:?}", other.map(|(_, r)| r.status())),
+    }
+}
