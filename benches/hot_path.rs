@@ -83,6 +83,24 @@ public_url = "https://wiki.example.com"
 upstream = ["127.0.0.1:3000"]
 public_paths = ["/health"]
 allow_domains = ["example.com"]
+[[site]]
+public_url = "https://docs.example.com"
+upstream = ["127.0.0.1:3000"]
+[[site.rule]]
+path = "/admin"
+allow_groups = ["ops"]
+[[site.rule]]
+path = "/internal"
+action = "deny"
+[[site.rule]]
+path = "/status"
+action = "public"
+[[site.rule]]
+path = "/api/v1"
+allow_domains = ["example.com"]
+[[site.rule]]
+path = "/docs"
+allow_groups = ["staff"]
 "#,
         store_url(store, dir.path(), &rt)
     ))
@@ -172,7 +190,7 @@ fn benches(c: &mut Criterion) {
                         &mut req,
                         site,
                         &live,
-                        assertion.as_ref().map(|a| a.0.as_str()),
+                        assertion.as_ref().map(|a| &a.header),
                     );
                     black_box(req);
                 })
@@ -196,10 +214,120 @@ fn benches(c: &mut Criterion) {
             c.bench_function("baseline: clone the request header only", |b| {
                 b.iter(|| black_box(template.clone()))
             });
+            parts(c, &r, &template);
         } else {
             drop_bench_schema(&r.rt);
         }
     }
+}
+
+/// The pieces of the hot path one by one, and the cold paths (SQLite rig;
+/// none of these touch the store).
+fn parts(c: &mut Criterion, r: &Rig, template: &RequestHeader) {
+    let app = &r.app;
+    let site = &app.sites[0];
+    let ruled = &app.sites[1];
+    let plain = app
+        .keys
+        .open_cookie(&site.session_cookie, &r.sealed)
+        .unwrap();
+    let live = block_on(app.sessions.check(&plain)).unwrap();
+    let ruled_cookie = app.keys.seal_cookie(&ruled.session_cookie, &plain);
+
+    c.bench_function(
+        "policy: decision on a site with 5 path rules (normalise + match)",
+        |b| {
+            b.iter(|| {
+                let (d, _) = block_on(policy::decide_checked(
+                    app,
+                    ruled,
+                    black_box("/docs/./guide/%69ntro//page"),
+                    Some(&ruled_cookie),
+                ));
+                black_box(d)
+            })
+        },
+    );
+
+    let assertion = app.assertions.get(&app.keys, &app.clock, 0, site, &live);
+    c.bench_function("assertion: from the cache", |b| {
+        b.iter(|| {
+            black_box(
+                app.assertions
+                    .get(&app.keys, &app.clock, 0, site, black_box(&live)),
+            )
+        })
+    });
+    c.bench_function("headers: strip + inject (clone included)", |b| {
+        b.iter(|| {
+            let mut req = template.clone();
+            sesame::gateway::headers::strip(&mut req, site);
+            sesame::gateway::headers::inject(
+                &mut req,
+                site,
+                &live,
+                assertion.as_ref().map(|a| &a.header),
+            );
+            black_box(req)
+        })
+    });
+
+    let now = app.clock.now();
+    let claims = sesame::magic_link::token::Claims {
+        jti: "p_bench".into(),
+        sub: "ada@example.com".into(),
+        aud: site.site.origin.clone(),
+        iat: now,
+        exp: now + 900,
+    };
+    c.bench_function("cold: magic link mint (HS256 JWT)", |b| {
+        b.iter(|| {
+            black_box(sesame::magic_link::token::mint(
+                &app.keys,
+                black_box(&claims),
+            ))
+        })
+    });
+    let token = sesame::magic_link::token::mint(&app.keys, &claims);
+    c.bench_function("cold: magic link verify", |b| {
+        b.iter(|| {
+            black_box(
+                sesame::magic_link::token::verify(
+                    &app.keys,
+                    black_box(&token.0),
+                    &site.site.origin,
+                    now,
+                )
+                .unwrap(),
+            )
+        })
+    });
+
+    // A passkey (SoftPasskey, ES256) and one assertion, verified as Sesame
+    // does it (webauthn-rs), without the store round trips around it.
+    use webauthn_authenticator_rs::prelude::WebauthnAuthenticator;
+    use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+    let origin = url::Url::parse("https://wiki.example.com").unwrap();
+    let rp = webauthn_rs::WebauthnBuilder::new("wiki.example.com", &origin)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut auth = SoftPasskey::new(true);
+    let (ccr, reg) = rp
+        .start_passkey_registration(uuid::Uuid::new_v4(), "ada", "Ada", None)
+        .unwrap();
+    let cred = auth.do_registration(origin.clone(), ccr).unwrap();
+    let passkey = rp.finish_passkey_registration(&cred, &reg).unwrap();
+    let (rcr, state) = rp.start_passkey_authentication(&[passkey]).unwrap();
+    let assertion = auth.do_authentication(origin, rcr).unwrap();
+    c.bench_function("cold: passkey assertion verify (ES256, webauthn-rs)", |b| {
+        b.iter(|| {
+            black_box(
+                rp.finish_passkey_authentication(black_box(&assertion), &state)
+                    .unwrap(),
+            )
+        })
+    });
 }
 
 criterion_group!(hot, benches);

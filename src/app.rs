@@ -134,12 +134,15 @@ impl App {
     /// Open one of Sesame's cookies, reloading the keys first if it names
     /// one not loaded yet.
     pub async fn open_cookie(&self, name: &str, value: &str) -> Option<String> {
-        if !self.keys.knows_cookie_kid(value) {
-            self.keys
-                .reload_for_unknown(&self.store, self.clock.now())
-                .await;
+        match self.keys.try_open_cookie(name, value) {
+            Ok(plain) => plain,
+            Err(crate::keys::UnknownKid) => {
+                self.keys
+                    .reload_for_unknown(&self.store, self.clock.now())
+                    .await;
+                self.keys.open_cookie(name, value)
+            }
         }
-        self.keys.open_cookie(name, value)
     }
 
     /// Make sure the key a magic-link token names is loaded, if it exists.

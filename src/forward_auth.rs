@@ -92,20 +92,22 @@ pub async fn check(
     let resp = match decision {
         Decision::Allow(live) => {
             let h = &site.site.headers;
-            let r = &live.record;
-            let mut resp = Resp::new(200, "text/plain; charset=utf-8", "")
-                .header(h.user.clone(), &r.user_id)
-                .header(h.email.clone(), r.email.as_str())
-                .header(h.groups.clone(), &live.groups_header)
-                .header(h.auth_method.clone(), r.auth_method.as_str());
-            if let Some(name) = &r.name {
-                resp = resp.header(h.name.clone(), name);
+            let v = &live.values;
+            let mut resp = Resp::new(200, "text/plain; charset=utf-8", "");
+            resp.headers.extend([
+                (h.user.clone(), v.user.clone()),
+                (h.email.clone(), v.email.clone()),
+                (h.groups.clone(), v.groups.clone()),
+                (h.auth_method.clone(), v.auth_method.clone()),
+            ]);
+            if let Some(name) = &v.name {
+                resp.headers.push((h.name.clone(), name.clone()));
             }
             if let Some(a) = app
                 .assertions
                 .get(&app.keys, &app.clock, site_index, site, &live)
             {
-                resp = resp.header(h.assertion.clone(), &a.0);
+                resp.headers.push((h.assertion.clone(), a.header.clone()));
             }
             resp.headers.push((
                 header::CACHE_CONTROL,

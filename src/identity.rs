@@ -1,15 +1,13 @@
 //! The signed identity assertion (`Sesame-Assertion`): a short-lived EdDSA
 //! JWT for apps that must not trust a bare header, and the JWKS that
-//! publishes its public keys. Assertions are cached per session and site,
-//! so signing is paid about once a minute per person, not per request.
+//! publishes its public keys. Assertions are kept on the session, one per
+//! site, so signing is paid about once a minute per person, not per request.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use jsonwebtoken::{encode, Algorithm, Header};
-use moka::sync::Cache;
 use serde::Serialize;
 use serde_json::json;
 
@@ -37,23 +35,21 @@ struct Claims<'a> {
     exp: i64,
 }
 
-pub struct Assertions {
-    cache: Cache<(String, usize), Arc<(String, i64)>>,
+/// One signed assertion, ready for the header.
+#[derive(Debug)]
+pub struct Signed {
+    pub header: http::HeaderValue,
+    pub expires_at: i64,
 }
 
-impl Default for Assertions {
-    fn default() -> Self {
-        Assertions {
-            cache: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(Duration::from_secs(LIFETIME_SECS as u64))
-                .build(),
-        }
-    }
-}
+/// Signs assertions; the signed ones are kept on the session they assert
+/// (`LiveSession::assertions`), one per site.
+#[derive(Default)]
+pub struct Assertions;
 
 impl Assertions {
-    /// The assertion for `live` on `site` (cached; signed when needed).
+    /// The assertion for `live` on `site` (kept on the session; signed when
+    /// missing or past the first minute of its five).
     pub fn get(
         &self,
         keys: &Keys,
@@ -61,41 +57,62 @@ impl Assertions {
         site_index: usize,
         site: &SiteRt,
         live: &LiveSession,
-    ) -> Option<Arc<(String, i64)>> {
+    ) -> Option<Arc<Signed>> {
         let now = clock.now();
-        let key = (live.record.id_hash.clone(), site_index);
-        if let Some(hit) = self.cache.get(&key) {
-            if hit.1 - now > LIFETIME_SECS - RENEW_BEFORE_SECS {
-                return Some(hit);
+        {
+            let slots = match live.assertions.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Some(Some(hit)) = slots.get(site_index) {
+                if hit.expires_at - now > LIFETIME_SECS - RENEW_BEFORE_SECS {
+                    return Some(hit.clone());
+                }
             }
         }
-        let r = &live.record;
-        let claims = Claims {
-            iss: &site.site.origin,
-            aud: &site.site.origin,
-            sub: &r.user_id,
-            email: r.email.as_str(),
-            name: r.name.as_deref(),
-            groups: &r.groups,
-            amr: [r.auth_method.as_str()],
-            iat: now,
-            exp: now + LIFETIME_SECS,
+        let fresh = Arc::new(sign(keys, site, live, now)?);
+        let mut slots = match live.assertions.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
         };
-        let token = keys.with_assertion_signer(|kid, k| {
-            let mut header = Header::new(Algorithm::EdDSA);
-            header.kid = Some(kid.to_string());
-            encode(&header, &claims, k)
-        })?;
-        match token {
-            Ok(t) => {
-                let fresh = Arc::new((t, now + LIFETIME_SECS));
-                self.cache.insert(key, fresh.clone());
-                Some(fresh)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not sign an identity assertion");
-                None
-            }
+        if slots.len() <= site_index {
+            slots.resize(site_index + 1, None);
+        }
+        slots[site_index] = Some(fresh.clone());
+        Some(fresh)
+    }
+}
+
+fn sign(keys: &Keys, site: &SiteRt, live: &LiveSession, now: i64) -> Option<Signed> {
+    let r = &live.record;
+    let claims = Claims {
+        iss: &site.site.origin,
+        aud: &site.site.origin,
+        sub: &r.user_id,
+        email: r.email.as_str(),
+        name: r.name.as_deref(),
+        groups: &r.groups,
+        amr: [r.auth_method.as_str()],
+        iat: now,
+        exp: now + LIFETIME_SECS,
+    };
+    let token = keys.with_assertion_signer(|kid, k| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_string());
+        encode(&header, &claims, k)
+    })?;
+    match token.map(|t| http::HeaderValue::from_str(&t)) {
+        Ok(Ok(header)) => Some(Signed {
+            header,
+            expires_at: now + LIFETIME_SECS,
+        }),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a signed identity assertion is not a header value");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not sign an identity assertion");
+            None
         }
     }
 }

@@ -88,6 +88,11 @@ fn fresh(len: usize) -> Vec<u8> {
 }
 
 /// Random bytes as URL-safe base64, for ids.
+/// A cookie names a key this instance has not loaded (perhaps rotated on
+/// another instance a moment ago).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownKid;
+
 pub fn random_id(bytes: usize) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fresh(bytes))
@@ -224,15 +229,6 @@ impl Keys {
         }
     }
 
-    /// False if a cookie value names a key this instance has not loaded
-    /// (perhaps rotated on another instance a moment ago).
-    pub fn knows_cookie_kid(&self, value: &str) -> bool {
-        match value.split_once('.') {
-            Some((kid, _)) => self.current().cookie.iter().any(|k| k.kid == kid),
-            None => true,
-        }
-    }
-
     /// False if a magic-link token names a key this instance has not loaded.
     pub fn knows_link_kid(&self, token: &str) -> bool {
         match jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid) {
@@ -257,18 +253,24 @@ impl Keys {
 
     /// Open a cookie value sealed by any key still in force.
     pub fn open_cookie(&self, name: &str, value: &str) -> Option<String> {
+        self.try_open_cookie(name, value).unwrap_or(None)
+    }
+
+    /// As [`Keys::open_cookie`], but `Err(UnknownKid)` when the value names
+    /// a key this instance has not loaded (one lock, one lookup).
+    pub fn try_open_cookie(&self, name: &str, value: &str) -> Result<Option<String>, UnknownKid> {
         let set = self.current();
-        match value.split_once('.') {
+        Ok(match value.split_once('.') {
             Some((kid, sealed)) => match set.cookie.iter().find(|k| k.kid == kid) {
                 Some(k) => cookies::open(&k.key, name, sealed),
-                None => None,
+                None => return Err(UnknownKid),
             },
             // Sealed before key ids existed: only the first key could have.
             None => set
                 .cookie
                 .iter()
                 .find_map(|k| cookies::open(&k.key, name, value)),
-        }
+        })
     }
 
     /// The signing key for magic links and its id.

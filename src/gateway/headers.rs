@@ -2,7 +2,7 @@
 //! configured name, any case, `_` spellings), Sesame's cookies removed from
 //! `Cookie`, then the identity of the session added.
 
-use http::header::{HeaderName, COOKIE};
+use http::header::{HeaderName, HeaderValue, COOKIE};
 use pingora::http::RequestHeader;
 
 use crate::app::SiteRt;
@@ -67,18 +67,22 @@ fn strip_cookies(req: &mut RequestHeader, site: &SiteRt) {
 }
 
 /// Add the identity headers for `live`, and the signed assertion.
-pub fn inject(req: &mut RequestHeader, site: &SiteRt, live: &LiveSession, assertion: Option<&str>) {
+pub fn inject(
+    req: &mut RequestHeader,
+    site: &SiteRt,
+    live: &LiveSession,
+    assertion: Option<&HeaderValue>,
+) {
     let h = &site.site.headers;
-    let r = &live.record;
-    let _ = req.insert_header(h.user.clone(), r.user_id.as_str());
-    let _ = req.insert_header(h.email.clone(), r.email.as_str());
-    if let Some(name) = &r.name {
-        // A name that is not a valid header value is left out, never sent raw.
-        let _ = req.insert_header(h.name.clone(), name.as_str());
+    let v = &live.values;
+    let _ = req.insert_header(h.user.clone(), v.user.clone());
+    let _ = req.insert_header(h.email.clone(), v.email.clone());
+    if let Some(name) = &v.name {
+        let _ = req.insert_header(h.name.clone(), name.clone());
     }
-    let _ = req.insert_header(h.groups.clone(), live.groups_header.as_str());
-    let _ = req.insert_header(h.auth_method.clone(), r.auth_method.as_str());
+    let _ = req.insert_header(h.groups.clone(), v.groups.clone());
+    let _ = req.insert_header(h.auth_method.clone(), v.auth_method.clone());
     if let Some(a) = assertion {
-        let _ = req.insert_header(h.assertion.clone(), a);
+        let _ = req.insert_header(h.assertion.clone(), a.clone());
     }
 }

@@ -171,7 +171,7 @@ impl Gateway {
         if let Some(live) = &ctx.identity {
             let app = &self.app;
             let assertion = app.assertions.get(&app.keys, &app.clock, i, site, live);
-            headers::inject(up, site, live, assertion.as_ref().map(|a| a.0.as_str()));
+            headers::inject(up, site, live, assertion.as_ref().map(|a| &a.header));
         }
         let xff = self
             .app

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
@@ -31,12 +32,58 @@ const TOUCH_EVERY_SECS: i64 = 60;
 #[derive(Debug)]
 pub struct LiveSession {
     pub record: SessionRecord,
-    /// Comma-joined groups, ready for the header.
-    pub groups_header: String,
+    /// The identity header values, built once per load of the record so
+    /// that each request only clones them (a reference count).
+    pub values: IdentityValues,
+    /// Signed assertions by site index (see `identity`), renewed as they age;
+    /// they go with the record, so a changed record is never asserted stale.
+    pub assertions: std::sync::Mutex<Vec<Option<Arc<crate::identity::Signed>>>>,
     last_seen: AtomicI64,
     persisted_seen: AtomicI64,
     /// When (clock seconds) the record was read from the store.
     loaded_at: i64,
+}
+
+/// Header values of one identity.
+#[derive(Debug, Clone)]
+pub struct IdentityValues {
+    pub user: HeaderValue,
+    pub email: HeaderValue,
+    /// `None` when there is no name, or it is not a valid header value (it
+    /// is then left out, never sent raw).
+    pub name: Option<HeaderValue>,
+    /// Comma-joined groups.
+    pub groups: HeaderValue,
+    pub auth_method: HeaderValue,
+}
+
+impl IdentityValues {
+    pub fn of(record: &SessionRecord) -> IdentityValues {
+        let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+        IdentityValues {
+            user: value(&record.user_id),
+            email: value(record.email.as_str()),
+            name: record
+                .name
+                .as_deref()
+                .and_then(|n| HeaderValue::from_str(n).ok()),
+            groups: value(&record.groups.join(",")),
+            auth_method: HeaderValue::from_static(record.auth_method.as_str()),
+        }
+    }
+}
+
+impl LiveSession {
+    fn new(record: SessionRecord, loaded_at: i64) -> LiveSession {
+        LiveSession {
+            values: IdentityValues::of(&record),
+            assertions: std::sync::Mutex::new(Vec::new()),
+            last_seen: AtomicI64::new(record.last_seen),
+            persisted_seen: AtomicI64::new(record.last_seen),
+            loaded_at,
+            record,
+        }
+    }
 }
 
 /// Why a cookie did not yield a session (for metrics; all mean anonymous).
@@ -202,13 +249,7 @@ impl Sessions {
                 return Err(Rejected::StoreUnavailable);
             }
         };
-        let live = Arc::new(LiveSession {
-            groups_header: record.groups.join(","),
-            last_seen: AtomicI64::new(record.last_seen),
-            persisted_seen: AtomicI64::new(record.last_seen),
-            loaded_at: now,
-            record,
-        });
+        let live = Arc::new(LiveSession::new(record, now));
         self.cache.insert(id.to_string(), live.clone());
         Ok(live)
     }

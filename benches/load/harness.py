@@ -1,0 +1,675 @@
+#!/usr/bin/env python3
+"""Sesame load harness: Sesame against a plain Pingora passthrough proxy and
+against the peers (nginx auth_request, Caddy forward_auth), on this machine,
+in one run. Started by `benches/load/run`, which installs the tools and
+builds the release binaries first.
+
+Scenarios, interleaved in every round:
+  a  direct to the upstream (nginx `return 200`)
+  b  plain Pingora passthrough (benches/load/passthrough.rs): the reference
+  c  Sesame with a valid session cookie (1,000 signed-in people in turn)
+  c' Sesame answering an unauthenticated browser request (302 to the login)
+  d  nginx auth_request -> Sesame /.sesame/auth -> upstream
+  e  Caddy forward_auth -> Sesame /.sesame/auth -> upstream
+
+The system under test is pinned to CPU 0, the load generator and the
+upstream to CPU 1. Throughput: wrk (closed loop). Latency: oha at fixed
+rates (25/50/75 % of (b)'s maximum in the same round) with latency
+correction. CPU per request: utime+stime of the system under test over the
+requests served. Memory: peak RSS at 1,000 kept-alive connections, with
+100,000 live sessions in the store, all used during the run.
+
+Writes benches/load/results/{results.md,raw.json,latency.svg}.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RESULTS = os.path.join(ROOT, "benches", "load", "results")
+RELEASE = os.path.join(ROOT, "target", "release")
+SESAME = os.path.join(RELEASE, "sesame")
+PASSTHROUGH = os.path.join(RELEASE, "examples", "passthrough")
+SEED = os.path.join(RELEASE, "examples", "load_seed")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+SCENARIOS = ["b", "a", "c", "c'", "d", "e"]
+NAMES = {
+    "a": "direct to the upstream",
+    "b": "plain Pingora passthrough",
+    "c": "Sesame, signed in (cookie)",
+    "c'": "Sesame, not signed in (302)",
+    "d": "nginx auth_request + Sesame",
+    "e": "Caddy forward_auth + Sesame",
+}
+LOAD_FRACTIONS = [0.25, 0.5, 0.75]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc=None, timeout=15.0):
+    t = time.time()
+    while time.time() - t < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def cpu_ticks(pids):
+    """utime + stime of the processes (all threads), in clock ticks."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def core_times(core):
+    """(busy, total) jiffies of one CPU from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                idle = v[3] + v[4]
+                return sum(v) - idle, sum(v)
+    raise RuntimeError(f"cpu{core} not in /proc/stat")
+
+
+def peak_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def children(pid):
+    """Worker processes of a master (nginx)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+class Procs:
+    """Processes of one scenario, stopped together."""
+
+    def __init__(self, work, cores):
+        self.work = work
+        self.cores = cores
+        self.procs = []
+
+    def start(self, name, cmd, core, env=None):
+        logf = open(os.path.join(self.work, f"{name}.log"), "ab")
+        full = ["taskset", "-c", core] + cmd
+        p = subprocess.Popen(
+            full,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self.procs.append(p)
+        return p
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.procs = []
+
+
+def nginx_conf(work, name, listen, body, core_workers=1):
+    prefix = os.path.join(work, f"nginx-{name}")
+    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(
+            f"""worker_processes {core_workers};
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {prefix}/tmp;
+    proxy_temp_path {prefix}/tmp;
+{body}
+}}
+"""
+        )
+    return prefix, conf
+
+
+class Rig:
+    """Ports, configs and the seeded store shared by every round."""
+
+    def __init__(self, args):
+        self.args = args
+        self.work = tempfile.mkdtemp(prefix="sesame-load-")
+        self.cores = ("0", "1") if os.cpu_count() >= 2 else ("0", "0")
+        self.sut, self.gen = self.cores
+        self.up_port = free_port()
+        self.b_port = free_port()
+        self.s_port = free_port()
+        self.s_admin = free_port()
+        self.n_port = free_port()
+        self.caddy_port = free_port()
+        self.sesame_conf = os.path.join(self.work, "sesame.toml")
+        with open(self.sesame_conf, "w") as f:
+            f.write(
+                f"""[server]
+listen = ["127.0.0.1:{self.s_port}"]
+admin_listen = "127.0.0.1:{self.s_admin}"
+threads = 1
+trusted_proxies = ["127.0.0.1"]
+[store]
+url = "sqlite://{self.work}/sesame.db"
+[mail]
+transport = "console"
+[[site]]
+name = "app"
+public_url = "http://127.0.0.1"
+upstream = ["127.0.0.1:{self.up_port}"]
+"""
+            )
+        self.cookies_all = os.path.join(self.work, "cookies.txt")
+        self.cookies_hot = os.path.join(self.work, "cookies-1000.txt")
+        n = args.sessions
+        log(f"seeding {n} users with a live session each")
+        t = time.time()
+        subprocess.run([SEED, self.sesame_conf, str(n), self.cookies_all], check=True)
+        log(f"seeded in {time.time() - t:.1f}s")
+        with open(self.cookies_all) as f:
+            lines = f.read().splitlines()
+        with open(self.cookies_hot, "w") as f:
+            f.write("\n".join(lines[:1000]) + "\n")
+        self.one_cookie = lines[0]
+        self.lua = os.path.join(self.work, "cookies.lua")
+        with open(self.lua, "w") as f:
+            f.write(
+                """-- Each request carries the next session cookie of the file in COOKIES.
+local cookies = {}
+for line in io.lines(os.getenv("COOKIES")) do cookies[#cookies + 1] = line end
+local i = 0
+request = function()
+  i = i % #cookies + 1
+  return wrk.format("GET", "/", { ["Cookie"] = cookies[i] })
+end
+"""
+            )
+        self.upstream = None
+
+    def start_upstream(self):
+        body = f"""    server {{
+        listen 127.0.0.1:{self.up_port} reuseport backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}"""
+        prefix, conf = nginx_conf(self.work, "upstream", self.up_port, body)
+        self.upstream = Procs(self.work, self.cores)
+        p = self.upstream.start("upstream", ["nginx", "-p", prefix, "-c", conf], self.gen)
+        wait_port(self.up_port, p)
+
+    def start_sesame(self, procs):
+        p = procs.start(
+            "sesame",
+            [SESAME, "run", "-c", self.sesame_conf],
+            self.sut,
+            env={"RUST_LOG": "warn"},
+        )
+        wait_port(self.s_port, p)
+        return p
+
+    def scenario(self, name):
+        """Start scenario `name`; (procs, url, headers, lua cookies file, SUT pids)."""
+        procs = Procs(self.work, self.cores)
+        if name == "a":
+            return procs, f"http://127.0.0.1:{self.up_port}/", [], None, []
+        if name == "b":
+            p = procs.start(
+                "passthrough",
+                [PASSTHROUGH, f"127.0.0.1:{self.b_port}", f"127.0.0.1:{self.up_port}", "1"],
+                self.sut,
+            )
+            wait_port(self.b_port, p)
+            return procs, f"http://127.0.0.1:{self.b_port}/", [], None, [p.pid]
+        s = self.start_sesame(procs)
+        if name == "c":
+            return (
+                procs,
+                f"http://127.0.0.1:{self.s_port}/",
+                [f"Cookie: {self.one_cookie}"],
+                self.cookies_hot,
+                [s.pid],
+            )
+        if name == "c'":
+            return (
+                procs,
+                f"http://127.0.0.1:{self.s_port}/",
+                ["Accept: text/html"],
+                None,
+                [s.pid],
+            )
+        if name == "d":
+            body = f"""    upstream sesame {{ server 127.0.0.1:{self.s_port}; keepalive 64; }}
+    upstream app {{ server 127.0.0.1:{self.up_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{self.n_port} backlog=4096;
+        location = /_sesame_auth {{
+            internal;
+            proxy_pass http://sesame/.sesame/auth;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+        }}
+        location / {{
+            auth_request /_sesame_auth;
+            auth_request_set $sesame_user $upstream_http_remote_user;
+            auth_request_set $sesame_email $upstream_http_remote_email;
+            proxy_set_header Remote-User $sesame_user;
+            proxy_set_header Remote-Email $sesame_email;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://app;
+        }}
+    }}"""
+            prefix, conf = nginx_conf(self.work, "auth", self.n_port, body)
+            n = procs.start("nginx-auth", ["nginx", "-p", prefix, "-c", conf], self.sut)
+            wait_port(self.n_port, n)
+            pids = [s.pid, n.pid] + children(n.pid)
+            return (
+                procs,
+                f"http://127.0.0.1:{self.n_port}/",
+                [f"Cookie: {self.one_cookie}"],
+                self.cookies_hot,
+                pids,
+            )
+        if name == "e":
+            caddyfile = os.path.join(self.work, "Caddyfile")
+            with open(caddyfile, "w") as f:
+                f.write(
+                    f"""{{
+	admin off
+	auto_https off
+}}
+http://127.0.0.1:{self.caddy_port} {{
+	forward_auth 127.0.0.1:{self.s_port} {{
+		uri /.sesame/auth
+		copy_headers Remote-User Remote-Email
+	}}
+	reverse_proxy 127.0.0.1:{self.up_port}
+}}
+"""
+                )
+            c = procs.start(
+                "caddy",
+                ["caddy", "run", "--config", caddyfile, "--adapter", "caddyfile"],
+                self.sut,
+                env={"GOMAXPROCS": "1", "HOME": self.work, "XDG_DATA_HOME": self.work},
+            )
+            wait_port(self.caddy_port, c)
+            return (
+                procs,
+                f"http://127.0.0.1:{self.caddy_port}/",
+                [f"Cookie: {self.one_cookie}"],
+                self.cookies_hot,
+                [s.pid, c.pid],
+            )
+        raise ValueError(name)
+
+
+def wrk(rig, url, headers, lua, seconds, conns):
+    cmd = ["taskset", "-c", rig.gen, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    env = dict(os.environ)
+    if lua:
+        cmd += ["-s", rig.lua]
+        env["COOKIES"] = lua
+    else:
+        for h in headers:
+            cmd += ["-H", h]
+    cmd.append(url)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    if not m:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    requests = int(m.group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "requests": requests,
+        "rps": rps,
+        "non_2xx_3xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+def oha(rig, url, headers, rate, seconds):
+    cmd = [
+        "taskset", "-c", rig.gen, "oha", "--no-tui", "--output-format", "json",
+        "-z", f"{seconds}s", "-q", str(int(rate)), "-c", "32", "--latency-correction",
+        "--redirect", "0",
+    ]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    j = json.loads(out)
+    p = j["latencyPercentiles"]
+    return {
+        "rate": int(rate),
+        "rps": j["summary"]["requestsPerSec"],
+        "success": j["summary"]["successRate"],
+        "p50": p["p50"],
+        "p90": p["p90"],
+        "p99": p["p99"],
+        "p99.9": p["p99.9"],
+        "statuses": j.get("statusCodeDistribution", {}),
+    }
+
+
+def expected_status_ok(name, result):
+    """c' answers 302 (counted as a 3xx by wrk, fine); everything else 200."""
+    return result["non_2xx_3xx"] == 0
+
+
+def run_round(rig, rnd, b_max_hint):
+    out = {}
+    b_max = b_max_hint
+    for name in SCENARIOS:
+        procs, url, headers, lua, pids = rig.scenario(name)
+        try:
+            # Warm up: connections, caches, every session of the cookie file.
+            wrk(rig, url, headers, lua, rig.args.warmup, 64)
+            c0 = cpu_ticks(pids) if pids else 0
+            g0 = core_times(rig.gen)
+            w = wrk(rig, url, headers, lua, rig.args.duration, 64)
+            g1 = core_times(rig.gen)
+            c1 = cpu_ticks(pids) if pids else 0
+            gen_busy = (g1[0] - g0[0]) / max(1, g1[1] - g0[1])
+            w["gen_core_busy"] = gen_busy
+            w["saturated_generator"] = gen_busy > 0.97
+            w["cpu_us_per_req"] = (
+                (c1 - c0) / TICKS * 1e6 / w["requests"] if pids and w["requests"] else None
+            )
+            w["status_ok"] = expected_status_ok(name, w)
+            if name == "b":
+                b_max = w["rps"]
+            lat = []
+            for frac in LOAD_FRACTIONS:
+                lat.append({"fraction": frac, **oha(rig, url, headers, frac * b_max, rig.args.latency_duration)})
+            w["latency"] = lat
+            out[name] = w
+            log(
+                f"round {rnd} {name:2} {w['rps']:9.0f} req/s"
+                + (f"  cpu {w['cpu_us_per_req']:.2f} us/req" if w["cpu_us_per_req"] else "")
+                + f"  generator core {gen_busy:.0%}"
+                + f"  p50@50% {lat[1]['p50'] * 1e6:.0f} us  p99@50% {lat[1]['p99'] * 1e6:.0f} us"
+            )
+        finally:
+            procs.stop()
+    return out, b_max
+
+
+MEMORY_RUNS = {
+    "b": "plain Pingora passthrough",
+    "c": "Sesame, 1,000 of the sessions in use",
+    "c_all": "Sesame, every session in use (all cached)",
+}
+
+
+def memory(rig):
+    """Peak RSS at 1,000 kept-alive connections with every seeded session in
+    the store: (b); (c) with 1,000 people active; (c) with all of them active
+    within the cache lifetime (each cached with its signed assertion)."""
+    res = {}
+    for run in MEMORY_RUNS:
+        name = "c" if run.startswith("c") else run
+        procs, url, headers, lua, pids = rig.scenario(name)
+        try:
+            if run == "c_all":
+                lua = rig.cookies_all
+                # One pass over every session first (cold: each is read from the store).
+                wrk(rig, url, headers, lua, max(rig.args.duration, 20), 1000)
+            w = wrk(rig, url, headers, lua, rig.args.duration, 1000)
+            res[run] = {
+                "peak_rss": peak_rss(pids[0]),
+                "rps_at_1000_conns": w["rps"],
+                "non_2xx_3xx": w["non_2xx_3xx"],
+            }
+            log(f"memory {run}: peak RSS {res[run]['peak_rss'] / 2**20:.1f} MiB at 1000 connections")
+        finally:
+            procs.stop()
+    return res
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def spread(xs):
+    xs = [x for x in xs if x is not None]
+    return (min(xs), max(xs)) if xs else (None, None)
+
+
+def summarize(rounds, mem):
+    s = {}
+    for name in SCENARIOS:
+        runs = [r[name] for r in rounds if name in r]
+        kept = [r for r in runs if not r["saturated_generator"]]
+        use = kept or runs
+        lat = {}
+        for i, frac in enumerate(LOAD_FRACTIONS):
+            lat[frac] = {
+                k: med([r["latency"][i][k] for r in runs]) for k in ["p50", "p90", "p99", "p99.9", "rps"]
+            }
+        s[name] = {
+            "rps": med([r["rps"] for r in use]),
+            "rps_spread": spread([r["rps"] for r in use]),
+            "rounds_kept": len(kept),
+            "rounds": len(runs),
+            "cpu_us_per_req": med([r["cpu_us_per_req"] for r in use]),
+            "status_ok": all(r["status_ok"] for r in runs),
+            "latency": lat,
+        }
+    return s
+
+
+def us(x):
+    return "-" if x is None else f"{x * 1e6:.0f}"
+
+
+def report(args, rounds, mem, s, started):
+    b = s["b"]
+    lines = []
+    cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name:[ ]*//p' | head -1"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines.append("# Sesame load harness: results\n")
+    lines.append(
+        f"Run {started} on {os.cpu_count()} CPUs ({cpu or 'unknown CPU'}), kernel {os.uname().release}, commit `{commit}`, "
+        f"with `benches/load/run{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`. "
+        f"{len(rounds)} rounds, interleaved; medians, spread in brackets. System under test on CPU {0}, "
+        f"wrk/oha and the upstream (nginx `return 200`) on CPU 1. Ratios are against (b), the plain Pingora passthrough.\n"
+    )
+    lines.append("## Throughput (wrk, 64 connections, closed loop)\n")
+    lines.append("| | scenario | req/s | spread | vs (b) | CPU µs/req | added CPU vs (b) | rounds kept |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name in SCENARIOS:
+        x = s[name]
+        lo, hi = x["rps_spread"]
+        ratio = x["rps"] / b["rps"] if b["rps"] else 0
+        cpu_s = "-" if x["cpu_us_per_req"] is None else f"{x['cpu_us_per_req']:.2f}"
+        added = (
+            "-" if x["cpu_us_per_req"] is None or name in ("a", "b")
+            else f"{x['cpu_us_per_req'] - b['cpu_us_per_req']:+.2f}"
+        )
+        lines.append(
+            f"| ({name}) | {NAMES[name]} | {x['rps']:.0f} | {lo:.0f}–{hi:.0f} | {ratio:.3f} | {cpu_s} | {added} | {x['rounds_kept']}/{x['rounds']} |"
+        )
+    lines.append(
+        "\nA round is not kept when the generator's CPU was over 97 % busy (the generator, not the system under test, "
+        "was the limit); (a) always shares that CPU with its upstream and is context only.\n"
+    )
+    lines.append("## Latency (oha, fixed rate, latency correction)\n")
+    lines.append("| | scenario | load | p50 µs | p90 µs | p99 µs | p99.9 µs | added p50 vs (b) | added p99 vs (b) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for name in SCENARIOS:
+        for frac in LOAD_FRACTIONS:
+            l = s[name]["latency"][frac]
+            bl = b["latency"][frac]
+            lines.append(
+                f"| ({name}) | {NAMES[name]} | {frac:.0%} of (b) | {us(l['p50'])} | {us(l['p90'])} | {us(l['p99'])} | {us(l['p99.9'])} | "
+                + ("-" if name in ("a", "b") else f"{(l['p50'] - bl['p50']) * 1e6:+.0f}")
+                + " | "
+                + ("-" if name in ("a", "b") else f"{(l['p99'] - bl['p99']) * 1e6:+.0f}")
+                + " |"
+            )
+    lines.append("\n![latency percentiles at 50 % load](latency.svg)\n")
+    lines.append(f"## Memory (peak RSS, 1,000 kept-alive connections, {args.sessions:,} live sessions in the store, all used)\n")
+    lines.append("| | peak RSS | vs (b) | req/s at 1,000 connections |")
+    lines.append("|---|---|---|---|")
+    for run, label in MEMORY_RUNS.items():
+        m = mem[run]
+        lines.append(
+            f"| {label} | {m['peak_rss'] / 2**20:.1f} MiB | {(m['peak_rss'] - mem['b']['peak_rss']) / 2**20:+.1f} MiB | {m['rps_at_1000_conns']:.0f} |"
+        )
+    c = s["c"]
+    half = 0.5
+    goals = [
+        ("(c) throughput >= 0.95 of (b)", c["rps"] / b["rps"] >= 0.95, f"{c['rps'] / b['rps']:.3f}"),
+        (
+            "(c) added p50 latency over (b) < 20 µs at 50 % load",
+            (c["latency"][half]["p50"] - b["latency"][half]["p50"]) * 1e6 < 20,
+            f"{(c['latency'][half]['p50'] - b['latency'][half]['p50']) * 1e6:+.0f} µs",
+        ),
+        (
+            "(c) added p99 latency over (b) < 200 µs at 50 % load",
+            (c["latency"][half]["p99"] - b["latency"][half]["p99"]) * 1e6 < 200,
+            f"{(c['latency'][half]['p99'] - b['latency'][half]['p99']) * 1e6:+.0f} µs",
+        ),
+        (
+            "(c) CPU per request - (b) CPU per request < 3 µs",
+            c["cpu_us_per_req"] - b["cpu_us_per_req"] < 3,
+            f"{c['cpu_us_per_req'] - b['cpu_us_per_req']:+.2f} µs",
+        ),
+        ("(c) >= 2x the throughput of (d)", c["rps"] >= 2 * s["d"]["rps"], f"{c['rps'] / s['d']['rps']:.2f}x"),
+        ("(c) >= 2x the throughput of (e)", c["rps"] >= 2 * s["e"]["rps"], f"{c['rps'] / s['e']['rps']:.2f}x"),
+        (
+            "RSS of (c) <= (b) + 10 MB (1,000 connections, sessions in the store, 1,000 in use)",
+            mem["c"]["peak_rss"] <= mem["b"]["peak_rss"] + 10 * 2**20,
+            f"{(mem['c']['peak_rss'] - mem['b']['peak_rss']) / 2**20:+.1f} MiB",
+        ),
+        (
+            "the same with every session in use",
+            mem["c_all"]["peak_rss"] <= mem["b"]["peak_rss"] + 10 * 2**20,
+            f"{(mem['c_all']['peak_rss'] - mem['b']['peak_rss']) / 2**20:+.1f} MiB",
+        ),
+    ]
+    lines.append("\n## Goals (issue 6)\n")
+    lines.append("| goal | result | met |")
+    lines.append("|---|---|---|")
+    for g, ok, v in goals:
+        lines.append(f"| {g} | {v} | {'yes' if ok else 'no'} |")
+    if not all(s[n]["status_ok"] for n in SCENARIOS):
+        lines.append("\n**Warning:** some runs had unexpected statuses; see raw.json.")
+    return "\n".join(lines) + "\n", goals
+
+
+def plot(s, path):
+    data = os.path.join(os.path.dirname(path), "latency.dat")
+    with open(data, "w") as f:
+        f.write("scenario p50 p90 p99 p99.9\n")
+        for name in SCENARIOS:
+            l = s[name]["latency"][0.5]
+            f.write(f"\"({name})\" " + " ".join(f"{l[k] * 1e6:.1f}" for k in ["p50", "p90", "p99", "p99.9"]) + "\n")
+    script = f"""set terminal svg size 900,480 dynamic font "sans,12"
+set output "{path}"
+set title "Latency at 50 % of (b)'s maximum (oha, latency-corrected)"
+set ylabel "µs (log scale)"
+set logscale y
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set key top left
+set grid ytics
+plot "{data}" using 2:xtic(1) title "p50", "" using 3 title "p90", "" using 4 title "p99", "" using 5 title "p99.9"
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    os.remove(data)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds of each wrk measurement")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--latency-duration", type=int, default=5, help="seconds of each oha run")
+    ap.add_argument("--sessions", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="1 round, short runs, 10k sessions (a smoke test)")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.duration, args.warmup, args.latency_duration, args.sessions = 1, 3, 1, 2, 10_000
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rig = Rig(args)
+    rig.start_upstream()
+    try:
+        rounds = []
+        b_max = None
+        for rnd in range(1, args.rounds + 1):
+            r, b_max = run_round(rig, rnd, b_max)
+            rounds.append(r)
+        mem = memory(rig)
+    finally:
+        if rig.upstream:
+            rig.upstream.stop()
+    s = summarize(rounds, mem)
+    os.makedirs(RESULTS, exist_ok=True)
+    md, goals = report(args, rounds, mem, s, started)
+    with open(os.path.join(RESULTS, "results.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(RESULTS, "raw.json"), "w") as f:
+        json.dump({"started": started, "args": vars(args), "rounds": rounds, "memory": mem, "summary": {k: {**v, "latency": {str(f): l for f, l in v["latency"].items()}} for k, v in s.items()}}, f, indent=1)
+    plot(s, os.path.join(RESULTS, "latency.svg"))
+    print(md)
+    shutil.rmtree(rig.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
