@@ -116,7 +116,7 @@ impl App {
             mailer,
             outbox,
             csp,
-            assertions: crate::identity::Assertions::default(),
+            assertions: crate::identity::Assertions,
             passkeys,
             store_up,
         }))
