@@ -12,6 +12,11 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 
+/// The same allocator as Sesame's binary, so that the comparison is of the
+/// proxying work only.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Passthrough {
     upstream: SocketAddr,
 }

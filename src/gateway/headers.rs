@@ -73,16 +73,16 @@ pub fn inject(
     live: &LiveSession,
     assertion: Option<&HeaderValue>,
 ) {
-    let h = &site.site.headers;
+    let w = &site.wire;
     let v = &live.values;
-    let _ = req.insert_header(h.user.clone(), v.user.clone());
-    let _ = req.insert_header(h.email.clone(), v.email.clone());
+    let _ = req.insert_header(w.user.clone(), v.user.clone());
+    let _ = req.insert_header(w.email.clone(), v.email.clone());
     if let Some(name) = &v.name {
-        let _ = req.insert_header(h.name.clone(), name.clone());
+        let _ = req.insert_header(w.name.clone(), name.clone());
     }
-    let _ = req.insert_header(h.groups.clone(), v.groups.clone());
-    let _ = req.insert_header(h.auth_method.clone(), v.auth_method.clone());
+    let _ = req.insert_header(w.groups.clone(), v.groups.clone());
+    let _ = req.insert_header(w.auth_method.clone(), v.auth_method.clone());
     if let Some(a) = assertion {
-        let _ = req.insert_header(h.assertion.clone(), a.clone());
+        let _ = req.insert_header(w.assertion.clone(), a.clone());
     }
 }

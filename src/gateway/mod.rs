@@ -178,9 +178,15 @@ impl Gateway {
             .config
             .trusted_proxies
             .forward(peer_ip(session), &forwarded_for(session));
-        up.insert_header("x-forwarded-for", xff)?;
-        up.insert_header("x-forwarded-proto", site.site.public_url.scheme())?;
-        up.insert_header("x-forwarded-host", site.site.host.as_str())?;
+        up.insert_header(Bytes::from_static(b"X-Forwarded-For"), xff)?;
+        up.insert_header(
+            Bytes::from_static(b"X-Forwarded-Proto"),
+            site.wire.forwarded_proto.clone(),
+        )?;
+        up.insert_header(
+            Bytes::from_static(b"X-Forwarded-Host"),
+            site.wire.forwarded_host.clone(),
+        )?;
         Ok(())
     }
 
