@@ -562,7 +562,7 @@ def report(args, rounds, mem, s, started):
                 + " |"
             )
     lines.append("\n![latency percentiles at 50 % load](latency.svg)\n")
-    lines.append(f"## Memory (peak RSS, 1,000 kept-alive connections, {args.sessions:,} live sessions in the store, all used)\n")
+    lines.append(f"## Memory (peak RSS, 1,000 kept-alive connections, {args.sessions:,} live sessions in the store)\n")
     lines.append("| | peak RSS | vs (b) | req/s at 1,000 connections |")
     lines.append("|---|---|---|---|")
     for run, label in MEMORY_RUNS.items():
