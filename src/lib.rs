@@ -144,7 +144,10 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
         let app = app.clone();
         background.spawn(async move {
             let upstreams = &app.sites[i].upstreams;
-            let mut tick = tokio::time::interval(upstreams.health_interval);
+            // The first check after one interval: apps started together with
+            // Sesame (the demo app) get the time to listen.
+            let every = upstreams.health_interval;
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;

@@ -148,7 +148,10 @@ const DEMO_APP: &str = "127.0.0.1:8081";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+        // Sesame logs upstream health changes itself, in one line.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,pingora=warn,pingora_load_balancing=error")
+        });
     let json = std::env::var("SESAME_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
