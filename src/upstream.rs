@@ -28,6 +28,9 @@ struct Tls {
 
 pub struct Upstreams {
     lb: LoadBalancer<RoundRobin>,
+    /// The address when there is only one: no selection to make (it gets
+    /// the requests whether it passes its check or not).
+    only: Option<std::net::SocketAddr>,
     tls: Option<Tls>,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -120,6 +123,10 @@ impl Upstreams {
         }
         Ok(Upstreams {
             lb,
+            only: match site.upstreams.as_slice() {
+                [one] => Some(*one),
+                _ => None,
+            },
             tls,
             connect_timeout: site.connect_timeout,
             read_timeout: site.read_timeout,
@@ -129,11 +136,16 @@ impl Upstreams {
 
     /// The next healthy upstream (any upstream if none is healthy).
     pub fn peer(&self) -> Option<HttpPeer> {
-        let backend = self
-            .lb
-            .select(b"", 256)
-            .or_else(|| self.lb.select_with(b"", 256, |_, _| true))?;
-        let addr = *backend.addr.as_inet()?;
+        let addr = match self.only {
+            Some(addr) => addr,
+            None => {
+                let backend = self
+                    .lb
+                    .select(b"", 256)
+                    .or_else(|| self.lb.select_with(b"", 256, |_, _| true))?;
+                *backend.addr.as_inet()?
+            }
+        };
         let mut peer = match &self.tls {
             Some(t) => {
                 let mut p = HttpPeer::new(addr, true, t.sni.clone());

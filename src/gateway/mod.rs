@@ -557,19 +557,19 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
-        let site = ctx
-            .site
-            .map(|i| self.app.sites[i].site.name.as_str())
-            .unwrap_or("-");
         let outcome = if ctx.outcome.is_empty() {
             "error"
         } else {
             ctx.outcome
         };
-        self.app
-            .metrics
-            .requests
-            .with_label_values(&[site, outcome])
-            .inc();
+        match ctx.site {
+            Some(i) => self.app.sites[i].count(&self.app.metrics, outcome),
+            None => self
+                .app
+                .metrics
+                .requests
+                .with_label_values(&["-", outcome])
+                .inc(),
+        }
     }
 }
