@@ -820,9 +820,6 @@ impl Validator {
             s.health_interval,
             Duration::from_secs(5),
         );
-        if health_interval.is_zero() {
-            self.err(p("health_interval"), "must be longer than 0s");
-        }
         Some(Site {
             name,
             secure: public_url.scheme() == "https" || !is_local,
