@@ -103,10 +103,13 @@ pub async fn check(
             if let Some(name) = &v.name {
                 resp.headers.push((h.name.clone(), name.clone()));
             }
-            if let Some(a) = app
-                .assertions
-                .get(&app.keys, &app.clock, site_index, site, &live)
-            {
+            let assertion = if site.site.sign_assertion {
+                app.assertions
+                    .get(&app.keys, &app.clock, site_index, site, &live)
+            } else {
+                None
+            };
+            if let Some(a) = assertion {
                 resp.headers.push((h.assertion.clone(), a.header.clone()));
             }
             resp.headers.push((

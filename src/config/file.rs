@@ -145,6 +145,7 @@ pub struct SiteFile {
     pub allow_groups: Vec<String>,
     #[serde(default)]
     pub require_passkey: bool,
+    pub sign_assertion: Option<bool>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     #[serde(default)]

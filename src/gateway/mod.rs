@@ -170,7 +170,11 @@ impl Gateway {
         headers::strip(up, site);
         if let Some(live) = &ctx.identity {
             let app = &self.app;
-            let assertion = app.assertions.get(&app.keys, &app.clock, i, site, live);
+            let assertion = if site.site.sign_assertion {
+                app.assertions.get(&app.keys, &app.clock, i, site, live)
+            } else {
+                None
+            };
             headers::inject(up, site, live, assertion.as_ref().map(|a| &a.header));
         }
         let xff = self

@@ -98,4 +98,38 @@ async fn apps_can_verify_who_is_calling() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     verify(&token, &jwks);
 }
+
+async fn new_groups_are_in_the_next_assertion_and_a_site_can_do_without_one() {
+    let app = spawn_with(Options { extra: "sign_assertion = false".into(), ..Default::default() }).await;
+    let b = browser();
+    app.sign_in(&b, "groups@example.com").await;
+    b.get(app.url("/before")).send().await.unwrap();
+    let jwks: Value = browser().get(app.url("/.sesame/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let before = verify(&app.upstream.last().header("sesame-assertion").unwrap(), &jwks);
+    assert_eq!(before["groups"], serde_json::json!([]));
+
+    // New groups: once the session is re-read (at once on PostgreSQL, by
+    // notification), the assertion says so too, not only the plain header.
+    let (ok, _, err) = app.cli(&["user", "set-groups", "groups@example.com", "--group", "ops"]);
+    assert!(ok, "{err}");
+    let a = &app.running.as_ref().unwrap().app;
+    a.sessions.invalidate(&sesame::store::Invalidation::All);
+    b.get(app.url("/after")).send().await.unwrap();
+    let seen = app.upstream.last();
+    assert_eq!(seen.header("remote-groups").as_deref(), Some("ops"));
+    let after = verify(&seen.header("sesame-assertion").unwrap(), &jwks);
+    assert_eq!(after["groups"], serde_json::json!(["ops"]));
+
+    // The second site has `sign_assertion = false`: plain headers only, and a
+    // client's own assertion is still stripped.
+    let other = format!("http://127.0.0.1:{}", app.port);
+    let b2 = browser();
+    let mut on_other = app;
+    on_other.base = other.clone();
+    on_other.sign_in(&b2, "plain@example.com").await;
+    b2.get(format!("{other}/page")).header("Sesame-Assertion", "forged").send().await.unwrap();
+    let seen = on_other.upstream.last();
+    assert_eq!(seen.header("remote-email").as_deref(), Some("plain@example.com"));
+    assert_eq!(seen.header("sesame-assertion"), None);
+}
 }
