@@ -8,6 +8,7 @@ Scenarios, interleaved in every round:
   a  direct to the upstream (nginx `return 200`)
   b  plain Pingora passthrough (benches/load/passthrough.rs): the reference
   c  Sesame with a valid session cookie (1,000 signed-in people in turn)
+  c0 the same with `sign_assertion = false` (no signed assertion header)
   c' Sesame answering an unauthenticated browser request (302 to the login)
   d  nginx auth_request -> Sesame /.sesame/auth -> upstream
   e  Caddy forward_auth -> Sesame /.sesame/auth -> upstream
@@ -44,11 +45,12 @@ PASSTHROUGH = os.path.join(RELEASE, "examples", "passthrough")
 SEED = os.path.join(RELEASE, "examples", "load_seed")
 TICKS = os.sysconf("SC_CLK_TCK")
 
-SCENARIOS = ["b", "a", "c", "c'", "d", "e"]
+SCENARIOS = ["b", "a", "c", "c0", "c'", "d", "e"]
 NAMES = {
     "a": "direct to the upstream",
     "b": "plain Pingora passthrough",
     "c": "Sesame, signed in (cookie)",
+    "c0": "the same, site with sign_assertion = false",
     "c'": "Sesame, not signed in (302)",
     "d": "nginx auth_request + Sesame",
     "e": "Caddy forward_auth + Sesame",
@@ -205,6 +207,10 @@ public_url = "http://127.0.0.1"
 upstream = ["127.0.0.1:{self.up_port}"]
 """
             )
+        # The same store and keys, the site without the signed assertion.
+        self.sesame_conf_plain = os.path.join(self.work, "sesame-plain.toml")
+        with open(self.sesame_conf) as f, open(self.sesame_conf_plain, "w") as g:
+            g.write(f.read() + "sign_assertion = false\n")
         self.cookies_all = os.path.join(self.work, "cookies.txt")
         self.cookies_hot = os.path.join(self.work, "cookies-1000.txt")
         n = args.sessions
@@ -242,10 +248,10 @@ end
         p = self.upstream.start("upstream", ["nginx", "-p", prefix, "-c", conf], self.gen)
         wait_port(self.up_port, p)
 
-    def start_sesame(self, procs):
+    def start_sesame(self, procs, conf=None):
         p = procs.start(
             "sesame",
-            [SESAME, "run", "-c", self.sesame_conf],
+            [SESAME, "run", "-c", conf or self.sesame_conf],
             self.sut,
             env={"RUST_LOG": "warn"},
         )
@@ -265,8 +271,8 @@ end
             )
             wait_port(self.b_port, p)
             return procs, f"http://127.0.0.1:{self.b_port}/", [], None, [p.pid]
-        s = self.start_sesame(procs)
-        if name == "c":
+        s = self.start_sesame(procs, self.sesame_conf_plain if name == "c0" else None)
+        if name in ("c", "c0"):
             return (
                 procs,
                 f"http://127.0.0.1:{self.s_port}/",
