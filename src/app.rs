@@ -112,8 +112,6 @@ pub struct App {
     pub client_limit: RateLimiter,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
-    /// Signed identity assertions, cached per session and site.
-    pub assertions: crate::identity::Assertions,
     /// The WebAuthn relying party for passkeys.
     pub passkeys: crate::passkey::RelyingParty,
     /// False while the store is unreachable; kept by `probe_store`.
@@ -198,7 +196,6 @@ impl App {
             mailer,
             outbox,
             csp,
-            assertions: crate::identity::Assertions,
             passkeys,
             store_up,
         }))
@@ -225,6 +222,20 @@ impl App {
                 self.keys.open_cookie(name, value)
             }
         }
+    }
+
+    /// The signed assertion for `live` on site `site_index`, unless that
+    /// site has `sign_assertion = false`.
+    pub fn assertion(
+        &self,
+        site_index: usize,
+        live: &crate::session::LiveSession,
+    ) -> Option<Arc<crate::identity::Signed>> {
+        let site = &self.sites[site_index];
+        if !site.site.sign_assertion {
+            return None;
+        }
+        crate::identity::assertion(&self.keys, &self.clock, site_index, site, live)
     }
 
     /// Make sure the key a magic-link token names is loaded, if it exists.

@@ -103,12 +103,7 @@ pub async fn check(
             if let Some(name) = &v.name {
                 resp.headers.push((h.name.clone(), name.clone()));
             }
-            let assertion = if site.site.sign_assertion {
-                app.assertions
-                    .get(&app.keys, &app.clock, site_index, site, &live)
-            } else {
-                None
-            };
+            let assertion = app.assertion(site_index, &live);
             if let Some(a) = assertion {
                 resp.headers.push((h.assertion.clone(), a.header.clone()));
             }

@@ -42,45 +42,37 @@ pub struct Signed {
     pub expires_at: i64,
 }
 
-/// Signs assertions; the signed ones are kept on the session they assert
-/// (`LiveSession::assertions`), one per site.
-#[derive(Default)]
-pub struct Assertions;
-
-impl Assertions {
-    /// The assertion for `live` on `site` (kept on the session; signed when
-    /// missing or past the first minute of its five).
-    pub fn get(
-        &self,
-        keys: &Keys,
-        clock: &Clock,
-        site_index: usize,
-        site: &SiteRt,
-        live: &LiveSession,
-    ) -> Option<Arc<Signed>> {
-        let now = clock.now();
-        {
-            let slots = match live.assertions.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            if let Some(Some(hit)) = slots.get(site_index) {
-                if hit.expires_at - now > LIFETIME_SECS - RENEW_BEFORE_SECS {
-                    return Some(hit.clone());
-                }
-            }
-        }
-        let fresh = Arc::new(sign(keys, site, live, now)?);
-        let mut slots = match live.assertions.lock() {
+/// The assertion for `live` on `site`: kept on the session (one per site)
+/// and signed when missing or past the first minute of its five.
+pub fn assertion(
+    keys: &Keys,
+    clock: &Clock,
+    site_index: usize,
+    site: &SiteRt,
+    live: &LiveSession,
+) -> Option<Arc<Signed>> {
+    let now = clock.now();
+    {
+        let slots = match live.assertions.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if slots.len() <= site_index {
-            slots.resize(site_index + 1, None);
+        if let Some(Some(hit)) = slots.get(site_index) {
+            if hit.expires_at - now > LIFETIME_SECS - RENEW_BEFORE_SECS {
+                return Some(hit.clone());
+            }
         }
-        slots[site_index] = Some(fresh.clone());
-        Some(fresh)
     }
+    let fresh = Arc::new(sign(keys, site, live, now)?);
+    let mut slots = match live.assertions.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if slots.len() <= site_index {
+        slots.resize(site_index + 1, None);
+    }
+    slots[site_index] = Some(fresh.clone());
+    Some(fresh)
 }
 
 fn sign(keys: &Keys, site: &SiteRt, live: &LiveSession, now: i64) -> Option<Signed> {

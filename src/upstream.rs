@@ -63,7 +63,7 @@ impl Upstreams {
     /// Build from a validated site; `Err` only if the CA file changed into
     /// something unreadable since the config was checked.
     pub fn new(site: &Site, up_gauge: &IntGaugeVec) -> Result<Upstreams, String> {
-        let lb = LoadBalancer::<RoundRobin>::try_from_iter(site.upstreams.iter().copied())
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(site.upstreams.iter().copied())
             .map_err(|e| format!("site {}: upstreams: {e}", site.name))?;
         let tls = match &site.upstream_tls {
             None => None,
@@ -86,7 +86,6 @@ impl Upstreams {
         });
         // A check must not take longer than the interval between checks.
         let check_timeout = site.connect_timeout.min(site.health_interval);
-        let mut lb = lb;
         match &site.health_check {
             Some(path) => {
                 let host = tls.as_ref().map_or(site.host.as_str(), |t| t.sni.as_str());

@@ -184,6 +184,26 @@ pub struct ErrorPage<'a> {
     pub signout: bool,
 }
 
+impl<'a> ErrorPage<'a> {
+    /// A plain error page: no new-link form, no retry hint, no sign-out.
+    pub fn new(site_name: &'a str, title: &'a str, message: &'a str) -> ErrorPage<'a> {
+        ErrorPage {
+            site_name,
+            title,
+            message,
+            offer_new_link: false,
+            rd: "",
+            retry_after: None,
+            signout: false,
+        }
+    }
+
+    /// The page as a response with `status`.
+    pub fn respond(&self, app: &App, status: u16) -> Resp {
+        Resp::page(app, status, app.pages.render("error.html", self))
+    }
+}
+
 pub fn error_page(
     app: &App,
     req: &Req,
@@ -192,19 +212,11 @@ pub fn error_page(
     message: &str,
     offer_new_link: bool,
 ) -> Resp {
-    let html = app.pages.render(
-        "error.html",
-        &ErrorPage {
-            site_name: &req.site.site.name,
-            title,
-            message,
-            offer_new_link,
-            rd: "",
-            retry_after: None,
-            signout: false,
-        },
-    );
-    Resp::page(app, status, html)
+    ErrorPage {
+        offer_new_link,
+        ..ErrorPage::new(&req.site.site.name, title, message)
+    }
+    .respond(app, status)
 }
 
 /// Answer a request to `/.sesame/*`.

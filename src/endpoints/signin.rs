@@ -83,19 +83,16 @@ fn cross_site(app: &App, req: &Req) -> Resp {
 fn rate_limited(app: &App, req: &Req, key: &str, wait: u64) -> Resp {
     app.metrics.rate_limited.with_label_values(&[key]).inc();
     tracing::info!(target: "sesame::audit", event = "rate_limited", key, client = %req.client_ip);
-    let html = app.pages.render(
-        "error.html",
-        &ErrorPage {
-            site_name: &req.site.site.name,
-            title: "Too many attempts",
-            message: "Too many sign-in links were asked for.",
-            offer_new_link: false,
-            rd: "",
-            retry_after: Some(wait),
-            signout: false,
-        },
-    );
-    Resp::page(app, 429, html).header(header::RETRY_AFTER, &wait.to_string())
+    ErrorPage {
+        retry_after: Some(wait),
+        ..ErrorPage::new(
+            &req.site.site.name,
+            "Too many attempts",
+            "Too many sign-in links were asked for.",
+        )
+    }
+    .respond(app, 429)
+    .header(header::RETRY_AFTER, &wait.to_string())
 }
 
 /// POST /login: the same answer whether or not the address may sign in;

@@ -79,14 +79,17 @@ fn sesame_url(site: &crate::config::Site, path: &str, req: &RequestHeader) -> ur
     url
 }
 
+/// The client takes HTML (a person, not a program).
+fn accepts_html(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
 /// A browser navigation: GET that accepts HTML.
 fn is_navigation(req: &RequestHeader) -> bool {
-    req.method == Method::GET
-        && req
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"))
+    req.method == Method::GET && accepts_html(req)
 }
 
 fn headers_size(req: &RequestHeader) -> usize {
@@ -169,19 +172,17 @@ impl Gateway {
         }
         headers::strip(up, site);
         if let Some(live) = &ctx.identity {
-            let app = &self.app;
-            let assertion = if site.site.sign_assertion {
-                app.assertions.get(&app.keys, &app.clock, i, site, live)
-            } else {
-                None
-            };
+            let assertion = self.app.assertion(i, live);
             headers::inject(up, site, live, assertion.as_ref().map(|a| &a.header));
         }
-        let xff = self
-            .app
-            .config
-            .trusted_proxies
-            .forward(peer_ip(session), &forwarded_for(session));
+        // X-Forwarded-For is read only from a trusted proxy (no work otherwise).
+        let proxies = &self.app.config.trusted_proxies;
+        let peer = peer_ip(session);
+        let xff = if proxies.trusts(peer) {
+            proxies.forward(peer, &forwarded_for(session))
+        } else {
+            peer.to_string()
+        };
         up.insert_header(Bytes::from_static(b"X-Forwarded-For"), xff)?;
         up.insert_header(
             Bytes::from_static(b"X-Forwarded-Proto"),
@@ -299,27 +300,10 @@ impl Gateway {
             502 => ("The app is unavailable", "The app behind this site cannot be reached right now. Please try again in a moment."),
             _ => ("Something went wrong", "The request could not be completed."),
         };
-        let wants_html = session
-            .req_header()
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"));
         match site {
-            Some(i) if wants_html => {
-                let html = app.pages.render(
-                    "error.html",
-                    &endpoints::ErrorPage {
-                        site_name: &app.sites[i].site.name,
-                        title,
-                        message,
-                        offer_new_link: false,
-                        rd: "",
-                        retry_after: None,
-                        signout: false,
-                    },
-                );
-                Resp::page(app, code, html)
+            Some(i) if accepts_html(session.req_header()) => {
+                endpoints::ErrorPage::new(&app.sites[i].site.name, title, message)
+                    .respond(app, code)
             }
             _ => Resp::json(
                 code,
@@ -331,26 +315,16 @@ impl Gateway {
     /// The store is down and this session was not verified recently enough.
     fn unavailable_response(&self, session: &Session, site_index: usize) -> Resp {
         let app = &self.app;
-        let wants_html = session
-            .req_header()
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"));
-        let resp = if wants_html {
-            let html = app.pages.render(
-                "error.html",
-                &endpoints::ErrorPage {
-                    site_name: &app.sites[site_index].site.name,
-                    title: "Please try again shortly",
-                    message: "Sign-in is unavailable for a moment. Nothing was lost.",
-                    offer_new_link: false,
-                    rd: "",
-                    retry_after: Some(5),
-                    signout: false,
-                },
-            );
-            Resp::page(app, 503, html)
+        let resp = if accepts_html(session.req_header()) {
+            endpoints::ErrorPage {
+                retry_after: Some(5),
+                ..endpoints::ErrorPage::new(
+                    &app.sites[site_index].site.name,
+                    "Please try again shortly",
+                    "Sign-in is unavailable for a moment. Nothing was lost.",
+                )
+            }
+            .respond(app, 503)
         } else {
             Resp::json(503, &json!({"error": "unavailable", "retry_after": 5}))
         };
@@ -360,22 +334,15 @@ impl Gateway {
     fn denied_response(&self, site_index: usize, live: &LiveSession) -> Resp {
         let app = &self.app;
         let site = &app.sites[site_index].site;
-        let html = app.pages.render(
-            "error.html",
-            &endpoints::ErrorPage {
-                site_name: &site.name,
-                title: "No access",
-                message: &format!(
-                    "You are signed in as {}, who may not use {}. Sign out to use another account.",
-                    live.record.email, site.name
-                ),
-                offer_new_link: false,
-                rd: "",
-                retry_after: None,
-                signout: true,
-            },
+        let message = format!(
+            "You are signed in as {}, who may not use {}. Sign out to use another account.",
+            live.record.email, site.name
         );
-        Resp::page(app, 403, html)
+        endpoints::ErrorPage {
+            signout: true,
+            ..endpoints::ErrorPage::new(&site.name, "No access", &message)
+        }
+        .respond(app, 403)
     }
 }
 
