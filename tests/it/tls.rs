@@ -141,6 +141,27 @@ async fn the_https_listener_speaks_http2_and_takes_a_renewed_certificate_without
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_can_be_switched_off() {
+    let ca = TestCa::new("H1 CA");
+    let (cert, key) = ca.leaf("h1", &["localhost"]);
+    let tls_port = free_port();
+    let mut server = tls_server_lines(tls_port, &[(&cert, &key)], "10s");
+    server.push_str("http2 = false\n");
+    let _app = spawn_with(Options {
+        server,
+        ..Default::default()
+    })
+    .await;
+    let r = tls_browser(&ca, &[])
+        .get(format!("https://localhost:{tls_port}/public/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_11, "h2 not offered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sign_in_serves_the_sites_under_cookie_domain_and_not_a_site_elsewhere() {
     let ca = TestCa::new("Sites CA");
     let (shared_cert, shared_key) = ca.leaf("shared", &["*.example.test"]);

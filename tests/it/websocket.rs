@@ -108,3 +108,38 @@ async fn a_websocket_to_a_down_app_gets_502_not_a_hang() {
         other => panic!("expected a 502, got {:?}", other.map(|(_, r)| r.status())),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_declines_the_upgrade_is_answered_as_is() {
+    // Answers every request, upgrade or not, with a plain 403 and a body.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\nConnection: close\r\n\r\nno sock")
+                    .await;
+            });
+        }
+    });
+    let app = spawn_with(Options {
+        upstreams: Some(vec![addr]),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("ws://localhost:{}/public/socket", app.port);
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 403);
+            assert_eq!(r.body().as_deref(), Some(&b"no sock"[..]));
+        }
+        other => panic!(
+            "expected the app's 403, got {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+}
