@@ -13,6 +13,7 @@ use pingora::http::RequestHeader;
 use sesame::app::App;
 use sesame::clock::Clock;
 use sesame::config::Config;
+use sesame::gateway::headers::{self, Identity};
 use sesame::policy::{self, Decision};
 use sesame::store::{AuthMethod, Invalidation, User};
 
@@ -166,6 +167,7 @@ fn benches(c: &mut Criterion) {
             .unwrap();
         template.insert_header("remote-user", "spoofed").unwrap();
         template.insert_header("accept", "text/html").unwrap();
+        let xff = http::HeaderValue::from_static("192.0.2.7");
 
         c.bench_function(
             &format!(
@@ -184,14 +186,12 @@ fn benches(c: &mut Criterion) {
                     let Decision::Allow(live) = decision else {
                         panic!("bench session must be allowed")
                     };
-                    sesame::gateway::headers::strip(&mut req, site);
                     let assertion = app.assertion(0, &live);
-                    sesame::gateway::headers::inject(
-                        &mut req,
-                        site,
-                        &live,
-                        assertion.as_ref().map(|a| &a.header),
-                    );
+                    let identity = Identity {
+                        live: &live,
+                        assertion: assertion.as_ref().map(|a| &a.header),
+                    };
+                    headers::for_upstream(&mut req, site, Some(identity), xff.clone());
                     black_box(req);
                 })
             },
@@ -250,22 +250,24 @@ fn parts(c: &mut Criterion, r: &Rig, template: &RequestHeader) {
     );
 
     let assertion = app.assertion(0, &live);
+    let xff = http::HeaderValue::from_static("192.0.2.7");
     c.bench_function("assertion: from the session", |b| {
         b.iter(|| black_box(app.assertion(0, black_box(&live))))
     });
-    c.bench_function("headers: strip + inject (clone included)", |b| {
-        b.iter(|| {
-            let mut req = template.clone();
-            sesame::gateway::headers::strip(&mut req, site);
-            sesame::gateway::headers::inject(
-                &mut req,
-                site,
-                &live,
-                assertion.as_ref().map(|a| &a.header),
-            );
-            black_box(req)
-        })
-    });
+    c.bench_function(
+        "headers: strip + inject + X-Forwarded-* (clone included)",
+        |b| {
+            b.iter(|| {
+                let mut req = template.clone();
+                let identity = Identity {
+                    live: &live,
+                    assertion: assertion.as_ref().map(|a| &a.header),
+                };
+                headers::for_upstream(&mut req, site, Some(identity), xff.clone());
+                black_box(req)
+            })
+        },
+    );
 
     let now = app.clock.now();
     let claims = sesame::magic_link::token::Claims {

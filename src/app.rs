@@ -59,30 +59,15 @@ impl SiteRt {
     }
 }
 
-/// Header names as pingora takes them most cheaply (`Bytes`: a reference
-/// count per insert, no re-titling), and this site's `X-Forwarded-*` values.
+/// This site's `X-Forwarded-Proto` and `X-Forwarded-Host` values, built once.
 pub struct Wire {
-    pub user: bytes::Bytes,
-    pub email: bytes::Bytes,
-    pub name: bytes::Bytes,
-    pub groups: bytes::Bytes,
-    pub auth_method: bytes::Bytes,
-    pub assertion: bytes::Bytes,
     pub forwarded_proto: http::HeaderValue,
     pub forwarded_host: http::HeaderValue,
 }
 
 impl Wire {
     fn of(site: &Site) -> Wire {
-        let n = |h: &http::HeaderName| bytes::Bytes::copy_from_slice(h.as_str().as_bytes());
-        let h = &site.headers;
         Wire {
-            user: n(&h.user),
-            email: n(&h.email),
-            name: n(&h.name),
-            groups: n(&h.groups),
-            auth_method: n(&h.auth_method),
-            assertion: n(&h.assertion),
             forwarded_proto: http::HeaderValue::from_static(
                 if site.public_url.scheme() == "https" {
                     "https"

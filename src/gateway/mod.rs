@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{header, Method};
+use http::{header, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -170,11 +170,6 @@ impl Gateway {
                 }
             }
         }
-        headers::strip(up, site);
-        if let Some(live) = &ctx.identity {
-            let assertion = self.app.assertion(i, live);
-            headers::inject(up, site, live, assertion.as_ref().map(|a| &a.header));
-        }
         // X-Forwarded-For is read only from a trusted proxy (no work otherwise).
         let proxies = &self.app.config.trusted_proxies;
         let peer = peer_ip(session);
@@ -183,15 +178,20 @@ impl Gateway {
         } else {
             peer.to_string()
         };
-        up.insert_header(Bytes::from_static(b"X-Forwarded-For"), xff)?;
-        up.insert_header(
-            Bytes::from_static(b"X-Forwarded-Proto"),
-            site.wire.forwarded_proto.clone(),
+        // Addresses and the client's own header values: a valid header value.
+        let xff = HeaderValue::try_from(xff).or_err(
+            ErrorType::InternalError,
+            "X-Forwarded-For is not a header value",
         )?;
-        up.insert_header(
-            Bytes::from_static(b"X-Forwarded-Host"),
-            site.wire.forwarded_host.clone(),
-        )?;
+        let assertion = ctx
+            .identity
+            .as_ref()
+            .and_then(|live| self.app.assertion(i, live));
+        let identity = ctx.identity.as_deref().map(|live| headers::Identity {
+            live,
+            assertion: assertion.as_ref().map(|a| &a.header),
+        });
+        headers::for_upstream(up, site, identity, xff);
         Ok(())
     }
 
