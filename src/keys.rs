@@ -20,7 +20,7 @@ use crate::store::{DynStore, KeyPurpose, KeyRecord, StoreError, StoreResult};
 
 struct CookieKey {
     kid: String,
-    key: cookie::Key,
+    sealer: cookies::Sealer,
 }
 
 struct LinkKey {
@@ -187,9 +187,11 @@ impl Keys {
             match r.purpose {
                 KeyPurpose::Cookie => set.cookie.push(CookieKey {
                     kid: r.kid.clone(),
-                    key: cookie::Key::try_from(r.secret.as_slice()).map_err(|_| {
-                        StoreError::Other(format!("cookie key {} is too short", r.kid))
-                    })?,
+                    sealer: cookie::Key::try_from(r.secret.as_slice())
+                        .map(|k| cookies::Sealer::new(&k))
+                        .map_err(|_| {
+                            StoreError::Other(format!("cookie key {} is too short", r.kid))
+                        })?,
                 }),
                 KeyPurpose::Link => set.link.push(LinkKey {
                     kid: r.kid.clone(),
@@ -224,7 +226,7 @@ impl Keys {
     pub fn seal_cookie(&self, name: &str, plain: &str) -> String {
         let set = self.current();
         match set.cookie.first() {
-            Some(k) => format!("{}.{}", k.kid, cookies::seal(&k.key, name, plain)),
+            Some(k) => format!("{}.{}", k.kid, k.sealer.seal(name, plain)),
             None => String::new(),
         }
     }
@@ -262,14 +264,11 @@ impl Keys {
         let set = self.current();
         Ok(match value.split_once('.') {
             Some((kid, sealed)) => match set.cookie.iter().find(|k| k.kid == kid) {
-                Some(k) => cookies::open(&k.key, name, sealed),
+                Some(k) => k.sealer.open(name, sealed),
                 None => return Err(UnknownKid),
             },
             // Sealed before key ids existed: only the first key could have.
-            None => set
-                .cookie
-                .iter()
-                .find_map(|k| cookies::open(&k.key, name, value)),
+            None => set.cookie.iter().find_map(|k| k.sealer.open(name, value)),
         })
     }
 
@@ -319,7 +318,7 @@ impl Keys {
         let set = KeySet {
             cookie: vec![CookieKey {
                 kid: "cookie-1".into(),
-                key: cookie::Key::try_from(cookie).ok()?,
+                sealer: cookies::Sealer::new(&cookie::Key::try_from(cookie).ok()?),
             }],
             link: vec![LinkKey {
                 kid: "link-1".into(),
@@ -383,11 +382,8 @@ mod tests {
             keys.open_cookie("sesame", &v.replacen("cookie-1", "cookie-9", 1)),
             None
         );
-        let legacy = cookies::seal(
-            &cookie::Key::try_from(&[7u8; 64][..]).unwrap(),
-            "sesame",
-            "old",
-        );
+        let legacy = cookies::Sealer::new(&cookie::Key::try_from(&[7u8; 64][..]).unwrap())
+            .seal("sesame", "old");
         assert_eq!(keys.open_cookie("sesame", &legacy).as_deref(), Some("old"));
     }
 }

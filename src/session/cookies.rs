@@ -1,11 +1,17 @@
 //! Every cookie attribute Sesame sets, in one place: the session cookie and
 //! the short-lived pending-login cookie.
 //!
-//! Values are sealed with AES-256-GCM (`cookie` crate private jar, the cookie
-//! name bound as associated data). This module does not know what a session
-//! is; it only seals, opens and formats.
+//! Values are sealed with AES-256-GCM, the cookie name bound as associated
+//! data, in the `cookie` crate's private-jar format (standard base64 of
+//! nonce, ciphertext, tag; the second half of a `cookie::Key`), so values
+//! sealed by either open with the other. This module does not know what a
+//! session is; it only seals, opens and formats.
 
-use cookie::{Cookie, CookieJar, SameSite};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use base64::prelude::{Engine, BASE64_STANDARD};
+use cookie::{Cookie, SameSite};
+use rand::RngCore;
 
 use crate::config::{Config, Site};
 
@@ -14,6 +20,8 @@ pub const PENDING_COOKIE: &str = "sesame_pending";
 pub const OFFERED_COOKIE: &str = "sesame_passkey_offered";
 /// Cookies longer than this are not ours, whatever their name.
 const MAX_COOKIE_VALUE: usize = 1024;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
 
 /// The session cookie's name on `site`: `__Host-` prefixed when the cookie is
 /// host-only on an https site.
@@ -33,25 +41,59 @@ pub fn pending_name(site: &Site) -> String {
     }
 }
 
-/// Seal `plain` into a cookie value for `name`.
-pub fn seal(key: &cookie::Key, name: &str, plain: &str) -> String {
-    let mut jar = CookieJar::new();
-    jar.private_mut(key)
-        .add(Cookie::new(name.to_string(), plain.to_string()));
-    jar.get(name)
-        .map(|c| c.value().to_string())
-        .unwrap_or_default()
+/// A cookie key ready to seal and open: the AES key schedule is done once,
+/// not per request, and opening allocates only the plain text.
+pub struct Sealer {
+    aead: Aes256Gcm,
 }
 
-/// Open a sealed value; `None` for anything tampered, foreign or oversized.
-pub fn open(key: &cookie::Key, name: &str, value: &str) -> Option<String> {
-    if value.len() > MAX_COOKIE_VALUE {
-        return None;
+impl Sealer {
+    pub fn new(key: &cookie::Key) -> Sealer {
+        Sealer {
+            aead: Aes256Gcm::new(key.encryption().into()),
+        }
     }
-    let jar = CookieJar::new();
-    jar.private(key)
-        .decrypt(Cookie::new(name.to_string(), value.to_string()))
-        .map(|c| c.value().to_string())
+
+    /// Seal `plain` into a cookie value for `name`.
+    pub fn seal(&self, name: &str, plain: &str) -> String {
+        let mut data = vec![0; NONCE_LEN + plain.len() + TAG_LEN];
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let (head, rest) = data.split_at_mut(NONCE_LEN);
+        head.copy_from_slice(&nonce);
+        let (text, tag) = rest.split_at_mut(plain.len());
+        text.copy_from_slice(plain.as_bytes());
+        match self
+            .aead
+            .encrypt_in_place_detached(&Nonce::from(nonce), name.as_bytes(), text)
+        {
+            Ok(t) => tag.copy_from_slice(&t),
+            // Only for a plain text of more than 64 GiB.
+            Err(_) => return String::new(),
+        }
+        BASE64_STANDARD.encode(&data)
+    }
+
+    /// Open a sealed value; `None` for anything tampered, foreign or
+    /// oversized.
+    pub fn open(&self, name: &str, value: &str) -> Option<String> {
+        if value.len() > MAX_COOKIE_VALUE {
+            return None;
+        }
+        let mut buf = [0u8; MAX_COOKIE_VALUE / 4 * 3];
+        let n = BASE64_STANDARD.decode_slice(value, &mut buf).ok()?;
+        if n < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, rest) = buf[..n].split_at_mut(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().ok()?;
+        let (text, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().ok()?;
+        self.aead
+            .decrypt_in_place_detached(&Nonce::from(nonce), name.as_bytes(), text, &Tag::from(tag))
+            .ok()?;
+        std::str::from_utf8(text).ok().map(str::to_owned)
+    }
 }
 
 /// The value of cookie `name` in a `Cookie` header value.
@@ -90,14 +132,50 @@ mod tests {
     #[test]
     fn seal_open_roundtrip_and_tamper() {
         let key = cookie::Key::generate();
-        let v = seal(&key, "sesame", "hello");
-        assert_eq!(open(&key, "sesame", &v).as_deref(), Some("hello"));
-        assert_eq!(open(&key, "other", &v), None, "name is bound");
+        let sealer = Sealer::new(&key);
+        let v = sealer.seal("sesame", "hello");
+        assert_eq!(sealer.open("sesame", &v).as_deref(), Some("hello"));
+        assert_eq!(sealer.open("other", &v), None, "name is bound");
         let mut t = v.clone().into_bytes();
         t[5] ^= 1;
-        assert_eq!(open(&key, "sesame", &String::from_utf8_lossy(&t)), None);
-        assert_eq!(open(&cookie::Key::generate(), "sesame", &v), None);
-        assert_eq!(open(&key, "sesame", &"A".repeat(5000)), None);
+        assert_eq!(sealer.open("sesame", &String::from_utf8_lossy(&t)), None);
+        let other = Sealer::new(&cookie::Key::generate());
+        assert_eq!(other.open("sesame", &v), None);
+        assert_eq!(sealer.open("sesame", &"A".repeat(5000)), None);
+        assert_eq!(sealer.open("sesame", ""), None);
+        assert_eq!(
+            sealer.open("sesame", "AAAA"),
+            None,
+            "shorter than nonce + tag"
+        );
+        assert_eq!(sealer.open("sesame", "not base64!"), None);
+        assert_eq!(
+            sealer.open("sesame", &sealer.seal("sesame", "")).as_deref(),
+            Some("")
+        );
+    }
+
+    /// Values sealed by the `cookie` crate's private jar (sessions issued
+    /// before Sesame sealed them itself) still open, and the other way round.
+    #[test]
+    fn same_format_as_the_cookie_crate() {
+        use cookie::CookieJar;
+        let key = cookie::Key::generate();
+        let sealer = Sealer::new(&key);
+        let mut jar = CookieJar::new();
+        jar.private_mut(&key)
+            .add(Cookie::new("sesame", "s_1234.99"));
+        let by_crate = jar.get("sesame").unwrap().value().to_string();
+        assert_eq!(
+            sealer.open("sesame", &by_crate).as_deref(),
+            Some("s_1234.99")
+        );
+        let ours = sealer.seal("sesame", "s_5678.42");
+        let opened = CookieJar::new()
+            .private(&key)
+            .decrypt(Cookie::new("sesame", ours))
+            .unwrap();
+        assert_eq!(opened.value(), "s_5678.42");
     }
 
     #[test]
