@@ -649,12 +649,22 @@ def main():
     ap.add_argument("--latency-duration", type=int, default=5, help="seconds of each oha run")
     ap.add_argument("--sessions", type=int, default=100_000)
     ap.add_argument("--quick", action="store_true", help="1 round, short runs, 10k sessions (a smoke test)")
+    ap.add_argument("--memory-only", action="store_true", help="only the peak-RSS runs, printed, results/ left as is")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration, args.warmup, args.latency_duration, args.sessions = 1, 3, 1, 2, 10_000
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rig = Rig(args)
     rig.start_upstream()
+    if args.memory_only:
+        try:
+            mem = memory(rig)
+        finally:
+            rig.upstream.stop()
+        for run, m in mem.items():
+            print(f"{MEMORY_RUNS[run]}: {m['peak_rss'] / 2**20:.1f} MiB, {m['rps_at_1000_conns']:.0f} req/s")
+        shutil.rmtree(rig.work, ignore_errors=True)
+        return
     try:
         rounds = []
         b_max = None

@@ -35,6 +35,8 @@ pub fn for_upstream(
     forwarded_for: HeaderValue,
 ) {
     with_plain_headers(req, |h| {
+        // Room for what is added, so the map grows (and rehashes) once.
+        h.reserve(9);
         strip(h, site);
         if let Some(identity) = identity {
             inject(h, site, identity);

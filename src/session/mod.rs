@@ -103,7 +103,7 @@ pub struct Sessions {
     /// False while the store is known to be unreachable (set by a probe).
     store_up: Arc<AtomicBool>,
     clock: Clock,
-    cache: Cache<String, Arc<LiveSession>>,
+    cache: Cache<String, Arc<LiveSession>, foldhash::fast::RandomState>,
 }
 
 /// A freshly minted session: its cookie plaintext and record.
@@ -137,7 +137,8 @@ impl Sessions {
                 .max_capacity(200_000)
                 .time_to_live(CACHE_TTL + config.outage_grace)
                 .support_invalidation_closures()
-                .build(),
+                // Keys are random session ids: a fast hash, seeded per process.
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             config,
             store,
             store_up,
