@@ -288,7 +288,6 @@ impl App {
 
     /// Delete expired pending logins and count the unconfirmed ones.
     pub async fn sweep(&self) {
-        self.sessions.sweep();
         if let Err(e) = self
             .store
             .sweep_rate_limits(

@@ -6,7 +6,6 @@
 //! store. Cookie attributes live in `cookies.rs`; who may sign in is decided
 //! elsewhere.
 
-mod cache;
 pub mod cookies;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -14,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
@@ -24,9 +24,6 @@ use crate::store::{AuthMethod, DynStore, Invalidation, SessionRecord, StoreResul
 /// How long a session stays cached: the bound on how late a revocation made
 /// elsewhere is seen if its notification is lost.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
-
-/// Sessions cached at most; past it, sessions are read from the store.
-const CACHE_CAPACITY: usize = 200_000;
 
 /// How often a session's last-seen time is written back to the store.
 const TOUCH_EVERY_SECS: i64 = 60;
@@ -106,7 +103,7 @@ pub struct Sessions {
     /// False while the store is known to be unreachable (set by a probe).
     store_up: Arc<AtomicBool>,
     clock: Clock,
-    cache: cache::SessionCache,
+    cache: Cache<String, Arc<LiveSession>, foldhash::fast::RandomState>,
 }
 
 /// A freshly minted session: its cookie plaintext and record.
@@ -136,7 +133,12 @@ impl Sessions {
         clock: Clock,
     ) -> Sessions {
         Sessions {
-            cache: cache::SessionCache::new(CACHE_CAPACITY),
+            cache: Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(CACHE_TTL + config.outage_grace)
+                .support_invalidation_closures()
+                // Keys are random session ids: a fast hash, seeded per process.
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             config,
             store,
             store_up,
@@ -249,26 +251,28 @@ impl Sessions {
             }
         };
         let live = Arc::new(LiveSession::new(record, now));
-        self.cache.insert(id, live.clone());
+        self.cache.insert(id.to_string(), live.clone());
         Ok(live)
     }
 
     /// Drop cached sessions that the store says changed elsewhere.
     pub fn invalidate(&self, what: &Invalidation) {
-        match what {
-            Invalidation::Keys => {}
-            Invalidation::All => self.cache.clear(),
-            Invalidation::Session(h) => self.cache.retain(|live| live.record.id_hash != *h),
-            Invalidation::User(u) => self.cache.retain(|live| live.record.user_id != *u),
+        let result = match what.clone() {
+            Invalidation::Keys => return,
+            Invalidation::All => {
+                self.cache.invalidate_all();
+                return;
+            }
+            Invalidation::Session(h) => self
+                .cache
+                .invalidate_entries_if(move |_, live| live.record.id_hash == h),
+            Invalidation::User(u) => self
+                .cache
+                .invalidate_entries_if(move |_, live| live.record.user_id == u),
+        };
+        if result.is_err() {
+            self.cache.invalidate_all();
         }
-    }
-
-    /// Drop sessions cached for longer than they may be used without the
-    /// store (`CACHE_TTL` plus the outage grace); run every minute.
-    pub fn sweep(&self) {
-        let horizon = (CACHE_TTL + self.config.outage_grace).as_secs() as i64;
-        let now = self.clock.now();
-        self.cache.retain(|live| now - live.loaded_at < horizon);
     }
 
     /// Revoke the session whose cookie plaintext this is; true if it was live.
