@@ -113,7 +113,8 @@ enum PasskeyAction {
     },
     /// Delete a passkey: it can no longer sign in.
     Revoke {
-        #[arg(long)]
+        /// As `passkey list` shows it (base64url: it may start with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         id: String,
     },
 }

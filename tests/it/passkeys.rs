@@ -306,6 +306,9 @@ async fn admin_can_list_and_revoke_passkeys() {
     assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401, "revoked passkey");
     let (ok, _, err) = app.cli(&["passkey", "revoke", "--id", id]);
     assert!(!ok && err.contains("no passkey"), "{err}");
+    // Ids are base64url, so one in 64 starts with `-`: still an id, not a flag.
+    let (ok, _, err) = app.cli(&["passkey", "revoke", "--id", "-mX2"]);
+    assert!(!ok && err.contains("no passkey"), "{err}");
     let (ok, _, err) = app.cli(&["passkey", "list", "--user", "nobody@example.com"]);
     assert!(!ok && err.contains("no user"), "{err}");
 }
