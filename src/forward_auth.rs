@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::endpoints::Resp;
+use crate::gateway::headers::Identity;
 use crate::policy::{self, Decision};
 
 pub const PATH: &str = "/.sesame/auth";
@@ -91,22 +92,13 @@ pub async fn check(
     };
     let resp = match decision {
         Decision::Allow(live) => {
-            let h = &site.site.headers;
-            let v = &live.values;
-            let mut resp = Resp::new(200, "text/plain; charset=utf-8", "");
-            resp.headers.extend([
-                (h.user.clone(), v.user.clone()),
-                (h.email.clone(), v.email.clone()),
-                (h.groups.clone(), v.groups.clone()),
-                (h.auth_method.clone(), v.auth_method.clone()),
-            ]);
-            if let Some(name) = &v.name {
-                resp.headers.push((h.name.clone(), name.clone()));
-            }
             let assertion = app.assertion(site_index, &live);
-            if let Some(a) = assertion {
-                resp.headers.push((h.assertion.clone(), a.header.clone()));
-            }
+            let identity = Identity {
+                live: &live,
+                assertion: assertion.as_ref().map(|a| &a.header),
+            };
+            let mut resp = Resp::new(200, "text/plain; charset=utf-8", "");
+            resp.headers.extend(identity.headers(site));
             resp.headers.push((
                 header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-store"),

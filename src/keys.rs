@@ -87,12 +87,12 @@ fn fresh(len: usize) -> Vec<u8> {
     v
 }
 
-/// Random bytes as URL-safe base64, for ids.
 /// A cookie names a key this instance has not loaded (perhaps rotated on
 /// another instance a moment ago).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownKid;
 
+/// Random bytes as URL-safe base64, for ids.
 pub fn random_id(bytes: usize) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fresh(bytes))

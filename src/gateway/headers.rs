@@ -26,6 +26,29 @@ pub struct Identity<'a> {
     pub assertion: Option<&'a HeaderValue>,
 }
 
+impl Identity<'_> {
+    /// The identity headers under `site`'s names: user, email, name (if
+    /// any), groups, auth method, and the assertion (if signed). The one
+    /// list for both the proxied request and the forward-auth answer.
+    pub fn headers<'a>(
+        &'a self,
+        site: &'a SiteRt,
+    ) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'a {
+        let n = &site.site.headers;
+        let v = &self.live.values;
+        [
+            Some((n.user.clone(), v.user.clone())),
+            Some((n.email.clone(), v.email.clone())),
+            v.name.clone().map(|name| (n.name.clone(), name)),
+            Some((n.groups.clone(), v.groups.clone())),
+            Some((n.auth_method.clone(), v.auth_method.clone())),
+            self.assertion.map(|a| (n.assertion.clone(), a.clone())),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// Rewrite `req`'s headers for the app: strip, inject `identity` (none on a
 /// public path), and set `X-Forwarded-For` to `forwarded_for`.
 pub fn for_upstream(
@@ -140,17 +163,8 @@ fn strip_cookies(h: &mut HeaderMap, site: &SiteRt) {
 
 /// Add the identity headers and the signed assertion.
 pub fn inject(h: &mut HeaderMap, site: &SiteRt, identity: Identity) {
-    let n = &site.site.headers;
-    let v = &identity.live.values;
-    h.insert(n.user.clone(), v.user.clone());
-    h.insert(n.email.clone(), v.email.clone());
-    if let Some(name) = &v.name {
-        h.insert(n.name.clone(), name.clone());
-    }
-    h.insert(n.groups.clone(), v.groups.clone());
-    h.insert(n.auth_method.clone(), v.auth_method.clone());
-    if let Some(a) = identity.assertion {
-        h.insert(n.assertion.clone(), a.clone());
+    for (name, value) in identity.headers(site) {
+        h.insert(name, value);
     }
 }
 

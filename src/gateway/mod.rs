@@ -170,14 +170,11 @@ impl Gateway {
                 }
             }
         }
-        // X-Forwarded-For is read only from a trusted proxy (no work otherwise).
-        let proxies = &self.app.config.trusted_proxies;
-        let peer = peer_ip(session);
-        let xff = if proxies.trusts(peer) {
-            proxies.forward(peer, &forwarded_for(session))
-        } else {
-            peer.to_string()
-        };
+        let xff = self
+            .app
+            .config
+            .trusted_proxies
+            .forward(peer_ip(session), &forwarded_for(session));
         // Addresses and the client's own header values: a valid header value.
         let xff = HeaderValue::try_from(xff).or_err(
             ErrorType::InternalError,
