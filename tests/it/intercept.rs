@@ -122,12 +122,22 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     }
 
     app.sign_in(&b, "ada@example.com").await;
-    let mut req = b.get(app.url("/app"));
+    let mut req = b
+        .get(app.url("/app?q=1&r=two%20x"))
+        .header("X-Trace-Id", "Abc-123");
     for (k, v) in spoof {
         req = req.header(k, v);
     }
     assert_eq!(req.send().await.unwrap().status(), 200);
     let seen = app.upstream.last();
+    // Everything else arrives as sent: the target with its query, and the
+    // client's own headers (names in lower case, as the README says).
+    assert_eq!(seen.path, "/app?q=1&r=two%20x");
+    assert!(
+        seen.headers
+            .contains(&("x-trace-id".to_string(), "Abc-123".to_string())),
+        "{seen:?}"
+    );
     assert_eq!(
         seen.headers_named("remote-email"),
         vec!["ada@example.com".to_string()]
