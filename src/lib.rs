@@ -76,18 +76,32 @@ pub struct Running {
     pub app: Arc<App>,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
+    /// Every address the gateway listens on, to be free again after `stop`.
+    addrs: Vec<SocketAddr>,
 }
 
 impl Running {
-    /// Stop listening and wait until the server has shut down.
+    /// Stop listening and wait until the server has shut down and its ports
+    /// can be bound again.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
         let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        let _ = t.join();
+        // Pingora's quick shutdown returns without waiting for its runtimes'
+        // worker threads, which drop the listening sockets as they wind down:
+        // wait for that (a restart in the same process binds the same ports).
+        for &a in &self.addrs {
+            let mut tries = 0;
+            while check_free(a).is_err() && tries < 500 {
+                std::thread::sleep(Duration::from_millis(10));
+                tries += 1;
+            }
         }
     }
 }
@@ -110,12 +124,17 @@ fn check_free(addr: SocketAddr) -> Result<(), StartError> {
         .map_err(|error| StartError::Listen { addr, error })
 }
 
-fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
+/// Every address a gateway with `config` listens on.
+fn listen_addrs(config: &Config, opts: &Options) -> Vec<SocketAddr> {
     let mut addrs: Vec<SocketAddr> = config.listen.clone();
     addrs.extend(config.tls.iter().map(|t| t.listen));
     addrs.push(config.admin_listen);
     addrs.extend(opts.demo_app);
-    for a in addrs {
+    addrs
+}
+
+fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
+    for a in listen_addrs(&config, opts) {
         check_free(a)?;
     }
     let background = tokio::runtime::Builder::new_multi_thread()
@@ -310,10 +329,10 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Start in a background thread; returns once the listeners accept connections.
+/// Start in a background thread; returns once every listener (the gateway's,
+/// the admin one, the demo app's) accepts connections.
 pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
-    let mut listen = config.listen.clone();
-    listen.extend(config.tls.iter().map(|t| t.listen));
+    let addrs = listen_addrs(&config, &opts);
     let Prepared {
         server,
         app,
@@ -326,7 +345,7 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
         });
         background.shutdown_timeout(Duration::from_secs(2));
     });
-    for a in listen {
+    for &a in &addrs {
         let mut up = false;
         for _ in 0..500 {
             if std::net::TcpStream::connect(a).is_ok() {
@@ -343,5 +362,6 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
         app,
         stop: tx,
         thread: Some(thread),
+        addrs,
     })
 }
