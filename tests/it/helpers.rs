@@ -13,12 +13,29 @@ use sesame::clock::Clock;
 use sesame::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A port for a server a test starts later, or for an address where nothing
+/// listens. Taken from 20000..32000, below the kernel's ephemeral range
+/// (32768 and up here and on CI), where every `bind(":0")` and every outgoing
+/// connection of this process lands, and never twice in one run: the port
+/// cannot be handed to another test's sink or app in the time between this
+/// check and the gateway's bind. (Binding ":0" and letting go raced that
+/// way: a gateway once lost its port to an SMTP sink and the test's request
+/// got the sink's greeting.) The bind skips ports another process holds.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Start where another run of this binary (another checkout) is unlikely to be.
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (offset + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 // ---------- SMTP sink ----------

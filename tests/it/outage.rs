@@ -57,7 +57,11 @@ async fn store_outage_is_survived_and_recovered_from() {
                     &[("email", "new@example.com")],
                 )
                 .await;
-            assert!(t.elapsed() < Duration::from_secs(3), "no hang");
+            assert!(
+                t.elapsed() < Duration::from_secs(6),
+                "no hang: {:?}",
+                t.elapsed()
+            );
             r.status() == 503
         })
         .await;
@@ -73,11 +77,18 @@ async fn store_outage_is_survived_and_recovered_from() {
         // The verified session keeps flowing, also past the cache lifetime ...
         assert_eq!(b.get(app.url("/x")).send().await.unwrap().status(), 200);
         app.clock.advance(Duration::from_secs(90));
-        let t = Instant::now();
-        assert_eq!(b.get(app.url("/y")).send().await.unwrap().status(), 200);
+        // Waiting on the store would take its 2 s acquire timeout, every
+        // time; the fastest of three answers tells that apart from a test
+        // machine that stalled one request.
+        let mut fastest = Duration::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            assert_eq!(b.get(app.url("/y")).send().await.unwrap().status(), 200);
+            fastest = fastest.min(t.elapsed());
+        }
         assert!(
-            t.elapsed() < Duration::from_secs(1),
-            "served from the cache, not waiting on the store"
+            fastest < Duration::from_secs(1),
+            "served from the cache, not waiting on the store: {fastest:?}"
         );
         assert_eq!(
             app.upstream.last().header("remote-email").as_deref(),
