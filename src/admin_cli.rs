@@ -33,10 +33,10 @@ fn email(raw: &str) -> Result<Email, AdminError> {
 fn groups(raw: Vec<String>) -> Result<Vec<String>, AdminError> {
     match raw
         .iter()
-        .find(|g| g.is_empty() || g.contains([',', '\r', '\n']))
+        .find(|g| g.is_empty() || g.contains(',') || g.chars().any(char::is_control))
     {
         Some(g) => Err(AdminError(format!(
-            "group {g:?}: must be non-empty and hold no comma or line break"
+            "group {g:?}: must be non-empty and hold no comma or control character"
         ))),
         None => Ok(raw),
     }

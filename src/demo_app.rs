@@ -20,11 +20,11 @@ impl ServeHttp for DemoApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let get = |n: &str| {
+            // Identity values are UTF-8 bytes (names beyond ASCII too).
             req.headers
                 .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default()
         };
         let rows: String = [
             "Remote-User",

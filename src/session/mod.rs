@@ -49,8 +49,7 @@ pub struct LiveSession {
 pub struct IdentityValues {
     pub user: HeaderValue,
     pub email: HeaderValue,
-    /// `None` when there is no name, or it is not a valid header value (it
-    /// is then left out, never sent raw).
+    /// `None` when there is no name.
     pub name: Option<HeaderValue>,
     /// Comma-joined groups.
     pub groups: HeaderValue,
@@ -59,18 +58,32 @@ pub struct IdentityValues {
 
 impl IdentityValues {
     pub fn of(record: &SessionRecord) -> IdentityValues {
-        let value = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
         IdentityValues {
-            user: value(&record.user_id),
-            email: value(record.email.as_str()),
+            user: utf8_value(&record.user_id),
+            email: utf8_value(record.email.as_str()),
             name: record
                 .name
                 .as_deref()
-                .and_then(|n| HeaderValue::from_str(n).ok()),
-            groups: value(&record.groups.join(",")),
+                .map(utf8_value)
+                .filter(|v| !v.is_empty()),
+            groups: utf8_value(&record.groups.join(",")),
             auth_method: HeaderValue::from_static(record.auth_method.as_str()),
         }
     }
+}
+
+/// `s` as a header value of its UTF-8 bytes. Text beyond ASCII (Zoë,
+/// Équipe) goes as it is, the way Authelia and oauth2-proxy send it, not
+/// blanked; control characters, which every input path already refuses,
+/// are dropped (a header value cannot hold them).
+fn utf8_value(s: &str) -> HeaderValue {
+    HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| {
+        let kept: Vec<u8> = s
+            .bytes()
+            .filter(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+            .collect();
+        HeaderValue::from_bytes(&kept).unwrap_or(HeaderValue::from_static(""))
+    })
 }
 
 impl LiveSession {
@@ -287,5 +300,48 @@ impl Sessions {
             None => self.store.session(&id_hash).await?,
         };
         Ok(record.filter(|_| revoked))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::email::Email;
+
+    fn record(email: &str, name: Option<&str>, groups: &[&str]) -> SessionRecord {
+        SessionRecord {
+            id_hash: "h".into(),
+            user_id: "u_1".into(),
+            email: Email::parse(email).unwrap(),
+            name: name.map(str::to_string),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            auth_method: AuthMethod::MagicLink,
+            created_at: 0,
+            expires_at: 1,
+            last_seen: 0,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn identity_values_beyond_ascii_go_as_utf8_not_blank() {
+        let v = IdentityValues::of(&record(
+            "josé@exämple.com",
+            Some("Zoë Ångström 山田"),
+            &["Équipe", "ops"],
+        ));
+        assert_eq!(v.email.as_bytes(), "josé@exämple.com".as_bytes());
+        assert_eq!(v.name.unwrap().as_bytes(), "Zoë Ångström 山田".as_bytes());
+        assert_eq!(v.groups.as_bytes(), "Équipe,ops".as_bytes());
+        assert_eq!(v.user, "u_1");
+    }
+
+    #[test]
+    fn control_characters_are_dropped_and_an_empty_name_left_out() {
+        let v = IdentityValues::of(&record("a@example.com", Some("\u{7}"), &["a\u{1}b"]));
+        assert!(v.name.is_none());
+        assert_eq!(v.groups, "ab");
+        let v = IdentityValues::of(&record("a@example.com", Some("Ada\rLovelace"), &[]));
+        assert_eq!(v.name.unwrap(), "AdaLovelace");
     }
 }

@@ -62,6 +62,37 @@ async fn unknown_address_gets_the_same_page_and_no_mail() {
     assert_eq!(seen.header("remote-groups").as_deref(), Some("staff,ops"));
 }
 
+async fn names_and_groups_beyond_ascii_reach_the_app_as_utf8() {
+    let app = spawn().await;
+    let (ok, _, err) = app.cli(&[
+        "user", "add", "zoe@example.com", "--name", "Zoë Ångström 山田", "--group", "Équipe", "--group", "ops",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = app.cli(&["user", "set-groups", "zoe@example.com", "--group", "tab\there"]);
+    assert!(!ok);
+    assert!(err.contains("control character"), "{err}");
+
+    let b = browser();
+    let session = cookies_set(&app.sign_in(&b, "zoe@example.com").await)["sesame"].clone();
+    assert_eq!(b.get(app.url("/x")).send().await.unwrap().status(), 200);
+    let seen = app.upstream.last();
+    assert_eq!(seen.header("remote-name").as_deref(), Some("Zoë Ångström 山田"));
+    assert_eq!(seen.header("remote-groups").as_deref(), Some("Équipe,ops"));
+
+    // The forward-auth answer carries the same bytes.
+    let r = browser()
+        .get(app.url("/.sesame/auth"))
+        .header("Cookie", format!("sesame={session}"))
+        .header("X-Forwarded-Host", format!("localhost:{}", app.port))
+        .header("X-Forwarded-Uri", "/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["remote-name"].as_bytes(), "Zoë Ångström 山田".as_bytes());
+    assert_eq!(r.headers()["remote-groups"].as_bytes(), "Équipe,ops".as_bytes());
+}
+
 async fn bad_addresses_get_400() {
     let app = spawn().await;
     for bad in [
