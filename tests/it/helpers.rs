@@ -38,6 +38,25 @@ pub fn free_port() -> u16 {
     panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
+/// A TLS server side with `cert`/`key` (PEM files).
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls;
+    let chain = rustls::pki_types::pem::PemObject::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::pem::PemObject::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 // ---------- SMTP sink ----------
 
 #[derive(Clone, Default)]
@@ -186,6 +205,34 @@ impl MailBox {
         MailBox { addr, mails }
     }
 
+    /// The plain sink behind implicit TLS (`smtps://`, the port 465 way):
+    /// a TLS listener that hands each connection's bytes on to the sink.
+    pub async fn start_implicit_tls(cert: &std::path::Path, key: &std::path::Path) -> MailBox {
+        let plain = MailBox::start();
+        let sink = plain.addr;
+        let acceptor = tls_acceptor(cert, key);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outer) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let Ok(mut inner) = tokio::net::TcpStream::connect(sink).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut outer, &mut inner).await;
+                });
+            }
+        });
+        MailBox {
+            addr,
+            mails: plain.mails,
+        }
+    }
+
     pub fn all(&self) -> Vec<Mail> {
         self.mails.lock().unwrap().clone()
     }
@@ -253,21 +300,7 @@ impl Upstream {
 
     /// The same app behind TLS with `cert`/`key`.
     pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Upstream {
-        use tokio_rustls::rustls;
-        let chain = rustls::pki_types::pem::PemObject::pem_file_iter(cert)
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls::pki_types::pem::PemObject::from_pem_file(key).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-        Self::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+        Self::start_with(Some(tls_acceptor(cert, key))).await
     }
 
     async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {

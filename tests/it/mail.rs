@@ -126,44 +126,104 @@ async fn admin_listener_serves_health_and_metrics() {
 }
 
 async fn smtp_with_starttls_and_credentials_from_the_url() {
-    let (ca, cert, key) = shared_certificates();
-    // rustls-native-certs (lettre's trust store) reads SSL_CERT_FILE.
-    std::env::set_var("SSL_CERT_FILE", ca);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let store = TestStore::new(backend()).await;
+    let (_, cert, key) = trust_the_test_ca();
     let sink = MailBox::start_tls(cert, key, "gateway", "s3cret pass");
-    let port = free_port();
-    let admin = free_port();
-    let upstream = Upstream::start().await;
-    let text = config_text(
-        port,
-        admin,
-        &store.url,
-        sink.addr,
-        upstream.addr,
-        &Options::default(),
-    )
-    .replace(
-        &format!("smtp_url = \"smtp://{}\"", sink.addr),
-        &format!(
-            "smtp_url = \"smtp://gateway:s3cret%20pass@localhost:{}?tls=required\"",
-            sink.addr.port()
-        ),
-    );
-    assert!(text.contains("tls=required"));
-    let config = sesame::config::Config::from_toml(&text).unwrap();
-    let _running = start(config, sesame::clock::Clock::system()).await;
-    let r = browser()
-        .post(format!("http://localhost:{port}/.sesame/login"))
-        .header("Origin", format!("http://localhost:{port}"))
-        .form(&[("email", "tls@example.com")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let g = Mailing::start(&format!(
+        "smtp://gateway:s3cret%20pass@localhost:{}?tls=required",
+        sink.addr.port()
+    ))
+    .await;
+    g.ask("tls@example.com").await;
     let mail = sink.wait_for("tls@example.com", 0).await;
     assert!(mail
         .link()
-        .starts_with(&format!("http://localhost:{port}/.sesame/magic?token=")));
+        .starts_with(&format!("http://localhost:{}/.sesame/magic?token=", g.port)));
 }
+
+async fn smtps_speaks_implicit_tls_and_checks_the_certificate() {
+    let (_, cert, key) = trust_the_test_ca();
+    let sink = MailBox::start_implicit_tls(cert, key).await;
+    let g = Mailing::start(&format!("smtps://localhost:{}", sink.addr.port())).await;
+    g.ask("implicit@example.com").await;
+    let mail = sink.wait_for("implicit@example.com", 0).await;
+    assert!(mail.link().contains("/.sesame/magic?token="));
+
+    // The certificate names localhost, not 127.0.0.1: no mail goes there,
+    // and the failure is counted.
+    let g = Mailing::start(&format!("smtps://127.0.0.1:{}", sink.addr.port())).await;
+    g.ask("mismatch@example.com").await;
+    let metrics = format!("http://127.0.0.1:{}/metrics", g.admin);
+    let mut failed = 0.0;
+    for _ in 0..100 {
+        let m = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        failed = TestApp::metric(&m, "sesame_magic_links_failed_total");
+        if failed >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed, 1.0, "the refused delivery is counted");
+    assert_eq!(sink.count_to("mismatch@example.com"), 0);
+}
+}
+
+/// Trust the test CA in lettre's trust store (rustls-native-certs reads
+/// `SSL_CERT_FILE`); returns the CA, and a `localhost` certificate and key.
+fn trust_the_test_ca() -> &'static (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let paths = shared_certificates();
+    std::env::set_var("SSL_CERT_FILE", &paths.0);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    paths
+}
+
+/// A gateway whose mail goes to `smtp_url`, with its own store and app.
+struct Mailing {
+    port: u16,
+    admin: u16,
+    _running: sesame::Running,
+    _store: TestStore,
+    _upstream: Upstream,
+}
+
+impl Mailing {
+    async fn start(smtp_url: &str) -> Mailing {
+        let store = TestStore::new(backend()).await;
+        let (port, admin) = (free_port(), free_port());
+        let upstream = Upstream::start().await;
+        let placeholder: std::net::SocketAddr = "127.0.0.1:25".parse().unwrap();
+        let text = config_text(
+            port,
+            admin,
+            &store.url,
+            placeholder,
+            upstream.addr,
+            &Options::default(),
+        )
+        .replace(
+            &format!("smtp_url = \"smtp://{placeholder}\""),
+            &format!("smtp_url = \"{smtp_url}\""),
+        );
+        assert!(text.contains(smtp_url));
+        let config = sesame::config::Config::from_toml(&text).unwrap();
+        let running = start(config, sesame::clock::Clock::system()).await;
+        Mailing {
+            port,
+            admin,
+            _running: running,
+            _store: store,
+            _upstream: upstream,
+        }
+    }
+
+    /// Ask for a sign-in link for `email`, as a browser does.
+    async fn ask(&self, email: &str) {
+        let r = browser()
+            .post(format!("http://localhost:{}/.sesame/login", self.port))
+            .header("Origin", format!("http://localhost:{}", self.port))
+            .form(&[("email", email)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
 }
