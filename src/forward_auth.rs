@@ -31,26 +31,40 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn original<'a>(app: &App, peer: IpAddr, h: &'a HeaderMap) -> Original<'a> {
+/// The first of `names` that the proxy sent: its text, `Ok(None)` if it sent
+/// none of them, `Err(name)` if the first it sent is not text (bytes beyond
+/// ASCII, which nginx passes on raw from the client). Such a request is
+/// refused rather than decided for a default path or host it is not.
+fn forwarded<'a>(
+    h: &'a HeaderMap,
+    names: [&'static str; 2],
+) -> Result<Option<&'a str>, &'static str> {
+    for name in names {
+        match h.get(name) {
+            Some(v) if v.is_empty() => continue,
+            Some(v) => return v.to_str().map(Some).map_err(|_| name),
+            None => continue,
+        }
+    }
+    Ok(None)
+}
+
+/// The request the trusted proxy asks about, or the header it sent that
+/// cannot be read.
+fn original<'a>(app: &App, peer: IpAddr, h: &'a HeaderMap) -> Result<Original<'a>, &'static str> {
     let own_host = header(h, "host");
     if !app.config.trusted_proxies.trusts(peer) {
-        return Original {
+        return Ok(Original {
             host: own_host,
             uri: "/",
             method: "GET",
-        };
+        });
     }
-    Original {
-        host: header(h, "x-forwarded-host")
-            .or_else(|| header(h, "x-original-host"))
-            .or(own_host),
-        uri: header(h, "x-original-uri")
-            .or_else(|| header(h, "x-forwarded-uri"))
-            .unwrap_or("/"),
-        method: header(h, "x-original-method")
-            .or_else(|| header(h, "x-forwarded-method"))
-            .unwrap_or("GET"),
-    }
+    Ok(Original {
+        host: forwarded(h, ["x-forwarded-host", "x-original-host"])?.or(own_host),
+        uri: forwarded(h, ["x-original-uri", "x-forwarded-uri"])?.unwrap_or("/"),
+        method: forwarded(h, ["x-original-method", "x-forwarded-method"])?.unwrap_or("GET"),
+    })
 }
 
 /// Decide; returns the site index (if any), the outcome label and the answer.
@@ -60,7 +74,16 @@ pub async fn check(
     headers: &HeaderMap,
     query: &str,
 ) -> (Option<usize>, &'static str, Resp) {
-    let o = original(app, peer, headers);
+    let o = match original(app, peer, headers) {
+        Ok(o) => o,
+        Err(name) => {
+            return (
+                None,
+                "bad_path",
+                Resp::json(400, &json!({"error": "bad_request", "header": name})),
+            )
+        }
+    };
     let Some((site_index, site)) = o.host.and_then(|h| app.site_for_host(h)) else {
         return (
             None,

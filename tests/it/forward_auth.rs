@@ -66,6 +66,27 @@ async fn forward_auth_answers_for_the_original_request() {
     let r = ask(None, here.clone(), "/public/x", "").await.unwrap();
     assert_eq!(r.status(), 401, "no identity, no 200, even on a public path");
 
+    // A forwarded path or host that is not text (nginx passes raw bytes on)
+    // is refused, not judged as "/" or as Sesame's own host.
+    let raw = |v: &[u8]| reqwest::header::HeaderValue::from_bytes(v).unwrap();
+    for (host, uri, bad) in [
+        (raw(here.as_bytes()), raw(b"/admin/\xc3\xbc"), "x-original-uri"),
+        (raw(b"h\xc3\xb6st.example"), raw(b"/docs"), "x-forwarded-host"),
+    ] {
+        let r = proxy
+            .get(&auth)
+            .header("Cookie", format!("sesame={session}"))
+            .header("X-Forwarded-Host", host)
+            .header("X-Original-URI", uri)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "bad_request");
+        assert_eq!(body["header"], bad);
+    }
+
     // The other site admits only boss@example.com.
     let other = format!("127.0.0.1:{}", app.port);
     let r = ask(Some(session.clone()), other.clone(), "/", "").await.unwrap();
