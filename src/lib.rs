@@ -124,12 +124,14 @@ fn check_free(addr: SocketAddr) -> Result<(), StartError> {
         .map_err(|error| StartError::Listen { addr, error })
 }
 
-/// Every address a gateway with `config` listens on.
+/// Every address a gateway with `config` listens on (port 0, a port the
+/// system picks, left out: nothing can be checked there).
 fn listen_addrs(config: &Config, opts: &Options) -> Vec<SocketAddr> {
     let mut addrs: Vec<SocketAddr> = config.listen.clone();
     addrs.extend(config.tls.iter().map(|t| t.listen));
     addrs.push(config.admin_listen);
     addrs.extend(opts.demo_app);
+    addrs.retain(|a| a.port() != 0);
     addrs
 }
 
