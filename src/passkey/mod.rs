@@ -237,15 +237,46 @@ pub async fn register_finish(
     Ok(record)
 }
 
-/// A credential id for an address that has no passkeys, the same on every
-/// request for it, so the options do not tell who has passkeys.
-fn decoy_credential(app: &App, email: &Email) -> Vec<u8> {
-    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&app.keys.code_mac) else {
-        return vec![0; 32];
+/// Credential descriptors for an address that has no passkeys: the same on
+/// every request for it, and plausible as a person's (WebAuthn's advice
+/// against username enumeration: answer with an imaginary list). One to
+/// three of them, as people have (1 in 10 addresses gets three, 2 in 10
+/// two), each with the transports browsers report for a synced passkey, a
+/// device-bound one or a security key, or none, as some browsers register.
+fn decoy_credentials(app: &App, email: &Email) -> Vec<webauthn_rs_proto::AllowCredentials> {
+    use webauthn_rs_proto::AuthenticatorTransport::{Hybrid, Internal, Nfc, Usb};
+    let mac = |label: &[u8]| -> Vec<u8> {
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&app.keys.code_mac) else {
+            return vec![0; 32];
+        };
+        mac.update(label);
+        mac.update(email.as_str().as_bytes());
+        mac.finalize().into_bytes().to_vec()
     };
-    mac.update(b"decoy-credential:");
-    mac.update(email.as_str().as_bytes());
-    mac.finalize().into_bytes().to_vec()
+    let dice = mac(b"decoy-shape:");
+    let count = match dice[0] % 10 {
+        0..=6 => 1,
+        7 | 8 => 2,
+        _ => 3,
+    };
+    (0..count)
+        .map(|i| webauthn_rs_proto::AllowCredentials {
+            type_: "public-key".to_string(),
+            // The first id is the one earlier versions gave: stable across
+            // an upgrade.
+            id: match i {
+                0 => mac(b"decoy-credential:"),
+                _ => mac(format!("decoy-credential-{i}:").as_bytes()),
+            },
+            transports: match dice[1 + i] % 20 {
+                0..=9 => Some(vec![Hybrid, Internal]),
+                10..=12 => Some(vec![Internal]),
+                13 | 14 => Some(vec![Usb]),
+                15 | 16 => Some(vec![Nfc, Usb]),
+                _ => None,
+            },
+        })
+        .collect()
 }
 
 /// Start a passkey sign-in: email-first (`email` given: that person's
@@ -281,9 +312,8 @@ pub async fn login_start(
             .start_discoverable_authentication()
             .map_err(|e| PasskeyError::Refused(e.to_string()))?;
         if let Some(e) = &email {
-            // Same shape as for a person with one passkey.
-            let decoy = start_decoy(webauthn, decoy_credential(app, e))?;
-            rcr.public_key.allow_credentials = decoy.public_key.allow_credentials;
+            // The shape of a person's options, with imaginary credentials.
+            rcr.public_key.allow_credentials = decoy_credentials(app, e);
             rcr.public_key.extensions = None;
             rcr.mediation = None;
         }
@@ -298,21 +328,6 @@ pub async fn login_start(
         return_to.as_str().to_string(),
     )
     .await?;
-    Ok(rcr)
-}
-
-/// Options carrying one credential descriptor with `id`, built the way a real
-/// one is, to copy its `allowCredentials` from.
-fn start_decoy(webauthn: &Webauthn, id: Vec<u8>) -> Result<RequestChallengeResponse, PasskeyError> {
-    let mut rcr = webauthn
-        .start_discoverable_authentication()
-        .map_err(|e| PasskeyError::Refused(e.to_string()))?
-        .0;
-    rcr.public_key.allow_credentials = vec![webauthn_rs_proto::AllowCredentials {
-        type_: "public-key".to_string(),
-        id,
-        transports: None,
-    }];
     Ok(rcr)
 }
 

@@ -200,9 +200,11 @@ async fn options_do_not_tell_who_has_a_passkey() {
     let app = spawn().await;
     app.with_passkey("has@example.com").await;
     let b = browser();
-    let known = serde_json::to_value(app.login_options(&b, json!({"email": "has@example.com"})).await).unwrap();
-    let unknown = serde_json::to_value(app.login_options(&b, json!({"email": "nobody@example.com"})).await).unwrap();
-    let again = serde_json::to_value(app.login_options(&b, json!({"email": "nobody@example.com"})).await).unwrap();
+    let options = |email: String| {
+        let (app, b) = (&app, &b);
+        async move { serde_json::to_value(app.login_options(b, json!({ "email": email })).await).unwrap() }
+    };
+    let known = options("has@example.com".into()).await;
     fn shape(v: &Value) -> Value {
         match v {
             Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
@@ -211,12 +213,41 @@ async fn options_do_not_tell_who_has_a_passkey() {
             other => json!(other.to_string().len()),
         }
     }
-    assert_eq!(shape(&known), shape(&unknown), "{known}\n{unknown}");
-    assert_eq!(
-        unknown["publicKey"]["allowCredentials"], again["publicKey"]["allowCredentials"],
-        "the decoy is stable"
-    );
-    assert_ne!(known["publicKey"]["allowCredentials"], unknown["publicKey"]["allowCredentials"]);
+    // Everything but the credential list has the shape of a person's options.
+    let without_list = |v: &Value| {
+        let mut v = v.clone();
+        v["publicKey"]["allowCredentials"] = json!(null);
+        shape(&v)
+    };
+    let real_id_len = known["publicKey"]["allowCredentials"][0]["id"].as_str().unwrap().len();
+    let mut counts = std::collections::BTreeSet::new();
+    let mut transports = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let unknown = options(format!("nobody{i}@example.com")).await;
+        assert_eq!(without_list(&known), without_list(&unknown), "{known}\n{unknown}");
+        let list = unknown["publicKey"]["allowCredentials"].as_array().unwrap().clone();
+        assert!((1..=3).contains(&list.len()), "{unknown}");
+        counts.insert(list.len());
+        for c in &list {
+            assert_eq!(c["type"], "public-key");
+            assert_eq!(c["id"].as_str().unwrap().len(), real_id_len, "{c}");
+            let t = c.get("transports").cloned().unwrap_or(json!(null));
+            assert!(
+                [json!(null), json!(["hybrid", "internal"]), json!(["internal"]), json!(["usb"]), json!(["nfc", "usb"])]
+                    .contains(&t),
+                "{c}"
+            );
+            transports.insert(t.to_string());
+        }
+        if i == 0 {
+            let again = options(format!("nobody{i}@example.com")).await;
+            assert_eq!(unknown["publicKey"]["allowCredentials"], again["publicKey"]["allowCredentials"], "the decoy is stable");
+            assert_ne!(known["publicKey"]["allowCredentials"], unknown["publicKey"]["allowCredentials"]);
+        }
+    }
+    // Like people's: some have more than one passkey, registered by different browsers.
+    assert!(counts.len() > 1, "{counts:?}");
+    assert!(transports.len() > 1, "{transports:?}");
 }
 
 async fn discoverable_sign_in_checks_the_user_handle() {
