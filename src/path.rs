@@ -1,8 +1,12 @@
 //! Request-path normalisation, so that path rules cannot be skipped by
 //! spelling a path differently (`/public/../admin`, `/%2e%2e/`, `//`).
 //!
-//! Matching is case-sensitive: `/Health` is not the public `/health`, which
-//! errs towards asking for a session. Query strings are never part of a path.
+//! Apps read paths differently: Java servers (Tomcat, Jetty) cut `;params`
+//! off every segment before resolving `..` (`/public/..;/admin` is their
+//! `/admin`), IIS and other servers ignore case (`/Admin` is `/admin`).
+//! So a path with `;` or upper-case letters is also read the way such an
+//! app would ([`lenient`]), and the policy takes the stricter answer of the
+//! two readings. Query strings are never part of a path.
 
 use percent_encoding::percent_decode_str;
 
@@ -14,6 +18,30 @@ pub struct AmbiguousPath;
 /// NUL or a backslash, or whose decoding still contains a `%`-escape
 /// (double encoding) is refused as ambiguous.
 pub fn normalize(raw: &str) -> Result<String, AmbiguousPath> {
+    resolve(&decode(raw)?, false)
+}
+
+/// The reading of a lenient app, where it may differ from [`normalize`]'s:
+/// `;params` cut off each segment before `.` and `..` are resolved; to be
+/// matched ignoring ASCII case ([`is_under_ignoring_case`]). `None` when the
+/// path has neither `;` nor upper-case letters (the readings agree).
+pub fn lenient(raw: &str) -> Option<String> {
+    // Most paths show at a glance that the readings agree: no decoding.
+    let path = raw.split(['?', '#']).next().unwrap_or("");
+    if !path
+        .bytes()
+        .any(|b| b == b';' || b == b'%' || b.is_ascii_uppercase())
+    {
+        return None;
+    }
+    let decoded = decode(raw).ok()?;
+    if !decoded.bytes().any(|b| b == b';' || b.is_ascii_uppercase()) {
+        return None;
+    }
+    resolve(&decoded, true).ok()
+}
+
+fn decode(raw: &str) -> Result<std::borrow::Cow<'_, str>, AmbiguousPath> {
     let raw = raw.split(['?', '#']).next().unwrap_or("");
     let decoded = percent_decode_str(raw)
         .decode_utf8()
@@ -21,8 +49,18 @@ pub fn normalize(raw: &str) -> Result<String, AmbiguousPath> {
     if decoded.contains(['\0', '\\']) || has_escape(&decoded) {
         return Err(AmbiguousPath);
     }
+    Ok(decoded)
+}
+
+/// Merge duplicate slashes and resolve `.` and `..` in a decoded path,
+/// cutting `;params` off each segment first when `cut_params`.
+fn resolve(decoded: &str, cut_params: bool) -> Result<String, AmbiguousPath> {
     let mut out: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
+        let seg = match cut_params {
+            true => seg.split(';').next().unwrap_or(""),
+            false => seg,
+        };
         match seg {
             "" | "." => {}
             ".." => {
@@ -81,6 +119,17 @@ pub fn is_under(path: &str, prefix: &str) -> bool {
     path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
+/// [`is_under`], ignoring ASCII case.
+pub fn is_under_ignoring_case(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let (path, prefix) = (path.as_bytes(), prefix.trim_end_matches('/').as_bytes());
+    path.len() >= prefix.len()
+        && path[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && (path.len() == prefix.len() || path[prefix.len()] == b'/')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +171,26 @@ mod tests {
         assert!(is_under("/static/x.css", "/static/"));
         assert!(!is_under("/healthz", "/health"));
         assert!(!is_under("/Health", "/health"));
+        assert!(is_under_ignoring_case("/Health/x", "/health"));
+        assert!(is_under_ignoring_case("/ADMIN", "/admin/"));
+        assert!(!is_under_ignoring_case("/Healthz", "/health"));
+    }
+
+    #[test]
+    fn the_lenient_reading_cuts_params_before_dot_segments() {
+        assert_eq!(normalize("/public/..;/admin").unwrap(), "/public/..;/admin");
+        assert_eq!(lenient("/public/..;/admin").as_deref(), Some("/admin"));
+        assert_eq!(lenient("/public/..%3Bx/admin").as_deref(), Some("/admin"));
+        assert_eq!(lenient("/admin;x/y").as_deref(), Some("/admin/y"));
+        // `.;` is `.` to such a server, so the `..` after it goes one further.
+        assert_eq!(normalize("/open/.;/../admin").unwrap(), "/open/admin");
+        assert_eq!(lenient("/open/.;/../admin").as_deref(), Some("/admin"));
+        assert_eq!(
+            lenient("/app/page;jsessionid=1").as_deref(),
+            Some("/app/page")
+        );
+        assert_eq!(lenient("/Admin").as_deref(), Some("/Admin"));
+        assert_eq!(lenient("/plain/path"), None);
+        assert_eq!(lenient("/x?q=;A"), None, "the query is not the path");
     }
 }

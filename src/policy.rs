@@ -114,26 +114,40 @@ pub async fn decide_checked(
         Some(l) if s.admits(&l.record.email, &l.record.groups) => Decision::Allow(l),
         _ => Decision::Public,
     };
-    let rule = checked
-        .as_deref()
-        .and_then(|p| s.rules.iter().find(|r| path::is_under(p, &r.prefix)));
-    let decision = match rule.map(|r| &r.action) {
-        Some(RuleAction::Deny) => not_in(live),
-        Some(RuleAction::Allow(who)) => match live {
-            Some(l) if who.admits(&l.record.email, &l.record.groups) => admitted(&l),
-            other => not_in(other),
-        },
-        Some(RuleAction::Public) => public(live),
-        None if checked
-            .as_deref()
-            .is_some_and(|p| s.public_paths.iter().any(|pp| path::is_under(p, pp))) =>
-        {
-            public(live)
+    // The decision for one reading of the path (`None`: the site has no
+    // path rules), matched with `under`.
+    let for_path = |p: Option<&str>, under: fn(&str, &str) -> bool| {
+        let live = live.clone();
+        let rule = p.and_then(|p| s.rules.iter().find(|r| under(p, &r.prefix)));
+        match rule.map(|r| &r.action) {
+            Some(RuleAction::Deny) => not_in(live),
+            Some(RuleAction::Allow(who)) => match live {
+                Some(l) if who.admits(&l.record.email, &l.record.groups) => admitted(&l),
+                other => not_in(other),
+            },
+            Some(RuleAction::Public) => public(live),
+            None if p.is_some_and(|p| s.public_paths.iter().any(|pp| under(p, pp))) => public(live),
+            None => match live {
+                Some(l) if s.admits(&l.record.email, &l.record.groups) => admitted(&l),
+                other => not_in(other),
+            },
         }
-        None => match live {
-            Some(l) if s.admits(&l.record.email, &l.record.groups) => admitted(&l),
-            other => not_in(other),
-        },
+    };
+    let passes = |d: &Decision| matches!(d, Decision::Allow(_) | Decision::Public);
+    let decision = for_path(checked.as_deref(), path::is_under);
+    // What passes must also pass as a Java server (`;params` cut) or a
+    // case-blind one would read the path: `/public/..;/admin` is their
+    // `/admin`, and `/Admin` falls under a rule for `/admin`.
+    let decision = match checked.as_ref().and_then(|_| path::lenient(raw_path)) {
+        Some(other) if passes(&decision) => {
+            let strict = for_path(Some(&other), path::is_under_ignoring_case);
+            if passes(&strict) {
+                decision
+            } else {
+                strict
+            }
+        }
+        _ => decision,
     };
     (decision, checked)
 }

@@ -69,6 +69,11 @@ async fn public_paths_pass_and_traversal_does_not() {
         "/publicity",
         "/PUBLIC/x",
         "/healthz",
+        // `;params` as Java servers read them: `/public/..;/secret` is their `/secret`.
+        "/public/..;/secret",
+        "/public/..;x/secret",
+        "/public/..%3B/secret",
+        "/public;x/../..;/secret",
     ] {
         assert_eq!(
             raw_get(app.port, bad).await,

@@ -52,7 +52,10 @@ async fn first_matching_rule_decides_on_the_normalised_path() {
     assert_eq!(get(app.port, "/admin", None).await, 401);
     assert_eq!(get(app.port, "/blocked", None).await, 401);
     assert_eq!(get(app.port, "/docs", None).await, 401);
-    for sneaky in ["/open/../admin", "/open/%2e%2e/admin", "/open/..%2fadmin", "//open/../admin/x", "/open/./../admin"] {
+    // Also as Java servers read `;params` (cut before `..` is resolved) and
+    // as case-blind servers read `/ADMIN`.
+    for sneaky in ["/open/../admin", "/open/%2e%2e/admin", "/open/..%2fadmin", "//open/../admin/x", "/open/./../admin",
+                   "/open/..;/admin", "/open/..;x/admin/users", "/open/..%3b/admin", "/open/.;/../admin", "/OPEN/page"] {
         assert_eq!(get(app.port, sneaky, None).await, 401, "{sneaky}");
     }
     assert_eq!(get(app.port, "/open/%252e%252e/admin", None).await, 400, "double encoding");
@@ -61,6 +64,13 @@ async fn first_matching_rule_decides_on_the_normalised_path() {
     assert_eq!(get(app.port, "/docs", Some(&ada)).await, 200);
     assert_eq!(get(app.port, "/admin/users", Some(&ada)).await, 403);
     assert_eq!(get(app.port, "/blocked/x", Some(&ada)).await, 403);
+    for sneaky in ["/admin;x", "/admin;jsessionid=1/users", "/Admin", "/ADMIN/users", "/BLOCKED", "/docs/..;/admin"] {
+        assert_eq!(get(app.port, sneaky, Some(&ada)).await, 403, "{sneaky}");
+    }
+    // Parameters and case that change no rule pass as they are.
+    assert_eq!(get(app.port, "/docs/page;jsessionid=1", Some(&ada)).await, 200);
+    assert_eq!(app.upstream.last().path, "/docs/page;jsessionid=1");
+    assert_eq!(get(app.port, "/Docs/Page", Some(&ada)).await, 200);
     let r = browser()
         .get(app.url("/admin"))
         .header("Cookie", format!("sesame={ada}"))
