@@ -425,10 +425,13 @@ pub async fn logout(app: &App, req: &Req<'_>) -> Resp {
     if !req.same_origin() {
         return cross_site(app, req);
     }
-    if let Some(plain) = req
-        .cookie(&req.site.session_cookie)
-        .and_then(|v| app.keys.open_cookie(&req.site.session_cookie, v))
-    {
+    let plain = match req.cookie(&req.site.session_cookie) {
+        // Reloads the keys if the cookie names one this instance has not
+        // seen yet (rotated on another): the revocation must not be skipped.
+        Some(v) => app.open_cookie(&req.site.session_cookie, v).await,
+        None => None,
+    };
+    if let Some(plain) = plain {
         match app.sessions.revoke(&plain).await {
             Ok(Some(record)) => {
                 app.metrics.sessions_revoked.inc();

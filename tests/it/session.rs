@@ -157,3 +157,46 @@ async fn idle_and_expired_sessions_end() {
     );
 }
 }
+
+/// SQLite: no change notices between instances, so this instance keeps its
+/// keys until a cookie names one it has not loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_a_cookie_sealed_under_a_key_rotated_elsewhere() {
+    with_store(Backend::Sqlite, async {
+        let app = spawn().await;
+        let old = session_cookie(&app.sign_in(&browser(), "rot@example.com").await);
+        assert!(old.starts_with("cookie-1."));
+        // Another instance rotates and seals this session under the new key.
+        let (ok, _, err) = app.cli(&["keys", "rotate"]);
+        assert!(ok, "{err}");
+        let other = sesame::keys::Keys::load(
+            &app.store.open().await,
+            Duration::from_secs(3600),
+            &app.clock,
+        )
+        .await
+        .unwrap();
+        let plain = other.open_cookie("sesame", &old).unwrap();
+        let rotated = other.seal_cookie("sesame", &plain);
+        assert!(!rotated.starts_with("cookie-1."), "sealed under the new key");
+
+        let r = browser()
+            .post(app.url("/.sesame/logout"))
+            .header("Origin", &app.base)
+            .header("Cookie", format!("sesame={rotated}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        for cookie in [&old, &rotated] {
+            let r = browser()
+                .get(app.url("/x"))
+                .header("Cookie", format!("sesame={cookie}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "revoked");
+        }
+    })
+    .await
+}
