@@ -95,6 +95,9 @@ pub struct App {
     pub outbox: Outbox,
     pub email_limit: RateLimiter,
     pub client_limit: RateLimiter,
+    /// Codes tried per address per day: each pending login allows a few
+    /// tries, and a new one is one `POST /login` away.
+    pub code_limit: RateLimiter,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
     /// The WebAuthn relying party for passkeys.
@@ -168,6 +171,13 @@ impl App {
                 "client",
                 config.rate_limit.window,
                 config.rate_limit.per_client,
+                store.clone(),
+                clock.clone(),
+            ),
+            code_limit: RateLimiter::new(
+                "code",
+                std::time::Duration::from_secs(24 * 60 * 60),
+                config.rate_limit.codes_per_email_per_day,
                 store.clone(),
                 clock.clone(),
             ),
@@ -293,7 +303,8 @@ impl App {
             .sweep_rate_limits(
                 self.email_limit
                     .expired_before()
-                    .min(self.client_limit.expired_before()),
+                    .min(self.client_limit.expired_before())
+                    .min(self.code_limit.expired_before()),
             )
             .await
         {

@@ -127,6 +127,7 @@ pub struct RateLimitFile {
     pub window: Option<String>,
     pub per_email: Option<u32>,
     pub per_client: Option<u32>,
+    pub codes_per_email_per_day: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

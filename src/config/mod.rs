@@ -181,6 +181,8 @@ pub struct RateLimitConfig {
     pub window: Duration,
     pub per_email: u32,
     pub per_client: u32,
+    /// Codes tried per address per day, over all of its pending logins.
+    pub codes_per_email_per_day: u32,
 }
 
 /// Names of the identity headers sent to one site's upstream.
@@ -463,6 +465,7 @@ impl Validator {
             ),
             per_email: f.rate_limit.per_email.unwrap_or(5),
             per_client: f.rate_limit.per_client.unwrap_or(30),
+            codes_per_email_per_day: f.rate_limit.codes_per_email_per_day.unwrap_or(20),
         };
 
         if f.site.is_empty() {

@@ -83,13 +83,15 @@ fn cross_site(app: &App, req: &Req) -> Resp {
 fn rate_limited(app: &App, req: &Req, key: &str, wait: u64) -> Resp {
     app.metrics.rate_limited.with_label_values(&[key]).inc();
     tracing::info!(target: "sesame::audit", event = "rate_limited", key, client = %req.client_ip);
+    let why = match key {
+        "code" => {
+            "Too many codes were tried for this address today. The link in the email still works."
+        }
+        _ => "Too many sign-in links were asked for.",
+    };
     ErrorPage {
         retry_after: Some(wait),
-        ..ErrorPage::new(
-            &req.site.site.name,
-            "Too many attempts",
-            "Too many sign-in links were asked for.",
-        )
+        ..ErrorPage::new(&req.site.site.name, "Too many attempts", why)
     }
     .respond(app, 429)
     .header(header::RETRY_AFTER, &wait.to_string())
@@ -124,7 +126,11 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
             return Resp::page(app, 400, html);
         }
     };
-    match app.client_limit.hit(&req.client_ip.to_string()).await {
+    match app
+        .client_limit
+        .hit(&crate::ratelimit::client_key(req.client_ip))
+        .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(wait)) => return rate_limited(app, req, "client", wait),
         Err(e) => return store_down(app, req, &e),
@@ -331,6 +337,13 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
         Ok(None) => return refuse(app, req, "code", &CODE_GONE),
         Err(e) => return store_down(app, req, &e),
     };
+    // Counted before the code is compared: past the budget, no guess is
+    // even looked at.
+    match app.code_limit.hit(pending.email.as_str()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(wait)) => return rate_limited(app, req, "code", wait),
+        Err(e) => return store_down(app, req, &e),
+    }
     if !code_matches(&app.keys, &id, &code, &pending.code_mac) {
         app.metrics
             .verifications

@@ -69,6 +69,44 @@ async fn wrong_codes_lock_the_code_out() {
     assert_eq!(r.status(), 400);
 }
 
+async fn an_address_gets_twenty_code_tries_a_day_over_all_its_logins() {
+    // Each pending login allows 5 tries, and a new one is a POST away:
+    // without a budget per address that is 2,400 guesses a day.
+    let app = spawn().await;
+    let b = browser();
+    let wrong_for = |right: &str| if right == "000000" { "111111" } else { "000000" }.to_string();
+    for _ in 0..4 {
+        let mail = app.ask_link(&b, "target@example.com", "/").await;
+        let wrong = wrong_for(&mail.code());
+        for _ in 0..5 {
+            let r = app.post_form(&b, "/.sesame/code", &[("code", &wrong)]).await;
+            assert_eq!(r.status(), 400);
+        }
+    }
+    let mail = app.ask_link(&b, "target@example.com", "/").await;
+    let r = app
+        .post_form(&b, "/.sesame/code", &[("code", &mail.code())])
+        .await;
+    assert_eq!(r.status(), 429, "the 21st code of the day is not even compared");
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().await.unwrap().contains("The link in the email still works"));
+    assert_eq!(b.get(app.url("/x")).send().await.unwrap().status(), 401);
+    let r = app
+        .post_form(&b, "/.sesame/magic", &[("token", &mail.token())])
+        .await;
+    assert_eq!(r.status(), 303, "the link still works");
+    assert_eq!(b.get(app.url("/x")).send().await.unwrap().status(), 200);
+    // Another address has its own budget.
+    let other = browser();
+    let mail = app.ask_link(&other, "bystander@example.com", "/").await;
+    let r = app
+        .post_form(&other, "/.sesame/code", &[("code", &mail.code())])
+        .await;
+    assert_eq!(r.status(), 303);
+    let m = app.metrics().await;
+    assert_eq!(TestApp::metric(&m, "sesame_rate_limited_total{key=\"code\"}"), 1.0);
+}
+
 async fn code_expires_with_the_link() {
     let app = spawn().await;
     let b = browser();

@@ -178,7 +178,10 @@ async fn logout_revokes_a_cookie_sealed_under_a_key_rotated_elsewhere() {
         .unwrap();
         let plain = other.open_cookie("sesame", &old).unwrap();
         let rotated = other.seal_cookie("sesame", &plain);
-        assert!(!rotated.starts_with("cookie-1."), "sealed under the new key");
+        assert!(
+            !rotated.starts_with("cookie-1."),
+            "sealed under the new key"
+        );
 
         let r = browser()
             .post(app.url("/.sesame/logout"))
