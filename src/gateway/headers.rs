@@ -1,5 +1,6 @@
 //! What the upstream sees: client-sent identity headers removed (every
-//! configured name, any case, `_` spellings), Sesame's cookies removed from
+//! configured name, any case, `_` spellings) with the proxy-only headers
+//! apps trust from a proxy ([`PROXY_ONLY`]), Sesame's cookies removed from
 //! `Cookie`, then the identity of the session and `X-Forwarded-*` added.
 //!
 //! The edit is made on a plain `http::HeaderMap` (see [`with_plain_headers`]):
@@ -17,6 +18,22 @@ use crate::session::LiveSession;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers apps take from a trusted proxy in front of them, which Sesame is,
+/// and which it does not set itself: a client must not set them through it.
+/// `X-Original-URL` / `X-Rewrite-URL` make IIS, Symfony and Laminas route by
+/// another path than the one the rules checked; `Forwarded`, `X-Real-IP`,
+/// `X-Forwarded-Port` and `X-Forwarded-Prefix` would give the app a made-up
+/// client address or base URL (`X-Forwarded-For`, `-Proto` and `-Host` are
+/// set by Sesame).
+const PROXY_ONLY: [HeaderName; 6] = [
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+];
 
 /// The identity an allowed request carries to the app.
 #[derive(Clone, Copy)]
@@ -107,7 +124,7 @@ fn target_of_uri(uri: &http::Uri) -> &[u8] {
 /// Remove anything a client could use to pose as someone.
 pub fn strip(h: &mut HeaderMap, site: &SiteRt) {
     let names = site.site.headers.all();
-    for n in names {
+    for n in names.into_iter().chain(PROXY_ONLY.iter()) {
         h.remove(n);
     }
     // `Remote_User` and friends: proxies and CGI-style apps treat `_` as `-`.

@@ -111,6 +111,14 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
         ("Remote_Name", "Boss"),
         ("sesame_auth-method", "passkey"),
         ("Sesame-Auth_Method", "passkey"),
+        // Headers apps trust from the proxy in front: another path to
+        // route by (IIS, Symfony), a made-up client address or base URL.
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("Forwarded", "for=10.0.0.1;proto=https"),
+        ("X-Real-IP", "10.0.0.1"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Prefix", "/evil"),
     ];
     let mut req = b.get(app.url("/public/x"));
     for (k, v) in spoof {
