@@ -4,9 +4,10 @@
 //! Apps read paths differently: Java servers (Tomcat, Jetty) cut `;params`
 //! off every segment before resolving `..` (`/public/..;/admin` is their
 //! `/admin`), IIS and other servers ignore case (`/Admin` is `/admin`).
-//! So a path with `;` or upper-case letters is also read the way such an
-//! app would ([`lenient`]), and the policy takes the stricter answer of the
-//! two readings. Query strings are never part of a path.
+//! So a path with `;` ([`without_params`]) or upper-case letters
+//! ([`is_under_ignoring_case`]) is also read the way such an app would, and
+//! the policy takes the stricter answer of the two readings. Query strings
+//! are never part of a path.
 
 use percent_encoding::percent_decode_str;
 
@@ -21,24 +22,17 @@ pub fn normalize(raw: &str) -> Result<String, AmbiguousPath> {
     resolve(&decode(raw)?, false)
 }
 
-/// The reading of a lenient app, where it may differ from [`normalize`]'s:
-/// `;params` cut off each segment before `.` and `..` are resolved; to be
-/// matched ignoring ASCII case ([`is_under_ignoring_case`]). `None` when the
-/// path has neither `;` nor upper-case letters (the readings agree).
-pub fn lenient(raw: &str) -> Option<String> {
-    // Most paths show at a glance that the readings agree: no decoding.
-    let path = raw.split(['?', '#']).next().unwrap_or("");
-    if !path
-        .bytes()
-        .any(|b| b == b';' || b == b'%' || b.is_ascii_uppercase())
-    {
-        return None;
-    }
-    let decoded = decode(raw).ok()?;
-    if !decoded.bytes().any(|b| b == b';' || b.is_ascii_uppercase()) {
-        return None;
-    }
-    resolve(&decoded, true).ok()
+/// True if the path (not the query) holds `;`, plainly or as `%3B`.
+pub fn has_params(raw: &str) -> bool {
+    let path = raw.split(['?', '#']).next().unwrap_or("").as_bytes();
+    path.contains(&b';') || path.windows(3).any(|w| w.eq_ignore_ascii_case(b"%3b"))
+}
+
+/// The path as Java servers read it: `;params` cut off each segment before
+/// `.` and `..` are resolved (`/public/..;/admin` is `/admin`). `None` if the
+/// path is ambiguous (then [`normalize`] refuses it too).
+pub fn without_params(raw: &str) -> Option<String> {
+    resolve(&decode(raw).ok()?, true).ok()
 }
 
 fn decode(raw: &str) -> Result<std::borrow::Cow<'_, str>, AmbiguousPath> {
@@ -177,20 +171,31 @@ mod tests {
     }
 
     #[test]
-    fn the_lenient_reading_cuts_params_before_dot_segments() {
+    fn the_java_reading_cuts_params_before_dot_segments() {
         assert_eq!(normalize("/public/..;/admin").unwrap(), "/public/..;/admin");
-        assert_eq!(lenient("/public/..;/admin").as_deref(), Some("/admin"));
-        assert_eq!(lenient("/public/..%3Bx/admin").as_deref(), Some("/admin"));
-        assert_eq!(lenient("/admin;x/y").as_deref(), Some("/admin/y"));
+        assert_eq!(
+            without_params("/public/..;/admin").as_deref(),
+            Some("/admin")
+        );
+        assert_eq!(
+            without_params("/public/..%3Bx/admin").as_deref(),
+            Some("/admin")
+        );
+        assert_eq!(without_params("/admin;x/y").as_deref(), Some("/admin/y"));
         // `.;` is `.` to such a server, so the `..` after it goes one further.
         assert_eq!(normalize("/open/.;/../admin").unwrap(), "/open/admin");
-        assert_eq!(lenient("/open/.;/../admin").as_deref(), Some("/admin"));
         assert_eq!(
-            lenient("/app/page;jsessionid=1").as_deref(),
+            without_params("/open/.;/../admin").as_deref(),
+            Some("/admin")
+        );
+        assert_eq!(
+            without_params("/app/page;jsessionid=1").as_deref(),
             Some("/app/page")
         );
-        assert_eq!(lenient("/Admin").as_deref(), Some("/Admin"));
-        assert_eq!(lenient("/plain/path"), None);
-        assert_eq!(lenient("/x?q=;A"), None, "the query is not the path");
+        assert!(has_params("/a;b") && has_params("/a%3bb") && has_params("/a%3Bb"));
+        assert!(
+            !has_params("/plain/Path") && !has_params("/x?q=;"),
+            "the query is not the path"
+        );
     }
 }

@@ -138,7 +138,18 @@ pub async fn decide_checked(
     // What passes must also pass as a Java server (`;params` cut) or a
     // case-blind one would read the path: `/public/..;/admin` is their
     // `/admin`, and `/Admin` falls under a rule for `/admin`.
-    let decision = match checked.as_ref().and_then(|_| path::lenient(raw_path)) {
+    // Without `;` the second reading is the checked path itself, only
+    // matched ignoring case; most paths need neither.
+    let other = checked.as_deref().and_then(|c| {
+        if path::has_params(raw_path) {
+            path::without_params(raw_path).map(std::borrow::Cow::Owned)
+        } else if c.bytes().any(|b| b.is_ascii_uppercase()) {
+            Some(std::borrow::Cow::Borrowed(c))
+        } else {
+            None
+        }
+    });
+    let decision = match other {
         Some(other) if passes(&decision) => {
             let strict = for_path(Some(&other), path::is_under_ignoring_case);
             if passes(&strict) {
