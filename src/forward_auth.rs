@@ -40,10 +40,8 @@ fn forwarded<'a>(
     names: [&'static str; 2],
 ) -> Result<Option<&'a str>, &'static str> {
     for name in names {
-        match h.get(name) {
-            Some(v) if v.is_empty() => continue,
-            Some(v) => return v.to_str().map(Some).map_err(|_| name),
-            None => continue,
+        if let Some(v) = h.get(name).filter(|v| !v.is_empty()) {
+            return v.to_str().map(Some).map_err(|_| name);
         }
     }
     Ok(None)

@@ -97,13 +97,22 @@ impl Running {
         // worker threads, which drop the listening sockets as they wind down:
         // wait for that (a restart in the same process binds the same ports).
         for &a in &self.addrs {
-            let mut tries = 0;
-            while check_free(a).is_err() && tries < 500 {
-                std::thread::sleep(Duration::from_millis(10));
-                tries += 1;
+            if !within_5s(|| check_free(a).is_ok()) {
+                tracing::warn!(addr = %a, "port still bound 5 s after the stop");
             }
         }
     }
+}
+
+/// Poll `ok` every 10 ms for up to 5 s; whether it came true.
+fn within_5s(mut ok: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 impl Drop for Running {
@@ -348,15 +357,7 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
         background.shutdown_timeout(Duration::from_secs(2));
     });
     for &a in &addrs {
-        let mut up = false;
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(a).is_ok() {
-                up = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !up {
+        if !within_5s(|| std::net::TcpStream::connect(a).is_ok()) {
             tracing::warn!(addr = %a, "listener did not come up within 5 s");
         }
     }

@@ -116,8 +116,9 @@ pub async fn decide_checked(
     };
     // The decision for one reading of the path (`None`: the site has no
     // path rules), matched with `under`.
-    let for_path = |p: Option<&str>, under: fn(&str, &str) -> bool| {
-        let live = live.clone();
+    let for_path = |p: Option<&str>,
+                    under: fn(&str, &str) -> bool,
+                    live: Option<Arc<LiveSession>>| {
         let rule = p.and_then(|p| s.rules.iter().find(|r| under(p, &r.prefix)));
         match rule.map(|r| &r.action) {
             Some(RuleAction::Deny) => not_in(live),
@@ -133,13 +134,11 @@ pub async fn decide_checked(
             },
         }
     };
-    let passes = |d: &Decision| matches!(d, Decision::Allow(_) | Decision::Public);
-    let decision = for_path(checked.as_deref(), path::is_under);
     // What passes must also pass as a Java server (`;params` cut) or a
     // case-blind one would read the path: `/public/..;/admin` is their
-    // `/admin`, and `/Admin` falls under a rule for `/admin`.
-    // Without `;` the second reading is the checked path itself, only
-    // matched ignoring case; most paths need neither.
+    // `/admin`, and `/Admin` falls under a rule for `/admin`. Without `;`
+    // that reading is the checked path itself, matched ignoring case; most
+    // paths need neither.
     let other = checked.as_deref().and_then(|c| {
         if path::has_params(raw_path) {
             path::without_params(raw_path).map(std::borrow::Cow::Owned)
@@ -149,16 +148,18 @@ pub async fn decide_checked(
             None
         }
     });
-    let decision = match other {
-        Some(other) if passes(&decision) => {
-            let strict = for_path(Some(&other), path::is_under_ignoring_case);
-            if passes(&strict) {
-                decision
-            } else {
-                strict
-            }
-        }
-        _ => decision,
+    let Some(other) = other else {
+        return (for_path(checked.as_deref(), path::is_under, live), checked);
     };
+    let passes = |d: &Decision| matches!(d, Decision::Allow(_) | Decision::Public);
+    let decision = for_path(checked.as_deref(), path::is_under, live.clone());
+    let decision = match passes(&decision) {
+        true => match for_path(Some(&other), path::is_under_ignoring_case, live) {
+            strict if passes(&strict) => decision,
+            strict => strict,
+        },
+        false => decision,
+    };
+    drop(other); // it may borrow `checked`
     (decision, checked)
 }

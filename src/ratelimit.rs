@@ -75,6 +75,7 @@ pub fn client_key(ip: std::net::IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StoreConfig;
 
     #[test]
     fn an_ipv6_client_is_its_64() {
@@ -85,7 +86,6 @@ mod tests {
         assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
-    use crate::config::StoreConfig;
 
     async fn store(dir: &tempfile::TempDir) -> DynStore {
         crate::store::open(&StoreConfig::Sqlite {

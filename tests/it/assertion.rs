@@ -77,14 +77,7 @@ async fn apps_can_verify_who_is_calling() {
 
     // The forward-auth answer carries it too.
     let session = cookies_set(&app.sign_in(&browser(), "fa@example.com").await)["sesame"].clone();
-    let r = browser()
-        .get(app.url("/.sesame/auth"))
-        .header("Cookie", format!("sesame={session}"))
-        .header("X-Forwarded-Host", format!("localhost:{}", app.port))
-        .header("X-Forwarded-Uri", "/x")
-        .send()
-        .await
-        .unwrap();
+    let r = app.forward_auth(&session, "/x").await;
     assert_eq!(r.status(), 200);
     let claims = verify(r.headers()["sesame-assertion"].to_str().unwrap(), &jwks);
     assert_eq!(claims["email"], "fa@example.com");

@@ -725,6 +725,29 @@ impl TestApp {
         r
     }
 
+    /// GET `path` from a fresh client carrying `session` as its cookie.
+    pub async fn get_as(&self, path: &str, session: &str) -> reqwest::Response {
+        browser()
+            .get(self.url(path))
+            .header("Cookie", format!("sesame={session}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Ask `/.sesame/auth` about `uri` on this site, as a proxy in front
+    /// would, for a browser carrying `session`.
+    pub async fn forward_auth(&self, session: &str, uri: &str) -> reqwest::Response {
+        browser()
+            .get(self.url("/.sesame/auth"))
+            .header("Cookie", format!("sesame={session}"))
+            .header("X-Forwarded-Host", format!("localhost:{}", self.port))
+            .header("X-Forwarded-Uri", uri)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.admin))
             .await

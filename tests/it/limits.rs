@@ -80,14 +80,7 @@ async fn names_and_groups_beyond_ascii_reach_the_app_as_utf8() {
     assert_eq!(seen.header("remote-groups").as_deref(), Some("Équipe,ops"));
 
     // The forward-auth answer carries the same bytes.
-    let r = browser()
-        .get(app.url("/.sesame/auth"))
-        .header("Cookie", format!("sesame={session}"))
-        .header("X-Forwarded-Host", format!("localhost:{}", app.port))
-        .header("X-Forwarded-Uri", "/x")
-        .send()
-        .await
-        .unwrap();
+    let r = app.forward_auth(&session, "/x").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["remote-name"].as_bytes(), "Zoë Ångström 山田".as_bytes());
     assert_eq!(r.headers()["remote-groups"].as_bytes(), "Équipe,ops".as_bytes());

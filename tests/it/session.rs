@@ -88,12 +88,7 @@ async fn restart_keeps_sessions() {
     ))
     .unwrap();
     let _again = start(config, app.clock.clone()).await;
-    let r = browser()
-        .get(app.url("/still"))
-        .header("Cookie", format!("sesame={cookie}"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_as("/still", &cookie).await;
     assert_eq!(r.status(), 200, "the same cookie works after a restart");
     assert_eq!(
         app.upstream.last().header("remote-email").as_deref(),
@@ -114,20 +109,10 @@ async fn malformed_foreign_or_oversized_cookies_are_anonymous() {
         "%%%".to_string(),
         String::new(),
     ] {
-        let r = browser()
-            .get(app.url("/x"))
-            .header("Cookie", format!("sesame={bad}"))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get_as("/x", &bad).await;
         assert_eq!(r.status(), 401, "cookie {:.20}", bad);
     }
-    let r = browser()
-        .get(app.url("/x"))
-        .header("Cookie", format!("sesame={good}"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_as("/x", &good).await;
     assert_eq!(r.status(), 200, "the genuine cookie still works");
 }
 
@@ -192,13 +177,7 @@ async fn logout_revokes_a_cookie_sealed_under_a_key_rotated_elsewhere() {
             .unwrap();
         assert_eq!(r.status(), 303);
         for cookie in [&old, &rotated] {
-            let r = browser()
-                .get(app.url("/x"))
-                .header("Cookie", format!("sesame={cookie}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 401, "revoked");
+            assert_eq!(app.get_as("/x", cookie).await.status(), 401, "revoked");
         }
     })
     .await
