@@ -84,6 +84,29 @@ async fn names_and_groups_beyond_ascii_reach_the_app_as_utf8() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["remote-name"].as_bytes(), "Zoë Ångström 山田".as_bytes());
     assert_eq!(r.headers()["remote-groups"].as_bytes(), "Équipe,ops".as_bytes());
+
+    // A row edited by hand with a control character: that value is left
+    // out, never altered (`adm\x01in` must not arrive as `admin`).
+    app.store
+        .open()
+        .await
+        .add_user(&sesame::store::User {
+            id: "u_hand".into(),
+            email: sesame::email::Email::parse("hand@example.com").unwrap(),
+            name: Some("Bad\u{7}Name".into()),
+            groups: vec!["adm\u{1}in".into(), "ops".into()],
+            disabled: false,
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    let b = browser();
+    app.sign_in(&b, "hand@example.com").await;
+    assert_eq!(b.get(app.url("/x")).send().await.unwrap().status(), 200);
+    let seen = app.upstream.last();
+    assert_eq!(seen.header("remote-user").as_deref(), Some("u_hand"));
+    assert_eq!(seen.header("remote-name"), None);
+    assert_eq!(seen.header("remote-groups").as_deref(), Some("ops"));
 }
 
 async fn bad_addresses_get_400() {
