@@ -331,6 +331,16 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
     let Some(code) = Code::parse(&req.form_param("code").unwrap_or_default()) else {
         return refuse(app, req, "code", &CODE_MALFORMED);
     };
+    // A code is for the site it was asked on, as a link is (sites on one
+    // host but different ports share the pending cookie); asked before an
+    // attempt is counted, so a try on the wrong site costs nothing.
+    match app.store.view_pending(&id).await {
+        Ok(Some(p)) if p.site != req.site.site.name => {
+            return refuse(app, req, "code", &CODE_ELSEWHERE)
+        }
+        Ok(_) => {}
+        Err(e) => return store_down(app, req, &e),
+    }
     let max = app.config.magic_link.code_attempts;
     let pending = match app.store.attempt_code(&id, app.clock.now(), max).await {
         Ok(Some(p)) => p,

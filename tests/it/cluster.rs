@@ -67,12 +67,18 @@ upstream = ["{}"]
         path: &str,
         form: &[(&str, &str)],
     ) -> reqwest::Response {
-        b.post(on.url(path))
+        let r = b
+            .post(on.url(path))
             .header("Origin", &self.public)
             .form(form)
             .send()
-            .await
-            .unwrap()
+            .await;
+        r.unwrap_or_else(|e| panic!("POST {path}: {e:?}\n{}", self.logs()))
+    }
+
+    /// Both instances' logs, for a failure message.
+    fn logs(&self) -> String {
+        format!("log of A:\n{}\nlog of B:\n{}", self.a.log(), self.b.log())
     }
 
     async fn ask_link(&self, on: &Instance, b: &reqwest::Client, email: &str) -> Mail {
@@ -85,7 +91,10 @@ upstream = ["{}"]
     }
 
     async fn status(on: &Instance, b: &reqwest::Client, path: &str) -> u16 {
-        b.get(on.url(path)).send().await.unwrap().status().as_u16()
+        match b.get(on.url(path)).send().await {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => panic!("GET {path}: {e:?}\nlog:\n{}", on.log()),
+        }
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -312,11 +321,18 @@ async fn an_instance_killed_mid_flow_loses_nothing() {
     let r = c
         .post(&c.b, &b, "/.sesame/magic", &[("token", &mail.token())])
         .await;
-    assert_eq!(r.status(), 303);
-    assert_eq!(Cluster::status(&c.b, &b, "/after").await, 200);
+    assert_eq!(r.status(), 303, "{}", c.logs());
+    assert_eq!(
+        Cluster::status(&c.b, &b, "/after").await,
+        200,
+        "{}",
+        c.logs()
+    );
     assert_eq!(
         c.upstream.last().header("remote-email").as_deref(),
-        Some("survivor@example.com")
+        Some("survivor@example.com"),
+        "{}",
+        c.logs()
     );
 }
 
@@ -350,8 +366,8 @@ async fn a_rotation_reaches_every_instance_and_signs_nobody_out() {
             }
             assert!(
                 t.elapsed() < Duration::from_secs(10),
-                "new key not used within 10 s; log of A:\n{}",
-                std::fs::read_to_string(c.store.dir().join("a.log")).unwrap_or_default()
+                "new key not used within 10 s; {}",
+                c.logs()
             );
         }
     }

@@ -39,6 +39,42 @@ async fn code_is_refused_in_another_browser() {
     assert_eq!(other.get(app.url("/x")).send().await.unwrap().status(), 401);
 }
 
+async fn a_code_works_only_on_the_site_that_sent_it() {
+    let app = spawn().await;
+    // No cookie jar: the pending cookie is carried by hand, as a sibling
+    // host under a shared domain could plant it for another site.
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let seen = app.mail.count_to("sited@example.com");
+    let r = app
+        .post_form(&plain, "/.sesame/login", &[("email", "sited@example.com")])
+        .await;
+    assert_eq!(r.status(), 200);
+    let pending = format!("sesame_pending={}", cookies_set(&r)["sesame_pending"]);
+    let code = app.mail.wait_for("sited@example.com", seen).await.code();
+    let post_code = |base: String| {
+        plain
+            .post(format!("{base}/.sesame/code"))
+            .header("Origin", &base)
+            .header("Cookie", &pending)
+            .form(&[("code", &code)])
+            .send()
+    };
+    // "Other app" is served by the same gateway at 127.0.0.1.
+    let r = post_code(format!("http://127.0.0.1:{}", app.port))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(!cookies_set(&r).contains_key("sesame"));
+    assert!(r.text().await.unwrap().contains("only in the browser"));
+    // Nothing lost: the code still signs in on its own site.
+    let r = post_code(app.base.clone()).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(cookies_set(&r).contains_key("sesame"));
+}
+
 async fn wrong_codes_lock_the_code_out() {
     let app = spawn().await;
     let b = browser();

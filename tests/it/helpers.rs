@@ -910,6 +910,8 @@ impl TestApp {
 pub struct Instance {
     pub port: u16,
     pub child: std::process::Child,
+    /// Where the process writes its log (stderr).
+    pub log: std::path::PathBuf,
 }
 
 impl Instance {
@@ -929,7 +931,8 @@ impl Instance {
             );
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let log_path = dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
             .args(["run", "-c", path.to_str().unwrap()])
             .env(
@@ -941,15 +944,28 @@ impl Instance {
             .spawn()
             .unwrap();
         for _ in 0..500 {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("instance {name} exited ({status}) while starting:\n{log}");
+            }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Instance { port, child };
+                return Instance {
+                    port,
+                    child,
+                    log: log_path,
+                };
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = child.kill();
         let _ = child.wait();
-        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         panic!("instance {name} did not start:\n{log}");
+    }
+
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn url(&self, path: &str) -> String {
