@@ -248,15 +248,21 @@ impl App {
     }
 
     /// Probe the store once a second, forever, keeping `store_up` current.
+    /// The store counts as down after two failed probes in a row (one slow
+    /// answer under load must not turn sign-ins away), as up after one
+    /// that succeeds.
     pub async fn probe_store(&self) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed_before = false;
         loop {
             tick.tick().await;
-            let up = matches!(
+            let ok = matches!(
                 tokio::time::timeout(std::time::Duration::from_secs(1), self.store.ping()).await,
                 Ok(Ok(()))
             );
+            let up = ok || !failed_before;
+            failed_before = !ok;
             if self.store_up.swap(up, Ordering::Relaxed) != up {
                 if up {
                     tracing::warn!("store is reachable again");

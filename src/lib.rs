@@ -97,22 +97,23 @@ impl Running {
         // worker threads, which drop the listening sockets as they wind down:
         // wait for that (a restart in the same process binds the same ports).
         for &a in &self.addrs {
-            if !within_5s(|| check_free(a).is_ok()) {
-                tracing::warn!(addr = %a, "port still bound 5 s after the stop");
+            if !within(Duration::from_secs(10), || check_free(a).is_ok()) {
+                tracing::warn!(addr = %a, "port still bound 10 s after the stop");
             }
         }
     }
 }
 
-/// Poll `ok` every 10 ms for up to 5 s; whether it came true.
-fn within_5s(mut ok: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
+/// Poll `ok` every 10 ms for up to `limit`; whether it came true.
+fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
         if ok() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    false
+    ok()
 }
 
 impl Drop for Running {
@@ -357,8 +358,10 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
         background.shutdown_timeout(Duration::from_secs(2));
     });
     for &a in &addrs {
-        if !within_5s(|| std::net::TcpStream::connect(a).is_ok()) {
-            tracing::warn!(addr = %a, "listener did not come up within 5 s");
+        if !within(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(a).is_ok()
+        }) {
+            tracing::warn!(addr = %a, "listener did not come up within 20 s");
         }
     }
     Ok(Running {

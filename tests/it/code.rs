@@ -109,6 +109,9 @@ async fn an_address_gets_twenty_code_tries_a_day_over_all_its_logins() {
     // Each pending login allows 5 tries, and a new one is a POST away:
     // without a budget per address that is 2,400 guesses a day.
     let app = spawn().await;
+    let two_minutes = std::time::Duration::from_secs(120);
+    app.window_left_at_least(ONE_DAY, two_minutes);
+    app.window_left_at_least(FIFTEEN_MINUTES, two_minutes);
     let b = browser();
     let wrong_for = |right: &str| if right == "000000" { "111111" } else { "000000" }.to_string();
     for _ in 0..4 {

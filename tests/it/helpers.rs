@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mailin_embedded::{response, Handler, Server, SslConfig};
 use reqwest::redirect::Policy;
@@ -239,7 +239,10 @@ impl MailBox {
 
     /// Wait for the next mail to `to` (beyond the `seen` ones already taken).
     pub async fn wait_for(&self, to: &str, seen: usize) -> Mail {
-        for _ in 0..200 {
+        // Generous: a failed delivery is retried after 0.5 s and 2 s, and
+        // a loaded machine is slow to start with.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
             let got: Vec<Mail> = self
                 .all()
                 .into_iter()
@@ -250,7 +253,7 @@ impl MailBox {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("no mail to {to} arrived within 5 s");
+        panic!("no mail to {to} arrived within 20 s");
     }
 
     pub fn count_to(&self, to: &str) -> usize {
@@ -685,7 +688,28 @@ pub fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+/// The rate limits' windows: logins per address and client, codes per address.
+pub const FIFTEEN_MINUTES: Duration = Duration::from_secs(15 * 60);
+pub const ONE_DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Seconds left of the rate-limit window of `window` that `now` is in
+/// (windows follow the clock: 15 minutes from :00, a day from midnight UTC).
+pub fn window_left(now: i64, window: Duration) -> i64 {
+    let w = window.as_secs() as i64;
+    w - now.rem_euclid(w)
+}
+
 impl TestApp {
+    /// Make sure at least `needed` is left of the current rate-limit
+    /// `window`, moving the clock into the next one if not, so that a
+    /// test's counts are not split by a window's end.
+    pub fn window_left_at_least(&self, window: Duration, needed: Duration) {
+        let left = window_left(self.clock.now(), window);
+        if left < needed.as_secs() as i64 {
+            self.clock.advance(Duration::from_secs(left as u64 + 1));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -943,7 +967,8 @@ impl Instance {
             .stderr(log)
             .spawn()
             .unwrap();
-        for _ in 0..500 {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 panic!("instance {name} exited ({status}) while starting:\n{log}");

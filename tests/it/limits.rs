@@ -136,6 +136,7 @@ async fn bad_addresses_get_400() {
 
 async fn per_address_limit_is_exact_under_parallel_requests() {
     let app = std::sync::Arc::new(spawn().await);
+    app.window_left_at_least(FIFTEEN_MINUTES, std::time::Duration::from_secs(60));
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let app = app.clone();
@@ -184,6 +185,7 @@ async fn per_client_limit() {
         ..Default::default()
     })
     .await;
+    app.window_left_at_least(FIFTEEN_MINUTES, std::time::Duration::from_secs(300));
     // per_client is 1000 in the rig; use distinct addresses to hit it.
     let mut limited = 0;
     for i in 0..1005 {
