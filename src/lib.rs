@@ -182,6 +182,7 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                upstreams.refresh().await;
                 upstreams.check().await;
             }
         });

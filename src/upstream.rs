@@ -1,24 +1,33 @@
 //! The apps behind one site: round robin over the upstreams that pass their
 //! health check, TLS to them when configured, and the peer handed to Pingora.
 //!
+//! An upstream given by host name is looked up again before each round of
+//! health checks, so an app that moves (a recreated container) is followed
+//! without a restart; while a name cannot be looked up, its last address
+//! stays in use.
+//!
 //! Health checks run in Sesame's background runtime (see `lib.rs`): a TCP
 //! connect by default, or `GET <health_check>` expecting 200. An upstream
 //! that fails is skipped until it passes again; if every upstream fails,
 //! requests still go round robin (the app may be back before the next check,
 //! and the person gets the 502 page otherwise).
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
+use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::{HealthObserve, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{Backend, LoadBalancer};
+use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 use prometheus::IntGaugeVec;
 
-use crate::config::Site;
+use crate::config::{Site, UpstreamAddr};
 
 /// TLS settings of the connections to one site's upstreams.
 struct Tls {
@@ -28,9 +37,15 @@ struct Tls {
 
 pub struct Upstreams {
     lb: LoadBalancer<RoundRobin>,
-    /// The address when there is only one: no selection to make (it gets
-    /// the requests whether it passes its check or not).
-    only: Option<std::net::SocketAddr>,
+    /// The address when there is only one, given as `ip:port`: no selection
+    /// to make (it gets the requests whether it passes its check or not).
+    only: Option<SocketAddr>,
+    /// The entries as configured, each with its address in use now.
+    entries: Mutex<Vec<UpstreamAddr>>,
+    /// What the load balancer takes at its next `update`.
+    current: Current,
+    site: String,
+    up_gauge: IntGaugeVec,
     tls: Option<Tls>,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -59,12 +74,45 @@ impl HealthObserve for Observer {
     }
 }
 
+/// The addresses the load balancer is to use, as Pingora's discovery.
+#[derive(Clone, Default)]
+struct Current(Arc<Mutex<BTreeSet<Backend>>>);
+
+impl Current {
+    fn set(&self, addrs: impl Iterator<Item = SocketAddr>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = addrs
+            .map(|a| Backend {
+                addr: pingora::protocols::l4::socket::SocketAddr::Inet(a),
+                weight: 1,
+                ext: Default::default(),
+            })
+            .collect();
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for Current {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let set = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok((set, HashMap::new()))
+    }
+}
+
+/// How long one look-up of an upstream's host name may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Upstreams {
     /// Build from a validated site; `Err` only if the CA file changed into
     /// something unreadable since the config was checked.
     pub fn new(site: &Site, up_gauge: &IntGaugeVec) -> Result<Upstreams, String> {
-        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter(site.upstreams.iter().copied())
-            .map_err(|e| format!("site {}: upstreams: {e}", site.name))?;
+        let current = Current::default();
+        current.set(site.upstreams.iter().map(|u| u.addr));
+        let mut lb =
+            LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(current.clone())));
+        // The discovery above answers at once, from memory.
+        if let Some(Err(e)) = lb.update().now_or_never() {
+            return Err(format!("site {}: upstreams: {e}", site.name));
+        }
         let tls = match &site.upstream_tls {
             None => None,
             Some(t) => Some(Tls {
@@ -77,7 +125,7 @@ impl Upstreams {
         };
         for a in &site.upstreams {
             up_gauge
-                .with_label_values(&[&site.name, &a.to_string()])
+                .with_label_values(&[&site.name, &a.addr.to_string()])
                 .set(1);
         }
         let observer = Box::new(Observer {
@@ -123,9 +171,13 @@ impl Upstreams {
         Ok(Upstreams {
             lb,
             only: match site.upstreams.as_slice() {
-                [one] => Some(*one),
+                [UpstreamAddr { name: None, addr }] => Some(*addr),
                 _ => None,
             },
+            entries: Mutex::new(site.upstreams.clone()),
+            current,
+            site: site.name.clone(),
+            up_gauge: up_gauge.clone(),
             tls,
             connect_timeout: site.connect_timeout,
             read_timeout: site.read_timeout,
@@ -162,5 +214,76 @@ impl Upstreams {
     /// One round of health checks over this site's upstreams.
     pub async fn check(&self) {
         self.lb.backends().run_health_check(false).await;
+    }
+
+    /// Look up the host names among the upstreams again; an entry whose
+    /// name now gives another first address moves there, one whose name
+    /// cannot be looked up keeps its address. Only a change touches the
+    /// load balancer (health of unchanged addresses is kept).
+    pub async fn refresh(&self) {
+        let names: Vec<(usize, (String, u16))> = {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.name.clone().map(|n| (i, n)))
+                .collect()
+        };
+        if names.is_empty() {
+            return;
+        }
+        let mut found = Vec::with_capacity(names.len());
+        for (i, (host, port)) in names {
+            let looked_up = tokio::time::timeout(
+                LOOKUP_TIMEOUT,
+                tokio::net::lookup_host((host.as_str(), port)),
+            )
+            .await;
+            match looked_up {
+                Ok(Ok(mut addrs)) => match addrs.next() {
+                    Some(a) => found.push((i, a)),
+                    None => {
+                        tracing::warn!(site = %self.site, upstream = %host, "upstream host name has no address; keeping the last address")
+                    }
+                },
+                Ok(Err(e)) => {
+                    tracing::warn!(site = %self.site, upstream = %host, error = %e, "upstream host name cannot be looked up; keeping the last address")
+                }
+                Err(_) => {
+                    tracing::warn!(site = %self.site, upstream = %host, "upstream host name look-up timed out; keeping the last address")
+                }
+            }
+        }
+        let (before, after) = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let before: BTreeSet<SocketAddr> = entries.iter().map(|e| e.addr).collect();
+            for (i, addr) in found {
+                let e = &mut entries[i];
+                if e.addr != addr {
+                    let host = e.name.as_ref().map_or("", |(h, _)| h.as_str());
+                    tracing::info!(site = %self.site, upstream = %host, from = %e.addr, to = %addr, "upstream moved to another address");
+                    e.addr = addr;
+                }
+            }
+            let after: BTreeSet<SocketAddr> = entries.iter().map(|e| e.addr).collect();
+            (before, after)
+        };
+        if before == after {
+            return;
+        }
+        for gone in before.difference(&after) {
+            let _ = self
+                .up_gauge
+                .remove_label_values(&[&self.site, &gone.to_string()]);
+        }
+        for new in after.difference(&before) {
+            self.up_gauge
+                .with_label_values(&[&self.site, &new.to_string()])
+                .set(1);
+        }
+        self.current.set(after.into_iter());
+        if let Err(e) = self.lb.update().await {
+            tracing::error!(site = %self.site, error = %e, "upstream addresses not updated");
+        }
     }
 }

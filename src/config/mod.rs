@@ -84,6 +84,16 @@ pub struct TlsListener {
     pub http2: bool,
 }
 
+/// One entry of a site's `upstream` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    /// The host name and port to look up again while running (before each
+    /// health check round); `None` for an `ip:port`, which never changes.
+    pub name: Option<(String, u16)>,
+    /// The address when the config was read: the first the name gave.
+    pub addr: SocketAddr,
+}
+
 /// TLS from Sesame to a site's upstream app.
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
@@ -219,7 +229,7 @@ pub struct Site {
     pub host: String,
     /// Cookies get `Secure` (everything but plain http on localhost).
     pub secure: bool,
-    pub upstreams: Vec<SocketAddr>,
+    pub upstreams: Vec<UpstreamAddr>,
     /// Normalised path prefixes that pass without a session.
     pub public_paths: Vec<String>,
     pub allow_domains: Vec<String>,
@@ -375,9 +385,23 @@ impl Validator {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Some(a);
         }
+        let host_port = s
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         match s.to_socket_addrs().map(|mut it| it.next()) {
             Ok(Some(a)) => Some(a),
-            _ => {
+            Ok(None) => {
+                self.err(path, format!("{s:?}: the host name has no address"));
+                None
+            }
+            Err(e) if host_port => {
+                self.err(
+                    path,
+                    format!("{s:?}: the host name cannot be looked up ({e})"),
+                );
+                None
+            }
+            Err(_) => {
                 self.err(
                     path,
                     format!("{s:?} is not an address of the form host:port"),
@@ -385,6 +409,19 @@ impl Validator {
                 None
             }
         }
+    }
+
+    fn upstream_addr(&mut self, path: &str, s: &str) -> Option<UpstreamAddr> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Some(UpstreamAddr { name: None, addr });
+        }
+        let addr = self.socket_addr(path, s)?;
+        let (host, port) = s.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        Some(UpstreamAddr {
+            name: Some((host.to_string(), port)),
+            addr,
+        })
     }
 
     fn config(&mut self, f: FileConfig) -> Option<Config> {
@@ -690,7 +727,7 @@ impl Validator {
             .map(str::to_string);
         let origin = public_url.origin().ascii_serialization();
 
-        let upstreams: Vec<SocketAddr> = match s.upstream {
+        let upstreams: Vec<UpstreamAddr> = match s.upstream {
             None => {
                 self.err(p("upstream"), "is required, e.g. [\"127.0.0.1:3000\"]");
                 vec![]
@@ -702,7 +739,7 @@ impl Validator {
             Some(list) => list
                 .iter()
                 .enumerate()
-                .filter_map(|(j, a)| self.socket_addr(&format!("site[{i}].upstream[{j}]"), a))
+                .filter_map(|(j, a)| self.upstream_addr(&format!("site[{i}].upstream[{j}]"), a))
                 .collect(),
         };
 

@@ -39,6 +39,9 @@ public_url = "http://wiki.example.com"
 public_url = "https://git.example.com/sub"
 upstream = ["not an address"]
 public_paths = ["relative"]
+[[site]]
+public_url = "https://app.example.com"
+upstream = ["app.invalid:3000"]
 "#,
     )
     .unwrap();
@@ -54,6 +57,8 @@ public_paths = ["relative"]
         "site[1].public_url",
         "site[1].upstream[0]",
         "site[1].public_paths[0]",
+        "site[1].upstream[0]: \"not an address\" is not an address of the form host:port",
+        "site[2].upstream[0]: \"app.invalid:3000\": the host name cannot be looked up",
     ] {
         assert!(err.contains(key), "{key} not named in:\n{err}");
     }

@@ -933,6 +933,8 @@ impl TestApp {
 /// A real `sesame run` process.
 pub struct Instance {
     pub port: u16,
+    /// Its admin listener (health, metrics).
+    pub admin: u16,
     pub child: std::process::Child,
     /// Where the process writes its log (stderr).
     pub log: std::path::PathBuf,
@@ -940,6 +942,16 @@ pub struct Instance {
 
 impl Instance {
     pub fn start(dir: &std::path::Path, name: &str, config: &str) -> Instance {
+        Self::start_under(dir, name, config, &[])
+    }
+
+    /// Started by way of `wrapper` (a command that runs its arguments).
+    pub fn start_under(
+        dir: &std::path::Path,
+        name: &str,
+        config: &str,
+        wrapper: &[&str],
+    ) -> Instance {
         let port = free_port();
         let admin = free_port();
         let text = config
@@ -957,7 +969,16 @@ impl Instance {
         std::fs::write(&path, text).unwrap();
         let log_path = dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        let sesame = env!("CARGO_BIN_EXE_sesame");
+        let mut command = match wrapper {
+            [] => std::process::Command::new(sesame),
+            [program, args @ ..] => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(sesame);
+                c
+            }
+        };
+        let mut child = command
             .args(["run", "-c", path.to_str().unwrap()])
             .env(
                 "RUST_LOG",
@@ -976,6 +997,7 @@ impl Instance {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Instance {
                     port,
+                    admin,
                     child,
                     log: log_path,
                 };

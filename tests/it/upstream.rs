@@ -184,3 +184,108 @@ async fn an_http_health_check_takes_an_app_that_answers_errors_out_of_rotation()
     assert_eq!(bodies_of(&app, 10).await, "G".repeat(10));
 }
 }
+
+/// `sesame run` with an `/etc/hosts` of its own (a user and mount namespace
+/// by `unshare`), so a host name can move without touching the machine's.
+fn start_with_own_hosts(dir: &std::path::Path, hosts: &std::path::Path, config: &str) -> Instance {
+    let works = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "true"])
+        .status();
+    assert!(
+        matches!(works, Ok(s) if s.success()),
+        "this test runs Sesame with its own /etc/hosts by `unshare --user --map-root-user --mount` \
+         (util-linux): install util-linux, and run as root or where user namespaces are allowed"
+    );
+    let script = r#"mount --bind "$0" /etc/hosts && exec "$@""#;
+    let wrapper = [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        script,
+    ];
+    let mut wrapper = wrapper.to_vec();
+    wrapper.push(hosts.to_str().unwrap());
+    Instance::start_under(dir, "named", config, &wrapper)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_given_by_name_is_followed_to_its_new_address() {
+    let port = free_port();
+    let first = scripted_on(([127, 0, 0, 2], port).into(), answer("G"), false).await;
+    let moved = scripted_on(([127, 0, 0, 3], port).into(), answer("R"), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    // Written in place: the bind mount follows the file, not its name.
+    let point_name_at = |to: Option<SocketAddr>| {
+        let line = to.map_or(String::new(), |a| format!("{} app.sesame.test\n", a.ip()));
+        std::fs::write(&hosts, format!("127.0.0.1 localhost\n{line}")).unwrap();
+    };
+    point_name_at(Some(first));
+    let config = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+admin_listen = "127.0.0.1:0"
+threads = 1
+[store]
+url = "sqlite://{}/sesame.db"
+[mail]
+transport = "console"
+[[site]]
+name = "Named"
+public_url = "http://localhost"
+upstream = ["app.sesame.test:{port}"]
+public_paths = ["/public"]
+health_interval = "300ms"
+"#,
+        dir.path().display()
+    );
+    let sesame = start_with_own_hosts(dir.path(), &hosts, &config);
+    let body = || async {
+        let r = reqwest::get(sesame.url("/public/x")).await.unwrap();
+        r.text().await.unwrap()
+    };
+    let metrics = || async {
+        let url = format!("http://127.0.0.1:{}/metrics", sesame.admin);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    };
+    let up_line = |a: SocketAddr| format!("sesame_upstream_up{{site=\"Named\",upstream=\"{a}\"}}");
+    assert_eq!(body().await, "G");
+
+    // The app moves (a recreated container): followed without a restart.
+    point_name_at(Some(moved));
+    let t = Instant::now();
+    while body().await != "R" {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the new address was not used within 15 s:\n{}",
+            sesame.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(body().await, "R", "nothing goes to the old address");
+    }
+    let m = metrics().await;
+    assert_eq!(TestApp::metric(&m, &up_line(moved)), 1.0, "{m}");
+    assert!(
+        !m.contains(&up_line(first)),
+        "the old address is no longer shown:\n{m}"
+    );
+    assert!(sesame.log().contains("upstream moved to another address"));
+
+    // The name cannot be looked up for a while: the last address stays.
+    point_name_at(None);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..3 {
+        assert_eq!(body().await, "R");
+    }
+    assert!(
+        sesame.log().contains("keeping the last address"),
+        "{}",
+        sesame.log()
+    );
+}
