@@ -104,6 +104,14 @@ impl Running {
     }
 }
 
+/// Ticks every `every`, the first one `every` from now; a late tick delays
+/// the next ones rather than bunching them.
+fn ticks_after(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// Poll `ok` every 10 ms for up to `limit`; whether it came true.
 fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
@@ -171,21 +179,32 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
         });
     }
     for i in 0..app.sites.len() {
-        // Health checks of each site's upstreams.
-        let app = app.clone();
-        background.spawn(async move {
-            let upstreams = &app.sites[i].upstreams;
-            // The first check after one interval: apps started together with
-            // Sesame (the demo app) get the time to listen.
-            let every = upstreams.health_interval;
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                upstreams.refresh().await;
-                upstreams.check().await;
-            }
-        });
+        // Health checks of each site's upstreams; the first after one
+        // interval: apps started together with Sesame (the demo app) get
+        // the time to listen.
+        let every = app.sites[i].upstreams.health_interval;
+        {
+            let app = app.clone();
+            background.spawn(async move {
+                let mut tick = ticks_after(every);
+                loop {
+                    tick.tick().await;
+                    app.sites[i].upstreams.check().await;
+                }
+            });
+        }
+        // Upstreams given by host name are looked up again as often, in a
+        // task of their own (a slow resolver must not hold up the checks).
+        if app.sites[i].upstreams.has_names() {
+            let app = app.clone();
+            background.spawn(async move {
+                let mut tick = ticks_after(every);
+                loop {
+                    tick.tick().await;
+                    app.sites[i].upstreams.refresh().await;
+                }
+            });
+        }
     }
     {
         // Rotations, retirements, and key ids seen before they were loaded.

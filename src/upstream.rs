@@ -41,7 +41,7 @@ pub struct Upstreams {
     /// to make (it gets the requests whether it passes its check or not).
     only: Option<SocketAddr>,
     /// The entries as configured, each with its address in use now.
-    entries: Mutex<Vec<UpstreamAddr>>,
+    entries: Mutex<Vec<Entry>>,
     /// What the load balancer takes at its next `update`.
     current: Current,
     site: String,
@@ -74,6 +74,14 @@ impl HealthObserve for Observer {
     }
 }
 
+/// One `upstream` entry while running.
+struct Entry {
+    /// As configured, with the address in use now.
+    conf: UpstreamAddr,
+    /// Its name could not be looked up last time (warned once).
+    failing: bool,
+}
+
 /// The addresses the load balancer is to use, as Pingora's discovery.
 #[derive(Clone, Default)]
 struct Current(Arc<Mutex<BTreeSet<Backend>>>);
@@ -98,9 +106,6 @@ impl ServiceDiscovery for Current {
     }
 }
 
-/// How long one look-up of an upstream's host name may take.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
-
 impl Upstreams {
     /// Build from a validated site; `Err` only if the CA file changed into
     /// something unreadable since the config was checked.
@@ -110,8 +115,10 @@ impl Upstreams {
         let mut lb =
             LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(current.clone())));
         // The discovery above answers at once, from memory.
-        if let Some(Err(e)) = lb.update().now_or_never() {
-            return Err(format!("site {}: upstreams: {e}", site.name));
+        match lb.update().now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(format!("site {}: upstreams: {e}", site.name)),
+            None => return Err(format!("site {}: upstreams not set up", site.name)),
         }
         let tls = match &site.upstream_tls {
             None => None,
@@ -174,7 +181,15 @@ impl Upstreams {
                 [UpstreamAddr { name: None, addr }] => Some(*addr),
                 _ => None,
             },
-            entries: Mutex::new(site.upstreams.clone()),
+            entries: Mutex::new(
+                site.upstreams
+                    .iter()
+                    .map(|conf| Entry {
+                        conf: conf.clone(),
+                        failing: false,
+                    })
+                    .collect(),
+            ),
             current,
             site: site.name.clone(),
             up_gauge: up_gauge.clone(),
@@ -216,56 +231,72 @@ impl Upstreams {
         self.lb.backends().run_health_check(false).await;
     }
 
-    /// Look up the host names among the upstreams again; an entry whose
-    /// name now gives another first address moves there, one whose name
-    /// cannot be looked up keeps its address. Only a change touches the
-    /// load balancer (health of unchanged addresses is kept).
+    /// Whether any upstream is given by host name (and so has to be looked
+    /// up again from time to time).
+    pub fn has_names(&self) -> bool {
+        self.lock_entries().iter().any(|e| e.conf.name.is_some())
+    }
+
+    fn lock_entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Look up the host names among the upstreams again. An entry stays at
+    /// its address while the name still gives it (names that rotate their
+    /// answers do not move it every time), and moves to the first address
+    /// given when it does not; a name that cannot be looked up keeps its
+    /// address. Only a change touches the load balancer (health of unchanged
+    /// addresses is kept). Look-ups are made one at a time and wait for the
+    /// system resolver's own timeout, so a dead resolver holds up this and
+    /// nothing else.
     pub async fn refresh(&self) {
-        let names: Vec<(usize, (String, u16))> = {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            entries
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| e.name.clone().map(|n| (i, n)))
-                .collect()
-        };
-        if names.is_empty() {
-            return;
-        }
+        let names: Vec<(usize, (String, u16))> = self
+            .lock_entries()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.conf.name.clone().map(|n| (i, n)))
+            .collect();
         let mut found = Vec::with_capacity(names.len());
         for (i, (host, port)) in names {
-            let looked_up = tokio::time::timeout(
-                LOOKUP_TIMEOUT,
-                tokio::net::lookup_host((host.as_str(), port)),
-            )
-            .await;
-            match looked_up {
-                Ok(Ok(mut addrs)) => match addrs.next() {
-                    Some(a) => found.push((i, a)),
-                    None => {
-                        tracing::warn!(site = %self.site, upstream = %host, "upstream host name has no address; keeping the last address")
+            let answer = match tokio::net::lookup_host((host.as_str(), port)).await {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if addrs.is_empty() {
+                        Err("no address".to_string())
+                    } else {
+                        Ok(addrs)
                     }
-                },
-                Ok(Err(e)) => {
-                    tracing::warn!(site = %self.site, upstream = %host, error = %e, "upstream host name cannot be looked up; keeping the last address")
                 }
-                Err(_) => {
-                    tracing::warn!(site = %self.site, upstream = %host, "upstream host name look-up timed out; keeping the last address")
-                }
-            }
+                Err(e) => Err(e.to_string()),
+            };
+            found.push((i, host, answer));
         }
         let (before, after) = {
-            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            let before: BTreeSet<SocketAddr> = entries.iter().map(|e| e.addr).collect();
-            for (i, addr) in found {
+            let mut entries = self.lock_entries();
+            let before: BTreeSet<SocketAddr> = entries.iter().map(|e| e.conf.addr).collect();
+            for (i, host, answer) in found {
                 let e = &mut entries[i];
-                if e.addr != addr {
-                    let host = e.name.as_ref().map_or("", |(h, _)| h.as_str());
-                    tracing::info!(site = %self.site, upstream = %host, from = %e.addr, to = %addr, "upstream moved to another address");
-                    e.addr = addr;
+                match answer {
+                    Ok(addrs) => {
+                        if e.failing {
+                            e.failing = false;
+                            tracing::info!(site = %self.site, upstream = %host, "upstream host name can be looked up again");
+                        }
+                        if !addrs.contains(&e.conf.addr) {
+                            tracing::info!(site = %self.site, upstream = %host, from = %e.conf.addr, to = %addrs[0], "upstream moved to another address");
+                            e.conf.addr = addrs[0];
+                        }
+                    }
+                    Err(error) if !e.failing => {
+                        e.failing = true;
+                        tracing::warn!(site = %self.site, upstream = %host, %error, "upstream host name cannot be looked up; keeping the last address until it can");
+                    }
+                    Err(error) => {
+                        tracing::debug!(site = %self.site, upstream = %host, %error, "upstream host name still cannot be looked up")
+                    }
                 }
             }
-            let after: BTreeSet<SocketAddr> = entries.iter().map(|e| e.addr).collect();
+            let after: BTreeSet<SocketAddr> = entries.iter().map(|e| e.conf.addr).collect();
             (before, after)
         };
         if before == after {

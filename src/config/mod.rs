@@ -416,12 +416,13 @@ impl Validator {
             return Some(UpstreamAddr { name: None, addr });
         }
         let addr = self.socket_addr(path, s)?;
-        let (host, port) = s.rsplit_once(':')?;
-        let port = port.parse().ok()?;
-        Some(UpstreamAddr {
-            name: Some((host.to_string(), port)),
-            addr,
-        })
+        // It resolved, so it is `host:port` (or an IPv6 address without
+        // brackets, which never changes); were it not, it stays as found.
+        let name = s
+            .rsplit_once(':')
+            .filter(|(host, _)| host.parse::<std::net::IpAddr>().is_err())
+            .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)));
+        Some(UpstreamAddr { name, addr })
     }
 
     fn config(&mut self, f: FileConfig) -> Option<Config> {

@@ -334,7 +334,7 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
     // A code is for the site it was asked on, as a link is (sites on one
     // host but different ports share the pending cookie); asked before an
     // attempt is counted, so a try on the wrong site costs nothing.
-    match app.store.view_pending(&id).await {
+    match app.store.pending(&id).await {
         Ok(Some(p)) if p.site != req.site.site.name => {
             return refuse(app, req, "code", &CODE_ELSEWHERE)
         }

@@ -176,6 +176,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_pending(&self, login: &PendingLogin) -> StoreResult<()>;
     /// Count one opening of the confirm page and return the login as it now is.
     async fn view_pending(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
+    /// The pending login as it is, counting nothing.
+    async fn pending(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
     /// Atomically mark a live pending login as used; `None` if it was already
     /// used, expired or never existed. Exactly one caller wins.
     async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>>;

@@ -239,6 +239,16 @@ macro_rules! impl_store {
                     .transpose()
             }
 
+            async fn pending(&self, id: &str) -> StoreResult<Option<PendingLogin>> {
+                sqlx::query("SELECT * FROM pending_logins WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(shared::pending)
+                    .transpose()
+            }
+
             async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>> {
                 sqlx::query(
                     "UPDATE pending_logins SET consumed_at = $1 \

@@ -217,7 +217,7 @@ async fn sign_out_on_one_instance_is_seen_by_the_other_within_a_second() {
     assert_eq!(replay().await.unwrap().status(), 200);
 
     assert_eq!(c.post(&c.a, &b, "/.sesame/logout", &[]).await.status(), 303);
-    // From the moment the revocation is made (before A answers).
+    // From A's answer (A revokes before it answers).
     let t = Instant::now();
     loop {
         if replay().await.unwrap().status() == 401 {
@@ -267,7 +267,7 @@ async fn cli_changes_reach_every_instance() {
     assert_eq!(listed.lines().count(), 1, "{listed}");
     let pending = c.ask_link(&c.b, &browser(), "ops@example.com").await;
     c.cli(&["session", "revoke", "--user", "ops@example.com"]);
-    // From the moment the revocation is made (before the CLI exits).
+    // From the CLI's exit (it revokes before it exits).
     let t = Instant::now();
     let on_a = time_until_refused(&c.a, &b, t).await;
     let on_b = time_until_refused(&c.b, &b, t).await;
