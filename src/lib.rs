@@ -207,6 +207,17 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
         }
     }
     {
+        // Session activity, written once a second in one transaction.
+        let app = app.clone();
+        background.spawn(async move {
+            let mut tick = ticks_after(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                app.sessions.write_activity().await;
+            }
+        });
+    }
+    {
         // Rotations, retirements, and key ids seen before they were loaded.
         let app = app.clone();
         background.spawn(async move { app.keep_keys_fresh().await });

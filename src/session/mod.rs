@@ -111,7 +111,18 @@ pub struct Sessions {
     store_up: Arc<AtomicBool>,
     clock: Clock,
     cache: Cache<String, Arc<LiveSession>, foldhash::fast::RandomState>,
+    /// Activity to record in the store, `id_hash -> last_seen`, written by
+    /// [`Sessions::write_activity`] in one transaction: a burst of sessions
+    /// seen for the first time (a restart with many people active) costs one
+    /// write, not one per session queued ahead of their reads.
+    activity: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Store reads under way, by session id: requests for a session that is
+    /// being read wait for that read instead of making their own (a page's
+    /// parallel requests after a restart, or when the cache entry is due).
+    reading: std::sync::Mutex<std::collections::HashMap<String, Arc<Reading>>>,
 }
+
+type Reading = tokio::sync::OnceCell<Result<Arc<LiveSession>, Rejected>>;
 
 /// A freshly minted session: its cookie plaintext and record.
 pub struct NewSession {
@@ -150,6 +161,28 @@ impl Sessions {
             store,
             store_up,
             clock,
+            activity: Default::default(),
+            reading: Default::default(),
+        }
+    }
+
+    /// Write the activity noted since the last call, in one transaction; if
+    /// the store cannot take it now, it is kept for the next call.
+    pub async fn write_activity(&self) {
+        let touches: Vec<(String, i64)> = {
+            let mut pending = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *pending).into_iter().collect()
+        };
+        if let Err(e) = self.store.touch_sessions(&touches).await {
+            tracing::warn!(error = %e, sessions = touches.len(), "could not record session activity; trying again");
+            let mut pending = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            for (id_hash, seen) in touches {
+                let at = pending.entry(id_hash).or_insert(seen);
+                *at = (*at).max(seen);
+            }
         }
     }
 
@@ -192,7 +225,7 @@ impl Sessions {
         let live = match self.cache.get(id) {
             Some(live) if now - live.loaded_at < CACHE_TTL.as_secs() as i64 => live,
             Some(stale) => self.refresh(id, stale, now).await?,
-            None => self.load(id, now).await?,
+            None => self.load_once(id, now).await?,
         };
         if live.record.revoked {
             return Err(Rejected::Revoked);
@@ -209,13 +242,10 @@ impl Sessions {
         }
         if now - live.persisted_seen.load(Ordering::Relaxed) >= TOUCH_EVERY_SECS {
             live.persisted_seen.store(now, Ordering::Relaxed);
-            let store = self.store.clone();
-            let id_hash = live.record.id_hash.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.touch_session(&id_hash, now).await {
-                    tracing::warn!(error = %e, "could not record session activity");
-                }
-            });
+            self.activity
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(live.record.id_hash.clone(), now);
         }
         Ok(live)
     }
@@ -228,7 +258,7 @@ impl Sessions {
         stale: Arc<LiveSession>,
         now: i64,
     ) -> Result<Arc<LiveSession>, Rejected> {
-        match self.load(id, now).await {
+        match self.load_once(id, now).await {
             Ok(fresh) => {
                 fresh
                     .last_seen
@@ -243,6 +273,45 @@ impl Sessions {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// [`Sessions::load`], once for all the requests that ask at the same time.
+    async fn load_once(&self, id: &str, now: i64) -> Result<Arc<LiveSession>, Rejected> {
+        let reading = self
+            .reading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        // Leaves the map when done, or when this request goes away first
+        // (a request still waiting then makes the read itself).
+        struct Done<'a> {
+            sessions: &'a Sessions,
+            id: &'a str,
+            reading: &'a Arc<Reading>,
+        }
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let mut map = self
+                    .sessions
+                    .reading
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if map
+                    .get(self.id)
+                    .is_some_and(|r| Arc::ptr_eq(r, self.reading))
+                {
+                    map.remove(self.id);
+                }
+            }
+        }
+        let _done = Done {
+            sessions: self,
+            id,
+            reading: &reading,
+        };
+        reading.get_or_init(|| self.load(id, now)).await.clone()
     }
 
     async fn load(&self, id: &str, now: i64) -> Result<Arc<LiveSession>, Rejected> {

@@ -195,7 +195,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
     async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>>;
-    async fn touch_session(&self, id_hash: &str, last_seen: i64) -> StoreResult<()>;
+    /// Record when sessions were last used, `(id_hash, last_seen)` each, in
+    /// one transaction (one write to disk for all of them); a time earlier
+    /// than the one stored changes nothing.
+    async fn touch_sessions(&self, touches: &[(String, i64)]) -> StoreResult<()>;
     async fn revoke_session(&self, id_hash: &str) -> StoreResult<bool>;
 
     /// Disable (revoking their sessions) or enable a user; false if unknown.

@@ -322,12 +322,16 @@ macro_rules! impl_store {
                     .transpose()
             }
 
-            async fn touch_session(&self, id_hash: &str, last_seen: i64) -> StoreResult<()> {
-                sqlx::query("UPDATE sessions SET last_seen = $1 WHERE id_hash = $2 AND last_seen < $1")
-                    .bind(last_seen)
-                    .bind(id_hash)
-                    .execute(&self.pool)
-                    .await?;
+            async fn touch_sessions(&self, touches: &[(String, i64)]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for (id_hash, last_seen) in touches {
+                    sqlx::query("UPDATE sessions SET last_seen = $1 WHERE id_hash = $2 AND last_seen < $1")
+                        .bind(last_seen)
+                        .bind(id_hash)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -116,6 +116,61 @@ async fn malformed_foreign_or_oversized_cookies_are_anonymous() {
     assert_eq!(r.status(), 200, "the genuine cookie still works");
 }
 
+async fn many_sessions_seen_at_once_are_all_served() {
+    // A restart with many people active: every session is read from the
+    // store at once, and each one's activity is due to be recorded.
+    let app = spawn().await;
+    let a = app.running.as_ref().unwrap().app.clone();
+    let now = app.clock.now();
+    let mut cookies = Vec::new();
+    for i in 0..1000 {
+        let user = sesame::store::User {
+            id: format!("u_burst{i}"),
+            email: sesame::email::Email::parse(&format!("burst{i}@example.com")).unwrap(),
+            name: None,
+            groups: vec![],
+            disabled: false,
+            created_at: now,
+        };
+        a.store.add_user(&user).await.unwrap();
+        let s = a
+            .sessions
+            .create(&user, sesame::store::AuthMethod::MagicLink)
+            .await
+            .unwrap();
+        let sealed = a.keys.seal_cookie(&a.sites[0].session_cookie, &s.cookie_plain);
+        cookies.push((format!("sesame={sealed}"), s.record.id_hash));
+    }
+    // Last recorded two minutes ago: each first request records activity.
+    app.clock.advance(Duration::from_secs(120));
+    let client = reqwest::Client::new();
+    let tasks: Vec<_> = cookies
+        .iter()
+        .map(|(cookie, _)| {
+            let request = client.get(app.url("/x")).header("Cookie", cookie).send();
+            tokio::spawn(async move { request.await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in tasks {
+        let status = t.await.unwrap().map_err(|e| e.to_string());
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.len(), 1, "every one served: {statuses:?}");
+    assert_eq!(statuses.get(&Ok(200)), Some(&1000), "{statuses:?}");
+    // The activity reaches the store (within a second or two).
+    let (_, id_hash) = &cookies[999];
+    let t = std::time::Instant::now();
+    loop {
+        let seen = a.store.session(id_hash).await.unwrap().unwrap().last_seen;
+        if seen >= now + 120 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "activity not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn idle_and_expired_sessions_end() {
     let app = spawn().await;
     let b = browser();
