@@ -123,7 +123,7 @@ async fn many_sessions_seen_at_once_are_all_served() {
     let a = app.running.as_ref().unwrap().app.clone();
     let now = app.clock.now();
     let mut cookies = Vec::new();
-    for i in 0..1000 {
+    for i in 0..300 {
         let user = sesame::store::User {
             id: format!("u_burst{i}"),
             email: sesame::email::Email::parse(&format!("burst{i}@example.com")).unwrap(),
@@ -157,9 +157,9 @@ async fn many_sessions_seen_at_once_are_all_served() {
         *statuses.entry(status).or_insert(0) += 1;
     }
     assert_eq!(statuses.len(), 1, "every one served: {statuses:?}");
-    assert_eq!(statuses.get(&Ok(200)), Some(&1000), "{statuses:?}");
+    assert_eq!(statuses.get(&Ok(200)), Some(&300), "{statuses:?}");
     // The activity reaches the store (within a second or two).
-    let (_, id_hash) = &cookies[999];
+    let (_, id_hash) = &cookies[299];
     let t = std::time::Instant::now();
     loop {
         let seen = a.store.session(id_hash).await.unwrap().unwrap().last_seen;
