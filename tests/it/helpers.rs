@@ -1015,6 +1015,19 @@ impl Instance {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Wait until the log holds `text` (panics with the log after 30 s).
+    pub async fn until_logged(&self, text: &str) {
+        let t = Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{text:?} not logged within 30 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://localhost:{}{path}", self.port)
     }

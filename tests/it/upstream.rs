@@ -280,15 +280,7 @@ health_interval = "300ms"
     // The name cannot be looked up for a while: the last address stays,
     // and the log says so once.
     point_name_at(None);
-    let t = Instant::now();
-    while !sesame.log().contains("keeping the last address") {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no warning within 30 s:\n{}",
-            sesame.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sesame.until_logged("keeping the last address").await;
     for _ in 0..3 {
         assert_eq!(body().await, "R");
     }
@@ -300,11 +292,7 @@ health_interval = "300ms"
     );
     // It comes back at the same address: nothing moves.
     point_name_at(Some(moved));
-    let t = Instant::now();
-    while !sesame.log().contains("can be looked up again") {
-        assert!(t.elapsed() < Duration::from_secs(30), "{}", sesame.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sesame.until_logged("can be looked up again").await;
     assert_eq!(body().await, "R");
     assert_eq!(sesame.log().matches("upstream moved").count(), 1);
 }
