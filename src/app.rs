@@ -22,6 +22,11 @@ pub struct SiteRt {
     pub site: Site,
     pub session_cookie: String,
     pub pending_cookie: String,
+    /// What the session and pending cookies are sealed for (their AEAD
+    /// associated data, see [`cookies::seal_scope`]): a cookie of one site
+    /// (or cookie domain) does not open on another.
+    pub session_seal: String,
+    pub pending_seal: String,
     pub upstreams: crate::upstream::Upstreams,
     /// What the hot path inserts into every upstream request, built once.
     pub wire: Wire,
@@ -98,6 +103,9 @@ pub struct App {
     /// Codes tried per address per day: each pending login allows a few
     /// tries, and a new one is one `POST /login` away.
     pub code_limit: RateLimiter,
+    /// In memory, before any of the above: requests a client makes to
+    /// endpoints that write to the store without a session.
+    pub anonymous_limit: crate::ratelimit::LocalLimiter,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
     /// The WebAuthn relying party for passkeys.
@@ -130,6 +138,8 @@ impl App {
             sites.push(SiteRt {
                 session_cookie: cookies::session_name(&config, s),
                 pending_cookie: cookies::pending_name(s),
+                session_seal: cookies::seal_scope(cookies::Kind::Session, s),
+                pending_seal: cookies::seal_scope(cookies::Kind::Pending, s),
                 upstreams: crate::upstream::Upstreams::new(s, &metrics.upstream_up)
                     .map_err(BuildError::Upstream)?,
                 wire: Wire::of(s),
@@ -181,6 +191,11 @@ impl App {
                 store.clone(),
                 clock.clone(),
             ),
+            anonymous_limit: crate::ratelimit::LocalLimiter::new(
+                std::time::Duration::from_secs(60),
+                config.rate_limit.anonymous_per_client_per_minute,
+                clock.clone(),
+            ),
             config,
             sites,
             store,
@@ -217,6 +232,16 @@ impl App {
                 self.keys.open_cookie(name, value)
             }
         }
+    }
+
+    /// Is `value` (a session cookie that did not open on `site`) a session
+    /// cookie of another site or cookie domain? Asked only for cookies that
+    /// failed, to count replays.
+    pub fn sealed_elsewhere(&self, site: &SiteRt, value: &str) -> bool {
+        self.sites
+            .iter()
+            .filter(|s| s.session_seal != site.session_seal)
+            .any(|s| self.keys.open_cookie(&s.session_seal, value).is_some())
     }
 
     /// The signed assertion for `live` on site `site_index`, unless that

@@ -1,10 +1,17 @@
 //! `GET /.sesame/auth`: the auth decision alone, for a proxy in front
 //! (nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`).
 //!
-//! The original host, path and method come from `X-Forwarded-*` /
-//! `X-Original-*` headers, believed only from trusted proxies. A 200 always
-//! carries an identity; a malformed cookie never yields one. Public paths
-//! are the front proxy's business here (it does not ask for them).
+//! The original host, path and method come from the header family the
+//! operator chose (`[server] forward_auth_headers`: `X-Forwarded-*` by
+//! default, or `X-Original-*`), believed only from trusted proxies. The
+//! other family's headers are what a client adds where the proxy passes
+//! unknown headers on (Traefik, Caddy): when they disagree with the chosen
+//! ones, or a header comes twice, the answer is 400, never a decision about
+//! another path, host or method. A 200 always carries an identity, and every
+//! identity header (empty where there is no value), so a proxy copying them
+//! overwrites whatever the client sent; a malformed cookie never yields one.
+//! Public paths are the front proxy's business here (it does not ask for
+//! them).
 
 use std::net::IpAddr;
 
@@ -12,6 +19,7 @@ use http::{header, HeaderMap, Method};
 use serde_json::json;
 
 use crate::app::App;
+use crate::config::ForwardAuthHeaders;
 use crate::endpoints::Resp;
 use crate::gateway::headers::Identity;
 use crate::policy::{self, Decision};
@@ -25,32 +33,57 @@ struct Original<'a> {
     method: &'a str,
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
+/// The header names of one family, for host, URI and method.
+struct Family {
+    host: &'static str,
+    uri: &'static str,
+    method: &'static str,
 }
 
-/// The first of `names` that the proxy sent: its text, `Ok(None)` if it sent
-/// none of them, `Err(name)` if the first it sent is not text (bytes beyond
-/// ASCII, which nginx passes on raw from the client). Such a request is
-/// refused rather than decided for a default path or host it is not.
+const X_FORWARDED: Family = Family {
+    host: "x-forwarded-host",
+    uri: "x-forwarded-uri",
+    method: "x-forwarded-method",
+};
+const X_ORIGINAL: Family = Family {
+    host: "x-original-host",
+    uri: "x-original-uri",
+    method: "x-original-method",
+};
+
+/// The value of `name` from the trusted proxy: `Ok(None)` if absent,
+/// `Err(name)` if it is there twice or is not text (bytes beyond ASCII,
+/// which nginx passes on raw from the client): such a request is refused
+/// rather than decided for a path or host it is not.
+fn single<'a>(h: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, &'static str> {
+    let mut all = h.get_all(name).into_iter();
+    match (all.next(), all.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => v.to_str().map(Some).map_err(|_| name),
+        (Some(_), Some(_)) => Err(name),
+    }
+}
+
+/// `chosen`'s value, refused when the other family's header (which a client
+/// can add where the proxy sets only one family, as Traefik and Caddy do)
+/// says something else.
 fn forwarded<'a>(
     h: &'a HeaderMap,
-    names: [&'static str; 2],
+    chosen: &'static str,
+    other: &'static str,
 ) -> Result<Option<&'a str>, &'static str> {
-    for name in names {
-        if let Some(v) = h.get(name).filter(|v| !v.is_empty()) {
-            return v.to_str().map(Some).map_err(|_| name);
-        }
+    let value = single(h, chosen)?.filter(|v| !v.is_empty());
+    match single(h, other)? {
+        Some(o) if Some(o) != value => Err(other),
+        _ => Ok(value),
     }
-    Ok(None)
 }
 
-/// The request the trusted proxy asks about, or the header it sent that
-/// cannot be read.
+/// The request the trusted proxy asks about, or the header that makes it
+/// unclear. From a trusted proxy the URI is required: without it there is
+/// no path to decide for.
 fn original<'a>(app: &App, peer: IpAddr, h: &'a HeaderMap) -> Result<Original<'a>, &'static str> {
-    let own_host = header(h, "host");
+    let own_host = single(h, "host")?;
     if !app.config.trusted_proxies.trusts(peer) {
         return Ok(Original {
             host: own_host,
@@ -58,10 +91,14 @@ fn original<'a>(app: &App, peer: IpAddr, h: &'a HeaderMap) -> Result<Original<'a
             method: "GET",
         });
     }
+    let (ours, theirs) = match app.config.forward_auth_headers {
+        ForwardAuthHeaders::XForwarded => (X_FORWARDED, X_ORIGINAL),
+        ForwardAuthHeaders::XOriginal => (X_ORIGINAL, X_FORWARDED),
+    };
     Ok(Original {
-        host: forwarded(h, ["x-forwarded-host", "x-original-host"])?.or(own_host),
-        uri: forwarded(h, ["x-original-uri", "x-forwarded-uri"])?.unwrap_or("/"),
-        method: forwarded(h, ["x-original-method", "x-forwarded-method"])?.unwrap_or("GET"),
+        host: forwarded(h, ours.host, theirs.host)?.or(own_host),
+        uri: forwarded(h, ours.uri, theirs.uri)?.ok_or(ours.uri)?,
+        method: forwarded(h, ours.method, theirs.method)?.unwrap_or("GET"),
     })
 }
 
@@ -119,7 +156,7 @@ pub async fn check(
                 assertion: assertion.as_ref().map(|a| &a.header),
             };
             let mut resp = Resp::new(200, "text/plain; charset=utf-8", "");
-            resp.headers.extend(identity.headers(site));
+            resp.headers.extend(identity.all_headers(site));
             resp.headers.push((
                 header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-store"),

@@ -92,6 +92,17 @@ fn fresh(len: usize) -> Vec<u8> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownKid;
 
+/// A cookie key id as [`new_key`] makes them (`cookie-` and up to 16
+/// base64url characters; `cookie-1` for the first key).
+fn is_cookie_kid(kid: &str) -> bool {
+    kid.strip_prefix("cookie-").is_some_and(|rest| {
+        (1..=16).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 /// Random bytes as URL-safe base64, for ids.
 pub fn random_id(bytes: usize) -> String {
     use base64::Engine;
@@ -265,7 +276,9 @@ impl Keys {
         Ok(match value.split_once('.') {
             Some((kid, sealed)) => match set.cookie.iter().find(|k| k.kid == kid) {
                 Some(k) => k.sealer.open(name, sealed),
-                None => return Err(UnknownKid),
+                // Only a kid Sesame could have made is worth a reload.
+                None if is_cookie_kid(kid) => return Err(UnknownKid),
+                None => None,
             },
             // Sealed before key ids existed: only the first key could have.
             None => set.cookie.iter().find_map(|k| k.sealer.open(name, value)),
@@ -370,6 +383,23 @@ mod tests {
         );
         let s = key_states(&records, 50, 360);
         assert_eq!(s[1], KeyState::Retired);
+    }
+
+    #[test]
+    fn only_kids_of_our_shape_ask_for_a_reload() {
+        let keys = Keys::fixed(&[1u8; 64], &[2u8; 32], vec![3u8; 32]).unwrap();
+        assert!(keys.try_open_cookie("s", "cookie-Ab_9-xYz.AAAA").is_err());
+        for foreign in [
+            "x.AAAA",
+            "cookie-.AAAA",
+            "cookie-a/b.AAAA",
+            &format!("cookie-{}.AAAA", "a".repeat(17)),
+        ] {
+            assert!(
+                matches!(keys.try_open_cookie("s", foreign), Ok(None)),
+                "{foreign}"
+            );
+        }
     }
 
     #[test]

@@ -39,21 +39,17 @@ pub async fn issue_link(
     pending_id: String,
 ) {
     let site = &app.sites[site_index];
-    match may_sign_in(&app, &email).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::info!(target: "sesame::audit", event = "link_refused", site = %site.site.name, email = %email);
-            return;
-        }
+    let allowed = match may_sign_in(&app, &email).await {
+        Ok(allowed) => allowed,
         Err(e) => {
             tracing::error!(error = %e, "could not decide who may sign in; no link sent");
             return;
         }
-    }
+    };
     let now = app.clock.now();
     let ttl = app.config.magic_link.ttl.as_secs() as i64;
     let code = Code::generate();
-    let pending = PendingLogin {
+    let mut pending = PendingLogin {
         id: pending_id.clone(),
         email: email.clone(),
         site: site.site.name.clone(),
@@ -63,6 +59,17 @@ pub async fn issue_link(
         attempts: 0,
         consumed: false,
     };
+    if !allowed {
+        // A decoy, never mailed, that no code matches (a random MAC): the
+        // code form then answers as it does for an address that may sign
+        // in ("not right, N attempts left", then "no longer works").
+        pending.code_mac = decoy_mac();
+        if let Err(e) = app.store.create_pending(&pending).await {
+            tracing::warn!(error = %e, "could not store a decoy sign-in");
+        }
+        tracing::info!(target: "sesame::audit", event = "link_refused", site = %site.site.name, email = %email);
+        return;
+    }
     if let Err(e) = app.store.create_pending(&pending).await {
         tracing::error!(error = %e, "could not store a sign-in; no link sent");
         app.metrics.mail_failed.inc();
@@ -88,6 +95,14 @@ pub async fn issue_link(
     if app.outbox.enqueue(mail, &app.metrics) {
         tracing::info!(target: "sesame::audit", event = "link_issued", site = %site.site.name, email = %email, login = %pending_id);
     }
+}
+
+/// A code MAC that no code has: 32 random bytes, the length of a real one.
+fn decoy_mac() -> Vec<u8> {
+    use rand::RngCore;
+    let mut mac = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut mac);
+    mac
 }
 
 /// The confirm-page URL, always built from the site's configured public URL.
@@ -144,7 +159,9 @@ pub async fn finish(
         }
         None => return Err(FinishError::NotAllowed),
     };
-    let session = app.sessions.create(&user, method).await?;
+    let Some(session) = app.sessions.create(&user, method).await? else {
+        return Err(FinishError::NotAllowed);
+    };
     app.metrics.sessions_created.inc();
     tracing::info!(
         target: "sesame::audit",

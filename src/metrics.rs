@@ -36,6 +36,14 @@ pub struct Metrics {
     pub tls_cert_expiry: IntGaugeVec,
     /// Certificate reloads by result (`ok`, `failed`).
     pub tls_reloads: IntCounterVec,
+    /// Requests that asked for an upgrade, by what became of them:
+    /// `websocket` (tunnel), `declined` (the app said no), `dropped` (not a
+    /// WebSocket handshake: sent on as a plain request), `cross_origin`
+    /// (403), `bad_answer` (the app's 101 does not complete the handshake).
+    pub upgrades: IntCounterVec,
+    /// Session cookies of another site (or cookie domain) presented to a
+    /// site, by the site they were presented to: treated as anonymous.
+    pub sessions_elsewhere: IntCounterVec,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -159,6 +167,18 @@ impl Metrics {
                 "sesame_tls_cert_reloads_total",
                 "Certificate reloads after the files changed, by result",
                 &["result"],
+            ),
+            upgrades: counter_vec(
+                &registry,
+                "sesame_upgrades_total",
+                "Requests that asked for a protocol upgrade, by what became of them",
+                &["result"],
+            ),
+            sessions_elsewhere: counter_vec(
+                &registry,
+                "sesame_sessions_elsewhere_total",
+                "Session cookies made for another site presented here (treated as signed out)",
+                &["site"],
             ),
             registry,
         }

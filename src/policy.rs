@@ -72,7 +72,16 @@ pub async fn decide_checked(
 ) -> (Decision, Option<String>) {
     let mut unavailable = false;
     let plain = match cookie {
-        Some(v) => app.open_cookie(&site.session_cookie, v).await,
+        Some(v) => {
+            let plain = app.open_cookie(&site.session_seal, v).await;
+            if plain.is_none() && app.sealed_elsewhere(site, v) {
+                app.metrics
+                    .sessions_elsewhere
+                    .with_label_values(&[site.site.name.as_str()])
+                    .inc();
+            }
+            plain
+        }
         None => None,
     };
     let live = match plain {

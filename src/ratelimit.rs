@@ -1,9 +1,16 @@
-//! Fixed-window rate limits per key (an email address, a client address),
-//! counted in the store: exact under parallel requests (one atomic upsert
-//! per hit) and shared by every instance on the same store, so N instances
-//! do not allow N times the limit. What is limited and how much is the
-//! caller's call.
+//! Fixed-window rate limits per key (an email address, a client address).
+//!
+//! [`RateLimiter`] counts in the store: exact under parallel requests (one
+//! atomic upsert per hit) and shared by every instance on the same store, so
+//! N instances do not allow N times the limit; a key found over its limit is
+//! remembered in memory until its window ends, so a flood past the limit
+//! writes nothing more. [`LocalLimiter`] counts in this process's memory
+//! only: the first gate of every endpoint an anonymous client can make write
+//! to the store, so a flood from one address is turned away before it costs
+//! a write. What is limited and how much is the caller's call.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -16,6 +23,8 @@ pub struct RateLimiter {
     limit: u32,
     store: DynStore,
     clock: Clock,
+    /// Keys over their limit, with the start of the window they are over in.
+    over: moka::sync::Cache<String, i64>,
 }
 
 impl RateLimiter {
@@ -32,6 +41,10 @@ impl RateLimiter {
             limit,
             store,
             clock,
+            over: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(window.max(Duration::from_secs(1)))
+                .build(),
         }
     }
 
@@ -39,12 +52,17 @@ impl RateLimiter {
     pub async fn hit(&self, key: &str) -> StoreResult<Result<(), u64>> {
         let now = self.clock.now();
         let start = now - now.rem_euclid(self.window_secs);
+        let wait = (start + self.window_secs - now).max(1) as u64;
+        if self.over.get(key) == Some(start) {
+            return Ok(Err(wait));
+        }
         let n = self
             .store
             .count_hit(&format!("{}:{key}", self.kind), start)
             .await?;
         Ok(if n > i64::from(self.limit) {
-            Err((start + self.window_secs - now).max(1) as u64)
+            self.over.insert(key.to_string(), start);
+            Err(wait)
         } else {
             Ok(())
         })
@@ -54,6 +72,46 @@ impl RateLimiter {
     pub fn expired_before(&self) -> i64 {
         let now = self.clock.now();
         now - now.rem_euclid(self.window_secs)
+    }
+}
+
+/// Fixed-window counts per key in this process's memory (bounded: the
+/// oldest keys go first past 100,000). No store, no await.
+pub struct LocalLimiter {
+    window_secs: i64,
+    limit: u32,
+    clock: Clock,
+    /// `(window start, key)` -> hits in that window.
+    counts: moka::sync::Cache<(i64, String), Arc<AtomicU32>, foldhash::fast::RandomState>,
+}
+
+impl LocalLimiter {
+    pub fn new(window: Duration, limit: u32, clock: Clock) -> LocalLimiter {
+        let window = window.max(Duration::from_secs(1));
+        LocalLimiter {
+            window_secs: window.as_secs() as i64,
+            limit,
+            clock,
+            counts: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(window * 2)
+                .build_with_hasher(foldhash::fast::RandomState::default()),
+        }
+    }
+
+    /// Count one hit for `key`: `Err(seconds)` to wait if over the limit.
+    pub fn hit(&self, key: &str) -> Result<(), u64> {
+        let now = self.clock.now();
+        let start = now - now.rem_euclid(self.window_secs);
+        let n = self
+            .counts
+            .get_with((start, key.to_string()), || Arc::new(AtomicU32::new(0)))
+            .fetch_add(1, Ordering::Relaxed);
+        if n >= self.limit {
+            Err((start + self.window_secs - now).max(1) as u64)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -114,6 +172,40 @@ mod tests {
         assert!(rl.hit("b").await.unwrap().is_ok());
         clock.advance(Duration::from_secs(61));
         assert!(rl.hit("a").await.unwrap().is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_over_its_limit_writes_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let clock = Clock::system();
+        let rl = RateLimiter::new(
+            "t",
+            Duration::from_secs(3600),
+            2,
+            store.clone(),
+            clock.clone(),
+        );
+        for _ in 0..10 {
+            let _ = rl.hit("a").await.unwrap();
+        }
+        let start = clock.now() - clock.now().rem_euclid(3600);
+        // The store saw the two allowed hits and the one that went over.
+        assert_eq!(store.count_hit("t:a", start).await.unwrap(), 4);
+    }
+
+    #[test]
+    fn local_limits_per_key_and_window() {
+        let clock = Clock::system();
+        let rl = LocalLimiter::new(Duration::from_secs(60), 3, clock.clone());
+        for _ in 0..3 {
+            assert!(rl.hit("a").is_ok());
+        }
+        let wait = rl.hit("a").unwrap_err();
+        assert!((1..=60).contains(&wait));
+        assert!(rl.hit("b").is_ok());
+        clock.advance(Duration::from_secs(61));
+        assert!(rl.hit("a").is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,10 +57,11 @@ fn main() {
                 .sessions
                 .create(&user, AuthMethod::MagicLink)
                 .await
-                .unwrap_or_else(|e| fail(e.to_string()));
+                .unwrap_or_else(|e| fail(e.to_string()))
+                .unwrap_or_else(|| fail("the user just added is missing".into()));
             let sealed = app
                 .keys
-                .seal_cookie(&site.session_cookie, &session.cookie_plain);
+                .seal_cookie(&site.session_seal, &session.cookie_plain);
             cookies.push(format!("{}={sealed}", site.session_cookie));
         }
         cookies

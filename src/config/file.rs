@@ -39,6 +39,7 @@ pub struct ServerFile {
     pub threads: Option<usize>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    pub forward_auth_headers: Option<super::ForwardAuthHeaders>,
     #[serde(default)]
     pub tls: Vec<TlsFile>,
     pub tls_reload_interval: Option<String>,
@@ -128,6 +129,7 @@ pub struct RateLimitFile {
     pub per_email: Option<u32>,
     pub per_client: Option<u32>,
     pub codes_per_email_per_day: Option<u32>,
+    pub anonymous_per_client_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -155,6 +157,8 @@ pub struct SiteFile {
     pub upstream_ca: Option<String>,
     pub health_check: Option<String>,
     pub health_interval: Option<String>,
+    #[serde(default)]
+    pub websocket_origins: Vec<String>,
     #[serde(default)]
     pub rule: Vec<RuleFile>,
     #[serde(default)]

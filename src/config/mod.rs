@@ -17,6 +17,19 @@ use url::Url;
 
 use crate::email::Email;
 
+/// Which headers carry the original request to `/.sesame/auth`.
+#[derive(Debug, serde::Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardAuthHeaders {
+    /// `X-Forwarded-Host`, `-Uri`, `-Method`: what Traefik and Caddy set
+    /// (and the shipped nginx example).
+    #[default]
+    XForwarded,
+    /// `X-Original-Host`, `-URI`, `-Method`: nginx `auth_request` setups
+    /// written for other gateways.
+    XOriginal,
+}
+
 /// One problem in a config file, named by its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -54,6 +67,9 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Peers whose X-Forwarded-* headers are believed (none by default).
     pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// The header family a trusted proxy names the original request with,
+    /// at `/.sesame/auth`.
+    pub forward_auth_headers: ForwardAuthHeaders,
     pub threads: usize,
     /// HTTPS listeners (`[[server.tls]]`, grouped by address).
     pub tls: Vec<TlsListener>,
@@ -193,6 +209,10 @@ pub struct RateLimitConfig {
     pub per_client: u32,
     /// Codes tried per address per day, over all of its pending logins.
     pub codes_per_email_per_day: u32,
+    /// Requests a minute one client (address, IPv6 /64) may make to the
+    /// endpoints that write to the store without a session (sign-in,
+    /// links, codes, passkey sign-in), counted in memory before the store.
+    pub anonymous_per_client_per_minute: u32,
 }
 
 /// Names of the identity headers sent to one site's upstream.
@@ -255,6 +275,9 @@ pub struct Site {
     /// under it, else `None` (a cookie of its own).
     pub cookie_domain: Option<String>,
     pub headers: HeaderNames,
+    /// Origins besides the site's own that may open a WebSocket to it
+    /// (`scheme://host[:port]`, lower-case).
+    pub websocket_origins: Vec<String>,
 }
 
 /// Who a list admits: any email, domain or group listed (all empty: anyone
@@ -504,6 +527,10 @@ impl Validator {
             per_email: f.rate_limit.per_email.unwrap_or(5),
             per_client: f.rate_limit.per_client.unwrap_or(30),
             codes_per_email_per_day: f.rate_limit.codes_per_email_per_day.unwrap_or(20),
+            anonymous_per_client_per_minute: f
+                .rate_limit
+                .anonymous_per_client_per_minute
+                .unwrap_or(120),
         };
 
         if f.site.is_empty() {
@@ -533,6 +560,7 @@ impl Validator {
             listen,
             admin_listen: admin_listen?,
             trusted_proxies: crate::client_addr::TrustedProxies(trusted),
+            forward_auth_headers: f.server.forward_auth_headers.unwrap_or_default(),
             threads,
             tls,
             tls_reload_interval,
@@ -560,6 +588,20 @@ impl Validator {
             self.err(
                 "session.cookie_name",
                 "use only letters, digits, '_' and '-'",
+            );
+        }
+        let lower = cookie_name.to_ascii_lowercase();
+        if [
+            crate::session::cookies::PENDING_COOKIE,
+            crate::session::cookies::OFFERED_COOKIE,
+        ]
+        .contains(&lower.as_str())
+            || lower.starts_with("__host-")
+            || lower.starts_with("__secure-")
+        {
+            self.err(
+                "session.cookie_name",
+                format!("{cookie_name:?} is reserved: Sesame uses it (or adds the prefix) itself"),
             );
         }
         let cookie_domain = s
@@ -703,7 +745,13 @@ impl Validator {
             }
         };
         let host = public_url.host_str().unwrap_or("").to_ascii_lowercase();
-        let is_local = host == "localhost" || host == "127.0.0.1" || host == "[::1]";
+        // RFC 6761: `localhost` and every name under it are this machine
+        // (browsers treat them as secure contexts), as are the loopback
+        // addresses.
+        let is_local = host == "localhost"
+            || host.ends_with(".localhost")
+            || host == "127.0.0.1"
+            || host == "[::1]";
         match public_url.scheme() {
             "https" => {}
             "http" if is_local => {}
@@ -864,6 +912,24 @@ impl Validator {
             s.health_interval,
             Duration::from_secs(5),
         );
+        let mut websocket_origins = Vec::new();
+        for (j, raw) in s.websocket_origins.iter().enumerate() {
+            match Url::parse(raw) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                        && !raw.ends_with('/') =>
+                {
+                    websocket_origins.push(u.origin().ascii_serialization())
+                }
+                _ => self.err(
+                    format!("site[{i}].websocket_origins[{j}]"),
+                    "must be an origin such as https://admin.example.com (no path)",
+                ),
+            }
+        }
         Some(Site {
             name,
             secure: public_url.scheme() == "https" || !is_local,
@@ -893,6 +959,7 @@ impl Validator {
             health_interval,
             cookie_domain,
             headers,
+            websocket_origins,
         })
     }
 

@@ -219,9 +219,53 @@ pub fn error_page(
     .respond(app, status)
 }
 
+/// Endpoints a client without a session can make write to the store (a
+/// pending login, a view or attempt count, a ceremony, a rate-limit row).
+fn writes_anonymously(method: &Method, path: &str) -> bool {
+    match path {
+        "/magic" => true,
+        "/login" | "/code" | "/passkey/login/start" | "/passkey/login/finish" => {
+            method == Method::POST
+        }
+        _ => false,
+    }
+}
+
+/// 429 for a client over the in-memory limit: a page, or JSON for the
+/// passkey endpoints (called by script).
+fn too_many(app: &App, req: &Req, wait: u64) -> Resp {
+    app.metrics
+        .rate_limited
+        .with_label_values(&["anonymous"])
+        .inc();
+    let resp = if req.path.starts_with("/passkey/") {
+        Resp::json(
+            429,
+            &serde_json::json!({"error": "rate_limited", "retry_after": wait}),
+        )
+    } else {
+        ErrorPage {
+            retry_after: Some(wait),
+            ..ErrorPage::new(
+                &req.site.site.name,
+                "Too many attempts",
+                "Too many requests came from your network. Please wait a moment.",
+            )
+        }
+        .respond(app, 429)
+    };
+    resp.header(header::RETRY_AFTER, &wait.to_string())
+}
+
 /// Answer a request to `/.sesame/*`.
 pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
     let m = req.method;
+    if writes_anonymously(m, req.path) {
+        let key = crate::ratelimit::client_key(req.client_ip);
+        if let Err(wait) = app.anonymous_limit.hit(&key) {
+            return too_many(app, &req, wait);
+        }
+    }
     match req.path {
         "/login" if m == Method::GET => signin::login_page(app, &req),
         "/login" if m == Method::POST => signin::request_link(app, &req).await,

@@ -142,7 +142,7 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
     }
     app.metrics.login_requests.inc();
     let pending_id = login::new_pending_id();
-    let sealed = app.keys.seal_cookie(&req.site.pending_cookie, &pending_id);
+    let sealed = app.keys.seal_cookie(&req.site.pending_seal, &pending_id);
     let max_age = app.config.magic_link.ttl.as_secs() as i64;
     let pending_cookie = cookies::set(
         &req.site.site,
@@ -246,8 +246,8 @@ fn link_refused(app: &App, req: &Req, e: &TokenError) -> Resp {
 }
 
 async fn pending_id(app: &App, req: &Req<'_>) -> Option<String> {
-    let name = &req.site.pending_cookie;
-    app.open_cookie(name, req.cookie(name)?).await
+    let value = req.cookie(&req.site.pending_cookie)?;
+    app.open_cookie(&req.site.pending_seal, value).await
 }
 
 /// GET /magic: show the confirm page. Never consumes the token.
@@ -422,7 +422,7 @@ pub(super) fn session_response(app: &App, req: &Req, session: &NewSession, to: &
     let site = &req.site.site;
     let sealed = app
         .keys
-        .seal_cookie(&req.site.session_cookie, &session.cookie_plain);
+        .seal_cookie(&req.site.session_seal, &session.cookie_plain);
     let max_age = session.record.expires_at - app.clock.now();
     Resp::redirect(303, to)
         .cookie(cookies::set(
@@ -437,8 +437,8 @@ pub(super) fn session_response(app: &App, req: &Req, session: &NewSession, to: &
 
 /// The live session of this request, if any.
 pub async fn current_session(app: &App, req: &Req<'_>) -> Option<(String, Arc<LiveSession>)> {
-    let name = &req.site.session_cookie;
-    let plain = app.open_cookie(name, req.cookie(name)?).await?;
+    let value = req.cookie(&req.site.session_cookie)?;
+    let plain = app.open_cookie(&req.site.session_seal, value).await?;
     let live = app.sessions.check(&plain).await.ok()?;
     Some((plain, live))
 }
@@ -451,7 +451,7 @@ pub async fn logout(app: &App, req: &Req<'_>) -> Resp {
     let plain = match req.cookie(&req.site.session_cookie) {
         // Reloads the keys if the cookie names one this instance has not
         // seen yet (rotated on another): the revocation must not be skipped.
-        Some(v) => app.open_cookie(&req.site.session_cookie, v).await,
+        Some(v) => app.open_cookie(&req.site.session_seal, v).await,
         None => None,
     };
     if let Some(plain) = plain {

@@ -64,6 +64,28 @@ impl Identity<'_> {
         .into_iter()
         .flatten()
     }
+
+    /// Every identity header of `site`, empty where there is no value (no
+    /// name, no assertion): what forward auth answers, so that a proxy
+    /// copying them always overwrites a value the client sent.
+    pub fn all_headers<'a>(
+        &'a self,
+        site: &'a SiteRt,
+    ) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'a {
+        let n = &site.site.headers;
+        let empty = || HeaderValue::from_static("");
+        let missing = [
+            self.live
+                .values
+                .name
+                .is_none()
+                .then(|| (n.name.clone(), empty())),
+            self.assertion
+                .is_none()
+                .then(|| (n.assertion.clone(), empty())),
+        ];
+        self.headers(site).chain(missing.into_iter().flatten())
+    }
 }
 
 /// Rewrite `req`'s headers for the app: strip, inject `identity` (none on a

@@ -192,25 +192,46 @@ impl Gateway {
         Ok(())
     }
 
-    /// Relay an allowed upgrade request (WebSocket) to the site's app.
+    /// Relay an allowed WebSocket handshake to the site's app: the client's
+    /// hop-by-hop headers (and those it named in `Connection`) go, then the
+    /// identity is set as on any request, then the handshake's own
+    /// `Connection` and `Upgrade`.
     async fn relay_upgrade(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let Some(i) = ctx.site else {
             return Error::e_explain(ErrorType::InternalError, "no site chosen");
         };
+        let key = upgrade::key_of(session.req_header());
         let mut up_req = session.req_header().clone();
+        upgrade::strip_hop_by_hop(&mut up_req);
         self.upstream_request(session, &mut up_req, ctx)?;
+        upgrade::set_websocket_handshake(&mut up_req)?;
         let Some(peer) = self.app.sites[i].upstreams.peer() else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream");
         };
-        if let Err(e) = upgrade::relay(&self.upgrades, session, &peer, up_req).await {
-            let code = error_status(&e);
-            if code > 0 && session.response_written().is_none() {
-                tracing::warn!(error = %e, code, "upgrade to the app failed");
-                ctx.outcome = outcome_for(code);
-                let resp = self.upstream_error(session, ctx.site, code);
+        let count = |result: &str| self.app.metrics.upgrades.with_label_values(&[result]).inc();
+        match upgrade::relay(&self.upgrades, session, &peer, up_req, &key).await {
+            Ok(upgrade::Relayed::Tunnel) => count("websocket"),
+            Ok(upgrade::Relayed::Declined) => count("declined"),
+            Ok(upgrade::Relayed::BadAnswer) => {
+                count("bad_answer");
+                tracing::warn!(
+                    site = %self.app.sites[i].site.name,
+                    "the app answered a WebSocket handshake with a 101 that does not complete it; closed"
+                );
+                ctx.outcome = outcome_for(502);
+                let resp = self.upstream_error(session, ctx.site, 502);
                 write(session, resp).await?;
-            } else {
-                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+            Err(e) => {
+                let code = error_status(&e);
+                if code > 0 && session.response_written().is_none() {
+                    tracing::warn!(error = %e, code, "upgrade to the app failed");
+                    ctx.outcome = outcome_for(code);
+                    let resp = self.upstream_error(session, ctx.site, code);
+                    write(session, resp).await?;
+                } else {
+                    tracing::debug!(error = %e, "upgraded connection ended");
+                }
             }
         }
         Ok(())
@@ -425,6 +446,36 @@ impl ProxyHttp for Gateway {
             self.endpoint(session, site_index).await?;
             return Ok(true);
         }
+        let upgrade = upgrade::classify(session.req_header());
+        match upgrade {
+            upgrade::Upgrade::None => {}
+            // h2c and the like: the request goes on as a plain one.
+            upgrade::Upgrade::Other => {
+                upgrade::drop_upgrade(session.req_header_mut());
+                self.app
+                    .metrics
+                    .upgrades
+                    .with_label_values(&["dropped"])
+                    .inc();
+            }
+            upgrade::Upgrade::WebSocket => {
+                if !upgrade::origin_allowed(
+                    &session.req_header().headers,
+                    &site.site.origin,
+                    &site.site.websocket_origins,
+                ) {
+                    self.app
+                        .metrics
+                        .upgrades
+                        .with_label_values(&["cross_origin"])
+                        .inc();
+                    ctx.outcome = "denied";
+                    let resp = Resp::json(403, &json!({"error": "cross_origin_websocket"}));
+                    write(session, resp).await?;
+                    return Ok(true);
+                }
+            }
+        }
         let req = session.req_header();
         let cookie = policy::session_cookie(
             site,
@@ -450,14 +501,14 @@ impl ProxyHttp for Gateway {
         let resp = match decision {
             Decision::Allow(live) => {
                 ctx.identity = Some(live);
-                if upgrade::is_relayed_upgrade(session.req_header()) {
+                if upgrade == upgrade::Upgrade::WebSocket {
                     self.relay_upgrade(session, ctx).await?;
                     return Ok(true);
                 }
                 return Ok(false);
             }
             Decision::Public => {
-                if upgrade::is_relayed_upgrade(session.req_header()) {
+                if upgrade == upgrade::Upgrade::WebSocket {
                     self.relay_upgrade(session, ctx).await?;
                     return Ok(true);
                 }
@@ -499,6 +550,29 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         self.upstream_request(session, up, ctx)
+    }
+
+    /// A `101` here answers a request that was not a WebSocket handshake
+    /// (those are relayed by `upgrade`, and every other `Upgrade` was taken
+    /// off the request): never let it become a tunnel. `Err` = 502.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if resp.status == 101 {
+            self.app
+                .metrics
+                .upgrades
+                .with_label_values(&["bad_answer"])
+                .inc();
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "the app answered 101 to a request that is not a WebSocket handshake",
+            );
+        }
+        Ok(())
     }
 
     /// The upstream failed: 502 (down, refused, broken) or 504 (timed out),

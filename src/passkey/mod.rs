@@ -418,7 +418,9 @@ pub async fn login_finish(
     {
         return Err(PasskeyError::Refused("passkey used concurrently".into()));
     }
-    let session = app.sessions.create(&user, AuthMethod::Passkey).await?;
+    let Some(session) = app.sessions.create(&user, AuthMethod::Passkey).await? else {
+        return Err(PasskeyError::Refused("the account is disabled".into()));
+    };
     app.metrics.sessions_created.inc();
     tracing::info!(target: "sesame::audit", event = "session_created", site = %site.site.name, email = %user.email,
         method = "passkey", passkey = %record.id, session = &session.record.id_hash[..16]);

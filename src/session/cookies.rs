@@ -41,6 +41,29 @@ pub fn pending_name(site: &Site) -> String {
     }
 }
 
+/// Which of Sesame's sealed cookies a value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Session,
+    Pending,
+}
+
+/// What a cookie of `kind` on `site` is sealed for, bound as the AEAD's
+/// associated data: its kind, and where it is valid (the site's host for a
+/// host-only cookie, the cookie domain for a shared one). A session cookie
+/// replayed on another site, or a pending cookie presented as a session
+/// cookie, does not open.
+pub fn seal_scope(kind: Kind, site: &Site) -> String {
+    let kind = match kind {
+        Kind::Session => "session",
+        Kind::Pending => "pending",
+    };
+    match (kind, &site.cookie_domain) {
+        ("session", Some(d)) => format!("sesame/{kind}/domain/{d}"),
+        _ => format!("sesame/{kind}/host/{}", site.host),
+    }
+}
+
 /// A cookie key ready to seal and open: the AES key schedule is done once,
 /// not per request, and opening allocates only the plain text.
 pub struct Sealer {

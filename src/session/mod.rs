@@ -8,7 +8,7 @@
 
 pub mod cookies;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,6 +120,10 @@ pub struct Sessions {
     /// being read wait for that read instead of making their own (a page's
     /// parallel requests after a restart, or when the cache entry is due).
     reading: std::sync::Mutex<std::collections::HashMap<String, Arc<Reading>>>,
+    /// Bumped by every revocation and invalidation before it takes entries
+    /// out of the cache. A store read that saw it change may have read the
+    /// record from before that change, so what it read is not kept.
+    epoch: AtomicU64,
 }
 
 type Reading = tokio::sync::OnceCell<Result<Arc<LiveSession>, Rejected>>;
@@ -163,6 +167,7 @@ impl Sessions {
             clock,
             activity: Default::default(),
             reading: Default::default(),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -186,8 +191,10 @@ impl Sessions {
         }
     }
 
-    /// Create and store a new session with a new random id.
-    pub async fn create(&self, user: &User, method: AuthMethod) -> StoreResult<NewSession> {
+    /// Create and store a new session with a new random id, carrying the
+    /// user's identity as the store has it now; `None` if the user was
+    /// disabled or removed since `user` was read.
+    pub async fn create(&self, user: &User, method: AuthMethod) -> StoreResult<Option<NewSession>> {
         let id = random_id(32);
         let now = self.clock.now();
         let expires_at = now + self.config.lifetime.as_secs() as i64;
@@ -203,11 +210,13 @@ impl Sessions {
             last_seen: now,
             revoked: false,
         };
-        self.store.create_session(&record).await?;
-        Ok(NewSession {
+        let Some(record) = self.store.create_session(&record).await? else {
+            return Ok(None);
+        };
+        Ok(Some(NewSession {
             cookie_plain: format!("{id}.{expires_at}"),
             record,
-        })
+        }))
     }
 
     pub fn lifetime_secs(&self) -> i64 {
@@ -314,25 +323,46 @@ impl Sessions {
         reading.get_or_init(|| self.load(id, now)).await.clone()
     }
 
+    /// Read a session from the store and cache it. A revocation or change
+    /// that ran while the store was read (its epoch bump seen after the
+    /// insert) may have removed its cache entry before this insert: the
+    /// entry is taken out again and the store read again, so a revoked
+    /// session is never cached as live. After a few such rounds (revocations
+    /// without pause), the last read answers this request uncached.
     async fn load(&self, id: &str, now: i64) -> Result<Arc<LiveSession>, Rejected> {
         if !self.store_up.load(Ordering::Relaxed) {
             return Err(Rejected::StoreUnavailable);
         }
-        let record = match self.store.session(&hash_id(id)).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(Rejected::Unknown),
-            Err(e) => {
-                tracing::error!(error = %e, "session lookup failed");
-                return Err(Rejected::StoreUnavailable);
+        let id_hash = hash_id(id);
+        let mut rounds = 0;
+        loop {
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            let record = match self.store.session(&id_hash).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(Rejected::Unknown),
+                Err(e) => {
+                    tracing::error!(error = %e, "session lookup failed");
+                    return Err(Rejected::StoreUnavailable);
+                }
+            };
+            let live = Arc::new(LiveSession::new(record, now));
+            self.cache.insert(id.to_string(), live.clone());
+            if self.epoch.load(Ordering::SeqCst) == epoch {
+                return Ok(live);
             }
-        };
-        let live = Arc::new(LiveSession::new(record, now));
-        self.cache.insert(id.to_string(), live.clone());
-        Ok(live)
+            self.cache.invalidate(id);
+            rounds += 1;
+            if rounds == 3 {
+                return Ok(live);
+            }
+        }
     }
 
     /// Drop cached sessions that the store says changed elsewhere.
     pub fn invalidate(&self, what: &Invalidation) {
+        if *what != Invalidation::Keys {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
         let result = match what.clone() {
             Invalidation::Keys => return,
             Invalidation::All => {
@@ -358,6 +388,8 @@ impl Sessions {
         };
         let id_hash = hash_id(id);
         let revoked = self.store.revoke_session(&id_hash).await?;
+        // After the store write, before the cache removal (see `load`).
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let record = match self.cache.remove(id) {
             Some(live) => Some(live.record.clone()),
             None => self.store.session(&id_hash).await?,

@@ -193,7 +193,10 @@ pub trait Store: Send + Sync + 'static {
     /// opened but were never used (suspected mail-scanner hits).
     async fn sweep_pending(&self, now: i64) -> StoreResult<u64>;
 
-    async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    /// Store a new session for `session.user_id`, with the user's email,
+    /// name and groups as the store has them at that moment (the record's
+    /// own are not used); `None` if the user is gone or disabled.
+    async fn create_session(&self, session: &SessionRecord) -> StoreResult<Option<SessionRecord>>;
     async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>>;
     /// Record when sessions were last used, `(id_hash, last_seen)` each, in
     /// one transaction (one write to disk for all of them); a time earlier
@@ -336,12 +339,18 @@ impl Invalidation {
         }
     }
 
-    pub fn parse(payload: &str) -> Invalidation {
+    /// `None` for a payload Sesame does not send: any role that can connect
+    /// may NOTIFY, and a made-up payload must not flush every instance's
+    /// caches (a lost notice is what [`Invalidation::All`] is for, and the
+    /// listener itself knows when it lost some).
+    pub fn parse(payload: &str) -> Option<Invalidation> {
         match payload.split_once(':') {
-            Some(("s", h)) => Invalidation::Session(h.to_string()),
-            Some(("u", u)) => Invalidation::User(u.to_string()),
-            _ if payload == "k" => Invalidation::Keys,
-            _ => Invalidation::All,
+            Some(("s", h)) if !h.is_empty() => Some(Invalidation::Session(h.to_string())),
+            Some(("u", u)) if !u.is_empty() => Some(Invalidation::User(u.to_string())),
+            _ if payload == "k" => Some(Invalidation::Keys),
+            // `*` too: no instance sends it (flushing everything is what a
+            // listener does by itself when it may have missed notices).
+            _ => None,
         }
     }
 }

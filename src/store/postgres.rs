@@ -74,7 +74,7 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore);
+impl_store!(PgStore, " FOR SHARE");
 
 /// The PostgreSQL channel on which instances tell each other what to drop.
 const CHANNEL: &str = "sesame_invalidate";
@@ -112,7 +112,12 @@ impl PgStore {
             sink(Invalidation::All);
             loop {
                 match listener.try_recv().await {
-                    Ok(Some(n)) => sink(Invalidation::parse(n.payload())),
+                    Ok(Some(n)) => match Invalidation::parse(n.payload()) {
+                        Some(what) => sink(what),
+                        None => tracing::warn!(
+                            "ignored a notice on {CHANNEL} that Sesame does not send"
+                        ),
+                    },
                     // Connection lost; the listener reconnects on the next call.
                     Ok(None) => sink(Invalidation::All),
                     Err(e) => {

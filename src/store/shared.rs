@@ -138,7 +138,9 @@ pub(super) fn session(row: &impl Cols) -> StoreResult<SessionRecord> {
 
 /// Implements `Store` for `$store`, whose `pool` field is a sqlx pool.
 macro_rules! impl_store {
-    ($store:ty) => {
+    // `$user_lock`: what locks a user row read by a statement that depends
+    // on it (`" FOR SHARE"` where the store has row locks).
+    ($store:ty, $user_lock:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn ensure_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
@@ -293,23 +295,30 @@ macro_rules! impl_store {
                 Ok(unconfirmed.iter().filter(|&&v| v != 0).count() as u64)
             }
 
-            async fn create_session(&self, s: &SessionRecord) -> StoreResult<()> {
-                sqlx::query(
+            async fn create_session(&self, s: &SessionRecord) -> StoreResult<Option<SessionRecord>> {
+                // The identity is copied from the user's row as it is now, in
+                // the same statement, and only while the user is enabled: a
+                // sign-in that read the user before a `user disable` or
+                // `set-groups` cannot store what that read saw. PostgreSQL
+                // also locks the row, so the insert waits for such a change
+                // (and the change for the insert) to commit.
+                sqlx::query(concat!(
                     "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
+                     SELECT $1, id, email, name, groups_json, $2, $3, $4, $5 FROM users WHERE id = $6 AND disabled = 0",
+                    $user_lock,
+                    " RETURNING *"
+                ))
                 .bind(&s.id_hash)
-                .bind(&s.user_id)
-                .bind(s.email.as_str())
-                .bind(&s.name)
-                .bind(shared::groups_json(&s.groups))
                 .bind(s.auth_method.as_str())
                 .bind(s.created_at)
                 .bind(s.expires_at)
                 .bind(s.last_seen)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                .bind(&s.user_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(shared::session)
+                .transpose()
             }
 
             async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
@@ -348,13 +357,24 @@ macro_rules! impl_store {
             }
 
             async fn set_user_disabled(&self, email: &Email, disabled: bool) -> StoreResult<bool> {
+                // One transaction: no session is created for the user
+                // between the flag and the revocation (see create_session).
+                let mut tx = self.pool.begin().await?;
                 let id: Option<String> = sqlx::query_scalar("UPDATE users SET disabled = $1 WHERE email = $2 RETURNING id")
                     .bind(disabled as i64)
                     .bind(email.as_str())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                if id.is_some() && disabled {
-                    self.revoke_user_sessions(email).await?;
+                if let (Some(id), true) = (&id, disabled) {
+                    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                        .bind(shared::now_secs())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                if let (Some(id), true) = (&id, disabled) {
+                    self.announce(&Invalidation::User(id.clone())).await;
                 }
                 Ok(id.is_some())
             }

@@ -85,7 +85,7 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore);
+impl_store!(SqliteStore, "");
 
 impl SqliteStore {
     /// One process owns a SQLite file: nobody else to tell.

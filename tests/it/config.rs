@@ -169,8 +169,8 @@ async fn admin_commands_against_the_configured_store() {
         std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         sesame::clock::Clock::system(),
     );
-    let one = sessions.create(&ada, sesame::store::AuthMethod::MagicLink).await.unwrap();
-    sessions.create(&ada, sesame::store::AuthMethod::Code).await.unwrap();
+    let one = sessions.create(&ada, sesame::store::AuthMethod::MagicLink).await.unwrap().unwrap();
+    sessions.create(&ada, sesame::store::AuthMethod::Code).await.unwrap().unwrap();
     let (ok, out, _) = run(&["session", "list", "--user", "ada@example.com"]);
     assert!(ok && out.lines().count() == 2, "{out}");
     let (ok, _, err) = run(&["session", "revoke", "--id", "abc"]);

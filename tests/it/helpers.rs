@@ -487,6 +487,34 @@ impl TestStore {
     pub async fn open(&self) -> sesame::store::DynStore {
         sesame::store::open(&self.config()).await.unwrap()
     }
+
+    /// How many rows `table` has, read with SQL of the test's own.
+    pub async fn rows(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        if self.schema.is_some() {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            let n = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+
+    /// Wait (up to 20 s) until `table` has at least `n` rows.
+    pub async fn wait_for_rows(&self, table: &str, n: i64) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if self.rows(table).await >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{table} did not reach {n} rows within 20 s");
+    }
 }
 
 impl Drop for TestStore {
@@ -531,6 +559,9 @@ pub struct Options {
     /// The port of the first site's public URL, if not the gateway's own
     /// (a proxy in front).
     pub public_port: Option<u16>,
+    /// `[rate_limit] anonymous_per_client_per_minute`: high by default, as
+    /// every test's requests come from one address.
+    pub anonymous_per_minute: u32,
 }
 
 impl Default for Options {
@@ -545,6 +576,7 @@ impl Default for Options {
             server: String::new(),
             upstreams: None,
             public_port: None,
+            anonymous_per_minute: 100_000,
         }
     }
 }
@@ -595,6 +627,7 @@ signup = "{signup}"
 [rate_limit]
 per_email = 5
 per_client = 1000
+anonymous_per_client_per_minute = {anonymous}
 
 [[site]]
 name = "Test app"
@@ -622,6 +655,7 @@ upstream = ["{upstream}"]
             .unwrap_or_else(|| format!("\"{upstream}\"")),
         public_port = o.public_port.unwrap_or(port),
         prompt = o.passkey_prompt,
+        anonymous = o.anonymous_per_minute,
         site0 = o.site0,
         extra = o.extra,
     )

@@ -28,6 +28,7 @@ macro_rules! store_tests {
 mod helpers;
 
 mod assertion;
+mod attacks;
 mod browser;
 mod cluster;
 mod code;

@@ -35,6 +35,7 @@ fn start_nginx(
     ))
     .unwrap();
     let site = example
+        .replace("@HOST@", "localhost")
         .replace("@LISTEN@", &format!("127.0.0.1:{listen}"))
         .replace("@SESAME@", &format!("127.0.0.1:{sesame}"))
         .replace("@APP@", &app.to_string());

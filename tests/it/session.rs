@@ -137,8 +137,9 @@ async fn many_sessions_seen_at_once_are_all_served() {
             .sessions
             .create(&user, sesame::store::AuthMethod::MagicLink)
             .await
+            .unwrap()
             .unwrap();
-        let sealed = a.keys.seal_cookie(&a.sites[0].session_cookie, &s.cookie_plain);
+        let sealed = a.keys.seal_cookie(&a.sites[0].session_seal, &s.cookie_plain);
         cookies.push((format!("sesame={sealed}"), s.record.id_hash));
     }
     // Last recorded two minutes ago: each first request records activity.
@@ -216,8 +217,10 @@ async fn logout_revokes_a_cookie_sealed_under_a_key_rotated_elsewhere() {
         )
         .await
         .unwrap();
-        let plain = other.open_cookie("sesame", &old).unwrap();
-        let rotated = other.seal_cookie("sesame", &plain);
+        // What the test site's session cookies are sealed for.
+        let scope = "sesame/session/host/localhost";
+        let plain = other.open_cookie(scope, &old).unwrap();
+        let rotated = other.seal_cookie(scope, &plain);
         assert!(
             !rotated.starts_with("cookie-1."),
             "sealed under the new key"
