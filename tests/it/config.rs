@@ -66,6 +66,76 @@ upstream = ["app.invalid:3000"]
 }
 
 #[test]
+fn hardening_keys_are_checked_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+forward_auth_headers = "x-real"
+[session]
+cookie_name = "sesame_pending"
+[[site]]
+public_url = "https://a.example.com"
+upstream = ["127.0.0.1:1"]
+websocket_origins = ["https://ok.example.com", "https://b.example.com/path", "ftp://c.example.com"]
+"#,
+    )
+    .unwrap();
+    let (ok, _, err) = sesame(&["check-config", "-c", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("server.forward_auth_headers"), "{err}");
+    std::fs::write(
+        &path,
+        "[session]\ncookie_name = \"__Host-x\"\n[[site]]\npublic_url = \"https://a.example.com\"\nupstream = [\"127.0.0.1:1\"]\nwebsocket_origins = [\"https://ok.example.com\", \"https://b.example.com/path\", \"ftp://c.example.com\"]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = sesame(&["check-config", "-c", path.to_str().unwrap()]);
+    assert!(!ok);
+    for key in [
+        "session.cookie_name: \"__Host-x\" is reserved",
+        "site[0].websocket_origins[1]",
+        "site[0].websocket_origins[2]",
+    ] {
+        assert!(err.contains(key), "{key} not named in:\n{err}");
+    }
+    assert!(!err.contains("websocket_origins[0]"), "{err}");
+    for reserved in ["sesame_pending", "Sesame_Passkey_Offered"] {
+        let text = format!("[session]\ncookie_name = \"{reserved}\"\n[[site]]\npublic_url = \"https://a.example.com\"\nupstream = [\"127.0.0.1:1\"]\n");
+        let e = sesame::config::Config::from_toml(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("session.cookie_name") && e.contains("reserved"),
+            "{e}"
+        );
+    }
+}
+
+/// RFC 6761: names under `localhost` are this machine, so plain http is
+/// allowed there as on `localhost` itself, and cookies are not `Secure`.
+#[test]
+fn names_under_localhost_are_local() {
+    let config = sesame::config::Config::from_toml(
+        "[[site]]\npublic_url = \"http://app.localhost:8080\"\nupstream = [\"127.0.0.1:1\"]\n\
+         [[site]]\npublic_url = \"http://wiki.localhost:8080\"\nupstream = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    assert_eq!(config.sites[0].host, "app.localhost");
+    assert!(!config.sites[0].secure);
+    let e = sesame::config::Config::from_toml(
+        "[[site]]\npublic_url = \"http://localhost.example.com\"\nupstream = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("must be https unless the host is localhost"),
+        "{e}"
+    );
+}
+
+#[test]
 fn check_config_names_type_errors_and_unknown_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

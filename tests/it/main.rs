@@ -30,6 +30,7 @@ mod helpers;
 mod assertion;
 mod attacks;
 mod browser;
+mod caddy;
 mod cluster;
 mod code;
 mod config;

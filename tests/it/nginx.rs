@@ -85,6 +85,7 @@ async fn nginx_auth_request_in_front_of_sesame() {
     let app = spawn_with(Options {
         public_port: Some(port),
         server: "trusted_proxies = [\"127.0.0.1\"]".into(),
+        site0: "allow_emails = [\"ngx@example.com\"]".into(),
         ..Default::default()
     })
     .await;
@@ -122,6 +123,7 @@ async fn nginx_auth_request_in_front_of_sesame() {
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], format!("{base}/docs").as_str());
+    let session = cookies_set(&r)["sesame"].clone();
 
     // Signed in: nginx forwards with Sesame's identity, never the client's.
     let r = b
@@ -138,6 +140,53 @@ async fn nginx_auth_request_in_front_of_sesame() {
     assert_eq!(seen.header("sesame-auth-method").as_deref(), Some("magic_link"));
     assert!(seen.header("remote-user").unwrap().starts_with("u_"));
     assert!(seen.header("x-forwarded-for").unwrap().contains("127.0.0.1"));
+
+    // Someone signed in on the other site (which admits anyone) names that
+    // site to this server block: nginx says which site is asked about.
+    let other = format!("http://127.0.0.1:{}", app.port);
+    let elsewhere = browser();
+    let r = elsewhere
+        .post(format!("{other}/.sesame/login"))
+        .header("Origin", &other)
+        .form(&[("email", "b@example.com"), ("rd", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mail = app.mail.wait_for("b@example.com", 0).await;
+    let r = elsewhere
+        .post(format!("{other}/.sesame/magic"))
+        .header("Origin", &other)
+        .form(&[("token", &mail.token())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let b_session = cookies_set(&r)["sesame"].clone();
+    let before = app.upstream.seen().len();
+    let r = browser()
+        .get(format!("{base}/docs"))
+        .header("Cookie", format!("sesame={b_session}"))
+        .header("X-Forwarded-Host", format!("127.0.0.1:{}", app.port))
+        .header("X-Original-URI", "/")
+        .header("X-Forwarded-Uri", "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "judged for this server block's site, where b is not signed in");
+    assert_eq!(app.upstream.seen().len(), before);
+
+    // Sesame's cookie stays with Sesame; the app's own cookies go through.
+    let r = browser()
+        .get(format!("{base}/docs"))
+        .header("Cookie", format!("theme=dark; sesame={session}; lang=en"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = app.upstream.last().header("cookie").unwrap_or_default();
+    assert!(cookie.contains("theme=dark") && cookie.contains("lang=en") && !cookie.contains("sesame"), "{cookie}");
+    assert!(app.upstream.last().header("sesame-assertion").unwrap().len() > 100);
 
     // A broken cookie is not a session.
     let r = browser()
