@@ -27,6 +27,8 @@ pub struct SiteRt {
     /// (or cookie domain) does not open on another.
     pub session_seal: String,
     pub pending_seal: String,
+    pub proof_cookie: String,
+    pub proof_seal: String,
     pub upstreams: crate::upstream::Upstreams,
     /// What the hot path inserts into every upstream request, built once.
     pub wire: Wire,
@@ -140,6 +142,8 @@ impl App {
                 pending_cookie: cookies::pending_name(s),
                 session_seal: cookies::seal_scope(cookies::Kind::Session, s),
                 pending_seal: cookies::seal_scope(cookies::Kind::Pending, s),
+                proof_cookie: cookies::proof_name(s),
+                proof_seal: cookies::seal_scope(cookies::Kind::Proof, s),
                 upstreams: crate::upstream::Upstreams::new(s, &metrics.upstream_up)
                     .map_err(BuildError::Upstream)?,
                 wire: Wire::of(s),

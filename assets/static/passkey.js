@@ -70,6 +70,34 @@
     });
   }
 
+  // An account that has a passkey changes its passkeys only with a fresh
+  // proof: a passkey sign-in (the page comes back signed in by passkey;
+  // then try again), or a code sent by email for this purpose.
+  function prove(email) {
+    var usePasskey = supported && window.confirm(
+      "To change your passkeys, confirm it is you.\n\nOK: sign in with one of your passkeys.\nCancel: get a code by email.");
+    if (usePasskey) {
+      say("Waiting for your passkey…");
+      return signIn({ email: email, rd: window.location.href }).then(function () {
+        throw new Error("signed in again: try once more");
+      });
+    }
+    return call("POST", "/passkey/proof/start", {}).then(function () {
+      var code = window.prompt("We sent a code to " + email + ". Type it here:");
+      if (!code) { throw new Error("no code typed"); }
+      return call("POST", "/passkey/proof/finish", { code: code });
+    });
+  }
+
+  function withProof(email, action) {
+    return action().catch(function (e) {
+      if (e && e.code === "passkey_proof_required") {
+        return prove(email).then(action);
+      }
+      throw e;
+    });
+  }
+
   function failed(e) {
     if (e && e.code === "reauthenticate") {
       say("To add a passkey, sign in again by email first.");
@@ -130,7 +158,7 @@
     add.addEventListener("click", function () {
       var email = add.getAttribute("data-email");
       say("Follow your browser's prompt…");
-      register(email).then(function () {
+      withProof(email, function () { return register(email); }).then(function () {
         var then = add.getAttribute("data-then");
         var stepupRd = add.getAttribute("data-then-stepup");
         if (stepupRd) {
@@ -157,7 +185,8 @@
     id = t.getAttribute("data-delete");
     if (id) {
       if (window.confirm("Delete the passkey \u201c" + (t.getAttribute("data-name") || "") + "\u201d? It will no longer sign you in.")) {
-        call("DELETE", "/api/passkeys/" + encodeURIComponent(id))
+        var owner = (document.getElementById("passkey-add") || t).getAttribute("data-email");
+        withProof(owner, function () { return call("DELETE", "/api/passkeys/" + encodeURIComponent(id)); })
           .then(function () { window.location.reload(); }, failed);
       }
       return;

@@ -594,6 +594,7 @@ impl Validator {
         if [
             crate::session::cookies::PENDING_COOKIE,
             crate::session::cookies::OFFERED_COOKIE,
+            crate::session::cookies::PROOF_COOKIE,
         ]
         .contains(&lower.as_str())
             || lower.starts_with("__host-")

@@ -290,6 +290,8 @@ pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
         "/passkey/register/finish" if m == Method::POST => {
             passkeys::register_finish(app, &req).await
         }
+        "/passkey/proof/start" if m == Method::POST => passkeys::proof_start(app, &req).await,
+        "/passkey/proof/finish" if m == Method::POST => passkeys::proof_finish(app, &req).await,
         "/passkey/login/start" if m == Method::POST => passkeys::login_start(app, &req).await,
         "/passkey/login/finish" if m == Method::POST => passkeys::login_finish(app, &req).await,
         "/api/passkeys" => passkeys::api_passkeys(app, &req, None).await,

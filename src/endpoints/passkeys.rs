@@ -10,8 +10,11 @@ use super::signin::{current_session, session_response};
 use super::{Req, Resp};
 use crate::app::App;
 use crate::email::Email;
+use crate::magic_link::Code;
+use crate::passkey::guard::{self, Change, CodeRefused};
 use crate::passkey::{self, PasskeyError};
 use crate::return_to::ReturnTo;
+use crate::session::{cookies, LiveSession};
 use crate::store::PasskeyRecord;
 
 fn error(app: &App, e: &PasskeyError) -> Resp {
@@ -19,6 +22,7 @@ fn error(app: &App, e: &PasskeyError) -> Resp {
         PasskeyError::NotAvailable => (404, "passkeys_unavailable"),
         PasskeyError::NotSignedIn => (401, "unauthenticated"),
         PasskeyError::NotRecent => (403, "reauthenticate"),
+        PasskeyError::ProofRequired => (403, "passkey_proof_required"),
         PasskeyError::BadRequest(_) => (400, "bad_request"),
         PasskeyError::Refused(_) => (401, "passkey_refused"),
         PasskeyError::NotFound => (404, "not_found"),
@@ -56,6 +60,28 @@ fn view(p: &PasskeyRecord) -> serde_json::Value {
     })
 }
 
+/// The proof cookie of this request, opened.
+async fn proof(app: &App, req: &Req<'_>) -> Option<String> {
+    let value = req.cookie(&req.site.proof_cookie)?;
+    app.open_cookie(&req.site.proof_seal, value).await
+}
+
+/// Has this session typed a code emailed to change passkeys, lately?
+async fn code_proved(app: &App, req: &Req<'_>, live: &LiveSession) -> bool {
+    guard::code_proved(app, proof(app, req).await.as_deref(), live)
+}
+
+fn proof_cookie(app: &App, req: &Req, plain: &str) -> String {
+    let sealed = app.keys.seal_cookie(&req.site.proof_seal, plain);
+    cookies::set(
+        &req.site.site,
+        &req.site.proof_cookie,
+        &sealed,
+        guard::PROOF_SECS,
+        false,
+    )
+}
+
 /// POST /passkey/register/start
 pub async fn register_start(app: &App, req: &Req<'_>) -> Resp {
     if !req.same_origin() {
@@ -64,7 +90,8 @@ pub async fn register_start(app: &App, req: &Req<'_>) -> Resp {
     let Some((_, live)) = current_session(app, req).await else {
         return error(app, &PasskeyError::NotSignedIn);
     };
-    match passkey::register_start(app, req.site_index, &live).await {
+    let proved = code_proved(app, req, &live).await;
+    match passkey::register_start(app, req.site_index, &live, proved).await {
         Ok(ccr) => Resp::json(200, &ccr),
         Err(e) => {
             app.metrics
@@ -92,6 +119,15 @@ pub async fn register_finish(app: &App, req: &Req<'_>) -> Resp {
                 .with_label_values(&["ok"])
                 .inc();
             tracing::info!(target: "sesame::audit", event = "passkey_registered", email = %live.record.email, passkey = %record.id, name = %record.name);
+            guard::notify(
+                app,
+                req.site,
+                &live,
+                Change::Added,
+                &record.name,
+                req.headers,
+                req.client_ip,
+            );
             Resp::json(201, &view(&record))
         }
         Err(e) => {
@@ -225,10 +261,19 @@ pub async fn api_passkeys(app: &App, req: &Req<'_>, id: Option<&str>) -> Resp {
                 Ok(Resp::json(200, &view(&record)))
             }
             (Method::DELETE, Some(id)) => {
+                let name = match app.store.passkey(id).await? {
+                    Some(p) if p.user_id == *user => p.name,
+                    _ => return Err(PasskeyError::NotFound),
+                };
+                // Deleting needs the same proof as adding: else an email
+                // session could delete every passkey and then add its own
+                // as the "first".
+                guard::may_change(app, &live, true, code_proved(app, req, &live).await)?;
                 if !app.store.delete_passkey(user, id).await? {
                     return Err(PasskeyError::NotFound);
                 }
                 tracing::info!(target: "sesame::audit", event = "passkey_deleted", email = %live.record.email, passkey = %id);
+                guard::notify(app, req.site, &live, Change::Deleted, &name, req.headers, req.client_ip);
                 Ok(Resp::new(204, "application/json", ""))
             }
             _ => Ok(Resp::json(405, &json!({"error": "method_not_allowed"}))),
@@ -288,5 +333,73 @@ pub async fn api_sessions(app: &App, req: &Req<'_>) -> Resp {
             Resp::json(200, &json!({"revoked": ended}))
         }
         _ => Resp::json(405, &json!({"error": "method_not_allowed"})),
+    }
+}
+
+/// POST /passkey/proof/start: email a code that proves the account holder
+/// for passkey changes in this session.
+pub async fn proof_start(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site();
+    }
+    let Some((_, live)) = current_session(app, req).await else {
+        return error(app, &PasskeyError::NotSignedIn);
+    };
+    match app.email_limit.hit(live.record.email.as_str()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(wait)) => {
+            return Resp::json(429, &json!({"error": "rate_limited", "retry_after": wait}))
+                .header(http::header::RETRY_AFTER, &wait.to_string())
+        }
+        Err(e) => return error(app, &e.into()),
+    }
+    match guard::send_code(app, req.site, &live).await {
+        Ok(plain) => Resp::json(200, &json!({"sent": true})).cookie(proof_cookie(app, req, &plain)),
+        Err(e) => error(app, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ProofCode {
+    code: String,
+}
+
+/// POST /passkey/proof/finish `{"code"}`: 200 and a proof for 15 minutes,
+/// or 400 `wrong_code` (with `attempts_left`), 410 `code_gone`, 409
+/// `code_not_asked`.
+pub async fn proof_finish(app: &App, req: &Req<'_>) -> Resp {
+    if !req.same_origin() {
+        return cross_site();
+    }
+    let Some((_, live)) = current_session(app, req).await else {
+        return error(app, &PasskeyError::NotSignedIn);
+    };
+    let Some(code) = serde_json::from_slice::<ProofCode>(&req.body)
+        .ok()
+        .and_then(|c| Code::parse(&c.code))
+    else {
+        return error(
+            app,
+            &PasskeyError::BadRequest("expected {\"code\": \"six digits\"}".into()),
+        );
+    };
+    let plain = proof(app, req).await;
+    match guard::confirm_code(app, plain.as_deref(), &live, &code).await {
+        Ok(Ok(proved)) => {
+            Resp::json(200, &json!({"proved": true})).cookie(proof_cookie(app, req, &proved))
+        }
+        Ok(Err(CodeRefused::Wrong { left })) => Resp::json(
+            400,
+            &json!({"error": "wrong_code", "attempts_left": left, "message": format!("That code is not right. {left} attempt(s) left.")}),
+        ),
+        Ok(Err(CodeRefused::Gone)) => Resp::json(
+            410,
+            &json!({"error": "code_gone", "message": "This code no longer works. Ask for a new one."}),
+        ),
+        Ok(Err(CodeRefused::NotAsked)) => Resp::json(
+            409,
+            &json!({"error": "code_not_asked", "message": "Ask for a code first, in this browser."}),
+        ),
+        Err(e) => error(app, &e),
     }
 }

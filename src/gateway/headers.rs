@@ -170,7 +170,10 @@ fn strip_cookies(h: &mut HeaderMap, site: &SiteRt) {
         return;
     }
     let ours = |name: &str| {
-        name == site.session_cookie || name == site.pending_cookie || name == OFFERED_COOKIE
+        name == site.session_cookie
+            || name == site.pending_cookie
+            || name == site.proof_cookie
+            || name == OFFERED_COOKIE
     };
     let mut kept: Vec<&str> = Vec::new();
     let mut changed = false;

@@ -51,6 +51,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         "magic_link.txt",
         include_str!("../../assets/email/magic_link.txt"),
     ),
+    (
+        "passkey_notice.html",
+        include_str!("../../assets/email/passkey_notice.html"),
+    ),
+    (
+        "passkey_notice.txt",
+        include_str!("../../assets/email/passkey_notice.txt"),
+    ),
+    (
+        "passkey_code.html",
+        include_str!("../../assets/email/passkey_code.html"),
+    ),
+    (
+        "passkey_code.txt",
+        include_str!("../../assets/email/passkey_code.txt"),
+    ),
 ];
 
 /// A static asset: path under `/.sesame/static/`, content type, body.

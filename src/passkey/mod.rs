@@ -6,6 +6,7 @@
 //!
 //! HTTP lives in `endpoints/passkeys.rs`; the session is made by `Sessions`.
 
+pub mod guard;
 pub mod names;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -34,6 +35,10 @@ pub enum PasskeyError {
     NotSignedIn,
     #[error("sign in again first: adding a passkey needs a recent sign-in")]
     NotRecent,
+    #[error(
+        "confirm it is you first: sign in with one of your passkeys, or type a code sent by email"
+    )]
+    ProofRequired,
     #[error("bad request: {0}")]
     BadRequest(String),
     /// The ceremony failed: every reason looks the same from outside.
@@ -147,16 +152,17 @@ fn passkey_of(record: &PasskeyRecord) -> Result<Passkey, PasskeyError> {
     from_json(&record.credential)
 }
 
-/// Start adding a passkey for the person signed in as `live`.
+/// Start adding a passkey for the person signed in as `live` (see
+/// [`guard::may_change`]; `code_proved`: this session typed an emailed code).
 pub async fn register_start(
     app: &App,
     site_index: usize,
     live: &LiveSession,
+    code_proved: bool,
 ) -> Result<CreationChallengeResponse, PasskeyError> {
     let webauthn = app.passkeys.for_site(site_index)?;
-    if app.clock.now() - live.record.created_at > RECENT_SIGN_IN_SECS {
-        return Err(PasskeyError::NotRecent);
-    }
+    let records = app.store.passkeys_of(&live.record.user_id).await?;
+    guard::may_change(app, live, !records.is_empty(), code_proved)?;
     let user = app
         .store
         .user_by_id(&live.record.user_id)
@@ -168,10 +174,7 @@ pub async fn register_start(
         .await?;
     let handle =
         Uuid::parse_str(&handle).map_err(|e| PasskeyError::Refused(format!("user handle: {e}")))?;
-    let existing: Vec<CredentialID> = app
-        .store
-        .passkeys_of(&user.id)
-        .await?
+    let existing: Vec<CredentialID> = records
         .iter()
         .filter_map(|r| passkey_of(r).ok())
         .map(|p| p.cred_id().clone())

@@ -16,6 +16,9 @@ use rand::RngCore;
 use crate::config::{Config, Site};
 
 pub const PENDING_COOKIE: &str = "sesame_pending";
+/// Proves, for a short while, that this session typed a code emailed to
+/// change passkeys (see `passkey::guard`).
+pub const PROOF_COOKIE: &str = "sesame_proof";
 /// Marks a browser that was already offered to add a passkey.
 pub const OFFERED_COOKIE: &str = "sesame_passkey_offered";
 /// Cookies longer than this are not ours, whatever their name.
@@ -34,10 +37,18 @@ pub fn session_name(config: &Config, site: &Site) -> String {
 }
 
 pub fn pending_name(site: &Site) -> String {
+    host_only_name(site, PENDING_COOKIE)
+}
+
+pub fn proof_name(site: &Site) -> String {
+    host_only_name(site, PROOF_COOKIE)
+}
+
+fn host_only_name(site: &Site, name: &str) -> String {
     if site.public_url.scheme() == "https" {
-        format!("__Host-{PENDING_COOKIE}")
+        format!("__Host-{name}")
     } else {
-        PENDING_COOKIE.to_string()
+        name.to_string()
     }
 }
 
@@ -46,6 +57,7 @@ pub fn pending_name(site: &Site) -> String {
 pub enum Kind {
     Session,
     Pending,
+    Proof,
 }
 
 /// What a cookie of `kind` on `site` is sealed for, bound as the AEAD's
@@ -57,6 +69,7 @@ pub fn seal_scope(kind: Kind, site: &Site) -> String {
     let kind = match kind {
         Kind::Session => "session",
         Kind::Pending => "pending",
+        Kind::Proof => "proof",
     };
     match (kind, &site.cookie_domain) {
         ("session", Some(d)) => format!("sesame/{kind}/domain/{d}"),

@@ -239,21 +239,28 @@ impl MailBox {
 
     /// Wait for the next mail to `to` (beyond the `seen` ones already taken).
     pub async fn wait_for(&self, to: &str, seen: usize) -> Mail {
+        self.wait_for_subject(to, seen, "").await
+    }
+
+    /// Wait for the first mail to `to` beyond the `seen` ones whose subject
+    /// starts with `subject` (notices about passkeys go to the same address).
+    pub async fn wait_for_subject(&self, to: &str, seen: usize, subject: &str) -> Mail {
         // Generous: a failed delivery is retried after 0.5 s and 2 s, and
         // a loaded machine is slow to start with.
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(20) {
-            let got: Vec<Mail> = self
+            let got = self
                 .all()
                 .into_iter()
                 .filter(|m| m.to.iter().any(|t| t == to))
-                .collect();
-            if got.len() > seen {
-                return got[seen].clone();
+                .skip(seen)
+                .find(|m| m.subject.starts_with(subject));
+            if let Some(m) = got {
+                return m;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("no mail to {to} arrived within 20 s");
+        panic!("no mail to {to} (subject {subject:?}) arrived within 20 s");
     }
 
     pub fn count_to(&self, to: &str) -> usize {
@@ -756,7 +763,7 @@ impl TestApp {
             .post_form(b, "/.sesame/login", &[("email", email), ("rd", rd)])
             .await;
         assert_eq!(r.status(), 200, "login POST");
-        self.mail.wait_for(&to, seen).await
+        self.mail.wait_for_subject(&to, seen, "Sign in to").await
     }
 
     pub async fn post_form(

@@ -58,6 +58,34 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// Sign `p` in again with its passkey (a fresh passkey session).
+    async fn passkey_sign_in(&self, p: &mut Person, email: &str) {
+        let rcr = self.login_options(&p.b, json!({"email": email})).await;
+        let assertion = p.key.do_authentication(self.origin(), rcr).unwrap();
+        assert_eq!(self.finish_login(&p.b, &assertion).await.status(), 200);
+    }
+
+    /// Prove this session by a code emailed to `email` for passkey changes.
+    async fn prove_by_code(&self, b: &reqwest::Client, email: &str) {
+        let seen = self.mail.count_to(email);
+        let r = self
+            .post_json(b, "/.sesame/passkey/proof/start", &json!({}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let mail = self
+            .mail
+            .wait_for_subject(email, seen, "Your code to change passkeys")
+            .await;
+        let r = self
+            .post_json(
+                b,
+                "/.sesame/passkey/proof/finish",
+                &json!({"code": mail.code()}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+
     async fn login_options(&self, b: &reqwest::Client, body: Value) -> RequestChallengeResponse {
         let r = self
             .post_json(b, "/.sesame/passkey/login/start", &body)
@@ -127,6 +155,7 @@ async fn wrong_origin_and_other_rp_id_are_refused() {
 async fn a_deleted_passkey_and_a_disabled_user_cannot_sign_in() {
     let app = spawn().await;
     let (mut p, passkey) = app.with_passkey("del@example.com").await;
+    app.passkey_sign_in(&mut p, "del@example.com").await;
     let rcr = app.login_options(&p.b, json!({"email": "del@example.com"})).await;
     let id = passkey["id"].as_str().unwrap();
     let r = p.b.delete(app.url(&format!("/.sesame/api/passkeys/{id}"))).header("Origin", &app.base).send().await.unwrap();
@@ -145,6 +174,7 @@ async fn a_deleted_passkey_and_a_disabled_user_cannot_sign_in() {
 async fn rename_and_delete_through_the_api() {
     let app = spawn().await;
     let (p, passkey) = app.with_passkey("api@example.com").await;
+    app.prove_by_code(&p.b, "api@example.com").await;
     let id = passkey["id"].as_str().unwrap().to_string();
     let url = app.url(&format!("/.sesame/api/passkeys/{id}"));
     let r = p.b.patch(&url).header("Origin", &app.base).json(&json!({"name": "My laptop"})).send().await.unwrap();
@@ -174,12 +204,13 @@ async fn rename_and_delete_through_the_api() {
 async fn only_a_recent_sign_in_may_add_a_passkey_and_duplicates_are_excluded() {
     let app = spawn().await;
     let (mut p, _) = app.with_passkey("recent@example.com").await;
+    // A second passkey, once signed in with the first.
+    app.passkey_sign_in(&mut p, "recent@example.com").await;
     let r = app.post_json(&p.b, "/.sesame/passkey/register/start", &json!({})).await;
     let ccr: Value = r.json().await.unwrap();
     assert_eq!(ccr["publicKey"]["excludeCredentials"].as_array().unwrap().len(), 1, "existing passkey excluded");
     assert_eq!(ccr["publicKey"]["authenticatorSelection"]["userVerification"], "required");
     assert_eq!(ccr["publicKey"]["authenticatorSelection"]["residentKey"], "preferred");
-    // A second passkey is fine.
     let mut second = SoftPasskey::new(true);
     app.register(&p.b, &mut second).await;
     let list: Value = p.b.get(app.url("/.sesame/api/passkeys")).send().await.unwrap().json().await.unwrap();
@@ -189,8 +220,14 @@ async fn only_a_recent_sign_in_may_add_a_passkey_and_duplicates_are_excluded() {
     assert_eq!(p.b.get(app.url("/x")).send().await.unwrap().status(), 200, "still signed in");
     let r = app.post_json(&p.b, "/.sesame/passkey/register/start", &json!({})).await;
     assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "passkey_proof_required", "the passkey sign-in is no longer fresh");
+    // Without a passkey, an old email session may not add the first one.
+    let b = browser();
+    app.sign_in(&b, "late@example.com").await;
+    app.clock.advance(std::time::Duration::from_secs(16 * 60));
+    let r = app.post_json(&b, "/.sesame/passkey/register/start", &json!({})).await;
+    assert_eq!(r.status(), 403);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "reauthenticate");
-    let _ = &mut p.key;
     // A registration ceremony cannot be finished by another session.
     let r = app.post_json(&browser(), "/.sesame/passkey/register/start", &json!({})).await;
     assert_eq!(r.status(), 401);
@@ -420,6 +457,67 @@ async fn account_page_shows_passkeys_and_sessions() {
     assert!(js.text().await.unwrap().contains("parseRequestOptionsFromJSON"));
     let login = browser().get(app.url("/.sesame/login")).send().await.unwrap().text().await.unwrap();
     assert!(login.contains("id=\"passkey-signin\""), "passkey button on the login page");
+}
+}
+
+store_tests! {
+async fn passkey_changes_need_a_fresh_proof_and_are_announced() {
+    let app = spawn().await;
+    let email = "guard@example.com";
+    let (mut p, first) = app.with_passkey(email).await;
+    // The first passkey, right after the email sign-in, is announced.
+    let notice = app.mail.wait_for_subject(email, 1, "A passkey").await;
+    assert_eq!(notice.subject, "A passkey was added to your account on Test app");
+    assert!(notice.text.contains("Passkey: Passkey") && notice.text.contains("Network address: 127.0.0.1"), "{}", notice.text);
+    assert!(notice.text.contains(&app.url("/.sesame/account")), "{}", notice.text);
+    assert!(notice.text.contains("When: 20") && notice.text.contains(" UTC"), "{}", notice.text);
+
+    // The same email session, or anyone holding a link of the address,
+    // may not add a second one nor delete the first.
+    let holder = browser();
+    app.sign_in(&holder, email).await;
+    for b in [&p.b, &holder] {
+        let r = app.post_json(b, "/.sesame/passkey/register/start", &json!({})).await;
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "passkey_proof_required");
+        let url = app.url(&format!("/.sesame/api/passkeys/{}", first["id"].as_str().unwrap()));
+        let r = b.delete(&url).header("Origin", &app.base).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    // A wrong code, then a code of another session, prove nothing.
+    let r = app.post_json(&holder, "/.sesame/passkey/proof/finish", &json!({"code": "123456"})).await;
+    assert_eq!(r.status(), 409, "no code asked for in this session");
+    let seen = app.mail.count_to(email);
+    assert_eq!(app.post_json(&holder, "/.sesame/passkey/proof/start", &json!({})).await.status(), 200);
+    let code = app.mail.wait_for_subject(email, seen, "Your code").await.code();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let r = app.post_json(&holder, "/.sesame/passkey/proof/finish", &json!({"code": wrong})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["attempts_left"], 4);
+    let r = app.post_json(&p.b, "/.sesame/passkey/proof/finish", &json!({"code": code})).await;
+    assert_eq!(r.status(), 409, "the code is for the session that asked");
+
+    // With a fresh passkey sign-in: a second passkey, announced.
+    app.passkey_sign_in(&mut p, email).await;
+    let seen = app.mail.count_to(email);
+    let mut second = SoftPasskey::new(true);
+    let added = app.register(&p.b, &mut second).await;
+    app.mail.wait_for_subject(email, seen, "A passkey was added").await;
+
+    // With the emailed code: the holder's session may delete, announced.
+    let r = app.post_json(&holder, "/.sesame/passkey/proof/finish", &json!({"code": code})).await;
+    assert_eq!(r.status(), 200);
+    let seen = app.mail.count_to(email);
+    let url = app.url(&format!("/.sesame/api/passkeys/{}", added["id"].as_str().unwrap()));
+    let r = holder.delete(&url).header("Origin", &app.base).header("User-Agent", "Firefox/140 on Linux").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let notice = app.mail.wait_for_subject(email, seen, "A passkey was deleted").await;
+    assert_eq!(notice.subject, "A passkey was deleted from your account on Test app");
+    assert!(notice.text.contains("Browser: Firefox/140 on Linux"), "{}", notice.text);
+    // The proof lasts 15 minutes.
+    app.clock.advance(std::time::Duration::from_secs(16 * 60));
+    let r = app.post_json(&holder, "/.sesame/passkey/register/start", &json!({})).await;
+    assert_eq!(r.status(), 403);
 }
 }
 
