@@ -27,10 +27,11 @@ use crate::policy::{self, Decision};
 pub const PATH: &str = "/.sesame/auth";
 
 /// The request the front proxy is asking about.
-struct Original<'a> {
-    host: Option<&'a str>,
-    uri: &'a str,
-    method: &'a str,
+#[derive(Debug, PartialEq, Eq)]
+pub struct Original<'a> {
+    pub host: Option<&'a str>,
+    pub uri: &'a str,
+    pub method: &'a str,
 }
 
 /// The header names of one family, for host, URI and method.
@@ -79,24 +80,31 @@ fn forwarded<'a>(
     }
 }
 
-/// The request the trusted proxy asks about, or the header that makes it
-/// unclear. From a trusted proxy the URI is required: without it there is
-/// no path to decide for.
-fn original<'a>(app: &App, peer: IpAddr, h: &'a HeaderMap) -> Result<Original<'a>, &'static str> {
+/// The request a proxy asks about, or the header that makes it unclear.
+/// From an untrusted peer (`trusted` false) only its own `Host` counts, for
+/// `/`; from a trusted proxy the host and URI are required (without them
+/// there is no site or path to decide for) and read from `family`.
+pub fn read_original(
+    h: &HeaderMap,
+    trusted: bool,
+    family: ForwardAuthHeaders,
+) -> Result<Original<'_>, &'static str> {
     let own_host = single(h, "host")?;
-    if !app.config.trusted_proxies.trusts(peer) {
+    if !trusted {
         return Ok(Original {
             host: own_host,
             uri: "/",
             method: "GET",
         });
     }
-    let (ours, theirs) = match app.config.forward_auth_headers {
+    let (ours, theirs) = match family {
         ForwardAuthHeaders::XForwarded => (X_FORWARDED, X_ORIGINAL),
         ForwardAuthHeaders::XOriginal => (X_ORIGINAL, X_FORWARDED),
     };
     Ok(Original {
-        host: forwarded(h, ours.host, theirs.host)?.or(own_host),
+        // Not the `Host` header: behind nginx that is the client's, and it
+        // would choose which site's rules apply.
+        host: Some(forwarded(h, ours.host, theirs.host)?.ok_or(ours.host)?),
         uri: forwarded(h, ours.uri, theirs.uri)?.ok_or(ours.uri)?,
         method: forwarded(h, ours.method, theirs.method)?.unwrap_or("GET"),
     })
@@ -109,7 +117,8 @@ pub async fn check(
     headers: &HeaderMap,
     query: &str,
 ) -> (Option<usize>, &'static str, Resp) {
-    let o = match original(app, peer, headers) {
+    let trusted = app.config.trusted_proxies.trusts(peer);
+    let o = match read_original(headers, trusted, app.config.forward_auth_headers) {
         Ok(o) => o,
         Err(name) => {
             return (
@@ -126,6 +135,25 @@ pub async fn check(
             Resp::json(404, &json!({"error": "unknown_site"})),
         );
     };
+    // A WebSocket the front proxy relays (Caddy and Traefik pass the
+    // client's handshake headers on): from the site's own origin only.
+    if headers.contains_key("sec-websocket-key")
+        && !crate::gateway::upgrade::origin_allowed(
+            headers,
+            &site.site.origin,
+            &site.site.websocket_origins,
+        )
+    {
+        app.metrics
+            .upgrades
+            .with_label_values(&["cross_origin"])
+            .inc();
+        return (
+            Some(site_index),
+            "denied",
+            Resp::json(403, &json!({"error": "cross_origin_websocket"})),
+        );
+    }
     if !o.uri.starts_with('/') {
         return (
             Some(site_index),

@@ -3,7 +3,7 @@
 //! `headers` for what the upstream receives.
 
 pub mod headers;
-mod upgrade;
+pub mod upgrade;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -134,8 +134,12 @@ pub fn origin_allowed(h: &HeaderMap, own: &str, extra: &[String]) -> bool {
 /// client's headers before the identity is added, so a `Connection:
 /// Remote-User` cannot take away what Sesame sets.
 pub fn strip_hop_by_hop(req: &mut RequestHeader) {
+    // `Host` is never the client's to take away (the app routes by it); at
+    // most 10 names, as Pingora allows on its own path.
     let named: Vec<HeaderName> = tokens(&req.headers, header::CONNECTION)
         .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .filter(|n| *n != header::HOST)
+        .take(10)
         .collect();
     for n in named {
         req.remove_header(&n);
@@ -345,11 +349,13 @@ mod tests {
     #[test]
     fn hop_by_hop_and_named_headers_go() {
         let mut r = ws(&[
-            ("connection", "x-private"),
+            ("connection", "x-private, Host"),
             ("x-private", "s"),
             ("keep-alive", "5"),
+            ("host", "app.example.com"),
         ]);
         strip_hop_by_hop(&mut r);
+        assert_eq!(r.headers["host"], "app.example.com");
         set_websocket_handshake(&mut r).unwrap();
         assert!(r.headers.get("x-private").is_none());
         assert!(r.headers.get("keep-alive").is_none());

@@ -345,8 +345,20 @@ impl Invalidation {
     /// listener itself knows when it lost some).
     pub fn parse(payload: &str) -> Option<Invalidation> {
         match payload.split_once(':') {
-            Some(("s", h)) if !h.is_empty() => Some(Invalidation::Session(h.to_string())),
-            Some(("u", u)) if !u.is_empty() => Some(Invalidation::User(u.to_string())),
+            // A session id hash (SHA-256, hex) and a user id (`u_`, base64url).
+            Some(("s", h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(Invalidation::Session(h.to_string()))
+            }
+            Some(("u", u))
+                if u.len() <= 64
+                    && u.strip_prefix("u_").is_some_and(|r| {
+                        !r.is_empty()
+                            && r.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    }) =>
+            {
+                Some(Invalidation::User(u.to_string()))
+            }
             _ if payload == "k" => Some(Invalidation::Keys),
             // `*` too: no instance sends it (flushing everything is what a
             // listener does by itself when it may have missed notices).
@@ -362,5 +374,35 @@ pub async fn open(config: &StoreConfig) -> StoreResult<DynStore> {
     match config {
         StoreConfig::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
         StoreConfig::Postgres { url } => Ok(Arc::new(postgres::PgStore::open(url).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Invalidation;
+
+    #[test]
+    fn only_notices_sesame_sends_are_heard() {
+        let hash = "ab".repeat(32);
+        for what in [
+            Invalidation::Session(hash.clone()),
+            Invalidation::User("u_AbC-9_x".into()),
+            Invalidation::Keys,
+        ] {
+            assert_eq!(Invalidation::parse(&what.payload()), Some(what));
+        }
+        for made_up in [
+            "*",
+            "",
+            "s:",
+            "s:x",
+            "u:",
+            "u:admin",
+            "u:u_",
+            "x:1",
+            &format!("s:{hash}0"),
+        ] {
+            assert_eq!(Invalidation::parse(made_up), None, "{made_up:?}");
+        }
     }
 }

@@ -495,7 +495,8 @@ async fn forward_auth_decides_on_the_proxys_headers_not_the_clients() {
         (status, header(&body).as_deref()),
         (400, Some("x-forwarded-uri"))
     );
-    // A trusted proxy that names no URI asks about nothing.
+    // A trusted proxy that names no URI, or no host, asks about nothing
+    // (the Host header is the client's behind nginx).
     let (status, body, _) = ask(
         &app,
         &session,
@@ -506,6 +507,23 @@ async fn forward_auth_decides_on_the_proxys_headers_not_the_clients() {
         (status, header(&body).as_deref()),
         (400, Some("x-forwarded-uri"))
     );
+    let (status, body, _) = ask(&app, &session, &[("X-Forwarded-Uri", "/docs".to_string())]).await;
+    assert_eq!(
+        (status, header(&body).as_deref()),
+        (400, Some("x-forwarded-host"))
+    );
+    // A WebSocket the proxy relays: from the site's own origin only.
+    let ws = [("Sec-WebSocket-Key", KEY), ("Upgrade", "websocket")];
+    let mut evil = traefik(&app, "/socket", &ws);
+    evil.push(("Origin", "http://evil.example".into()));
+    let (status, body, _) = ask(&app, &session, &evil).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (403, &Value::from("cross_origin_websocket"))
+    );
+    let mut own = traefik(&app, "/socket", &ws);
+    own.push(("Origin", app.base.clone()));
+    assert_eq!(ask(&app, &session, &own).await.0, 200);
     // A 200 carries every identity header, empty where there is no value,
     // so that a proxy copying them overwrites what the client sent.
     let (status, _, headers) = ask(&app, &session, &traefik(&app, "/docs", &[])).await;

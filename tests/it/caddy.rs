@@ -136,6 +136,8 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile_leaks_nothing() {
         .header("Remote_Groups", "admins2")
         .header("REMOTE_USER", "admin")
         .header("Sesame-Assertion", "forged")
+        .header("X-Original-URL", "/admin")
+        .header("X-Rewrite-URL", "/admin")
         .send()
         .await
         .unwrap();
@@ -149,6 +151,7 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile_leaks_nothing() {
         assert!(!v.contains("{http."), "a Caddy placeholder reached the app: {k}: {v}");
     }
     assert!(seen.header("remote-name").unwrap_or_default().is_empty());
+    assert!(seen.header("x-original-url").is_none() && seen.header("x-rewrite-url").is_none(), "{seen:?}");
     assert!(seen.header("sesame-assertion").unwrap().len() > 100);
     let cookie = seen.header("cookie").unwrap_or_default();
     assert!(!cookie.contains("sesame"), "{cookie}");

@@ -130,6 +130,9 @@ async fn nginx_auth_request_in_front_of_sesame() {
         .get(format!("{base}/docs"))
         .header("Remote-User", "admin")
         .header("Remote-Email", "boss@example.com")
+        .header("Remote_Groups", "admins")
+        .header("X-Original-URL", "/admin")
+        .header("X-Forwarded-Host", "evil.example")
         .send()
         .await
         .unwrap();
@@ -140,6 +143,8 @@ async fn nginx_auth_request_in_front_of_sesame() {
     assert_eq!(seen.header("sesame-auth-method").as_deref(), Some("magic_link"));
     assert!(seen.header("remote-user").unwrap().starts_with("u_"));
     assert!(seen.header("x-forwarded-for").unwrap().contains("127.0.0.1"));
+    assert!(seen.header("x-original-url").is_none() && seen.header("remote_groups").is_none(), "{seen:?}");
+    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("localhost"));
 
     // Someone signed in on the other site (which admits anyone) names that
     // site to this server block: nginx says which site is asked about.
