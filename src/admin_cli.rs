@@ -239,6 +239,28 @@ pub async fn keys_rotate(store: &DynStore) -> Out {
     Ok(out)
 }
 
+/// Delete every key but the newest of each purpose, at once (a leaked key
+/// or database copy): what they sealed or signed stops working, so people
+/// signed in before the last rotation sign in again.
+pub async fn keys_retire(store: &DynStore) -> Out {
+    let mut records = store.keys().await?;
+    crate::keys::sort_newest_first(&mut records);
+    let mut out = Vec::new();
+    for purpose in crate::store::KeyPurpose::ALL {
+        for old in records.iter().filter(|k| k.purpose == purpose).skip(1) {
+            if store.remove_key(&old.kid).await? {
+                out.push(format!("retired {} key {}", purpose.as_str(), old.kid));
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(
+            "no key to retire: each purpose has one key (run `sesame keys rotate` first)".into(),
+        );
+    }
+    Ok(out)
+}
+
 pub async fn passkey_list(store: &DynStore, user: Option<&str>) -> Out {
     let owner = match user.map(email).transpose()? {
         Some(e) => Some(store.user_by_email(&e).await?.ok_or_else(|| missing(&e))?),

@@ -194,7 +194,8 @@ impl App {
                 config.rate_limit.codes_per_email_per_day,
                 store.clone(),
                 clock.clone(),
-            ),
+            )
+            .sliding(),
             anonymous_limit: crate::ratelimit::LocalLimiter::new(
                 std::time::Duration::from_secs(60),
                 config.rate_limit.anonymous_per_client_per_minute,

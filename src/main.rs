@@ -125,6 +125,10 @@ enum KeysAction {
     List,
     /// Add new keys that sign from now on; the old ones verify for `[keys] grace`.
     Rotate,
+    /// Delete every key but the newest of each purpose, at once (after a
+    /// leak: rotate, then retire). Sessions and links made before the last
+    /// rotation stop working.
+    Retire,
 }
 
 #[derive(Subcommand)]
@@ -267,6 +271,7 @@ fn admin(config: Config, command: Admin) -> Result<(), String> {
             Admin::Passkey(PasskeyAction::Revoke { id }) => cli::passkey_revoke(&store, &id).await,
             Admin::Keys(KeysAction::List) => cli::keys_list(&store, config.key_grace).await,
             Admin::Keys(KeysAction::Rotate) => cli::keys_rotate(&store).await,
+            Admin::Keys(KeysAction::Retire) => cli::keys_retire(&store).await,
             Admin::Session(SessionAction::Revoke { .. }) => {
                 Err(cli::AdminError("give --user or --id".into()))
             }

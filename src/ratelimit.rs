@@ -25,6 +25,9 @@ pub struct RateLimiter {
     clock: Clock,
     /// Keys over their limit, with the start of the window they are over in.
     over: moka::sync::Cache<String, i64>,
+    /// Count the previous window too, weighted by how much of it is still
+    /// within one window of now: no fresh budget at a window's start.
+    sliding: bool,
 }
 
 impl RateLimiter {
@@ -45,7 +48,16 @@ impl RateLimiter {
                 .max_capacity(100_000)
                 .time_to_live(window.max(Duration::from_secs(1)))
                 .build(),
+            sliding: false,
         }
+    }
+
+    /// The same limit over a sliding window (estimated from the current and
+    /// the previous fixed window): 20 a day means 20 in any 24 hours, not 20
+    /// before midnight and 20 after. One more store read per hit.
+    pub fn sliding(mut self) -> RateLimiter {
+        self.sliding = true;
+        self
     }
 
     /// Count one hit for `key`: `Ok(Err(seconds))` to wait if over the limit.
@@ -53,15 +65,22 @@ impl RateLimiter {
         let now = self.clock.now();
         let start = now - now.rem_euclid(self.window_secs);
         let wait = (start + self.window_secs - now).max(1) as u64;
-        if self.over.get(key) == Some(start) {
+        // (A sliding estimate falls as time passes: not remembered.)
+        if !self.sliding && self.over.get(key) == Some(start) {
             return Ok(Err(wait));
         }
-        let n = self
-            .store
-            .count_hit(&format!("{}:{key}", self.kind), start)
-            .await?;
+        let full_key = format!("{}:{key}", self.kind);
+        let mut n = self.store.count_hit(&full_key, start).await?;
+        if self.sliding {
+            let before = self.store.hits(&full_key, start - self.window_secs).await?;
+            // The part of the previous window that is less than a window ago.
+            let left = self.window_secs - (now - start);
+            n += before * left / self.window_secs;
+        }
         Ok(if n > i64::from(self.limit) {
-            self.over.insert(key.to_string(), start);
+            if !self.sliding {
+                self.over.insert(key.to_string(), start);
+            }
             Err(wait)
         } else {
             Ok(())
@@ -192,6 +211,37 @@ mod tests {
         let start = clock.now() - clock.now().rem_euclid(3600);
         // The store saw the two allowed hits and the one that went over.
         assert_eq!(store.count_hit("t:a", start).await.unwrap(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sliding_limit_gives_no_fresh_budget_at_the_window_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::system();
+        // Just before a window ends.
+        let now = clock.now();
+        clock.advance(Duration::from_secs((100 - now.rem_euclid(100) - 3) as u64));
+        let rl = RateLimiter::new(
+            "t",
+            Duration::from_secs(100),
+            4,
+            store(&dir).await,
+            clock.clone(),
+        )
+        .sliding();
+        for _ in 0..4 {
+            assert!(rl.hit("a").await.unwrap().is_ok());
+        }
+        assert!(rl.hit("a").await.unwrap().is_err());
+        // A fixed window would allow four more right after it turns.
+        clock.advance(Duration::from_secs(4));
+        assert!(
+            rl.hit("a").await.unwrap().is_err(),
+            "the last window's hits still count"
+        );
+        // Half a window later, half of them do.
+        clock.advance(Duration::from_secs(50));
+        assert!(rl.hit("a").await.unwrap().is_ok());
+        assert!(rl.hit("a").await.unwrap().is_err());
     }
 
     #[test]

@@ -510,6 +510,19 @@ impl Validator {
         };
         let store = self.store(f.store.url.as_deref());
         let key_grace = self.duration("keys.grace", f.keys.grace, session.lifetime);
+        // What a replaced key made must verify for as long as it lives.
+        let needed = magic_link
+            .ttl
+            .max(Duration::from_secs(crate::identity::LIFETIME_SECS as u64));
+        if key_grace < needed {
+            self.err(
+                "keys.grace",
+                format!(
+                    "must be at least {} (the magic-link ttl, and an assertion's 5 minutes): links and assertions signed just before a rotation must still verify",
+                    humantime::format_duration(needed)
+                ),
+            );
+        }
         let mut session = session;
         session.outage_grace = self.duration(
             "store.outage_grace",

@@ -221,6 +221,9 @@ pub trait Store: Send + Sync + 'static {
     /// Count one hit of a rate-limit `key` in the window starting at
     /// `window_start`; returns the count including this hit (atomic).
     async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<i64>;
+    /// The hits counted for `key` in the window starting at `window_start`
+    /// (0 if none), counting nothing.
+    async fn hits(&self, key: &str, window_start: i64) -> StoreResult<i64>;
     /// Forget rate-limit windows that started before `before`.
     async fn sweep_rate_limits(&self, before: i64) -> StoreResult<()>;
 
@@ -230,6 +233,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ensure_key(&self, key: &KeyRecord) -> StoreResult<()>;
     /// Add a key (a rotation) and tell the other instances.
     async fn add_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    /// Delete a key at once (`sesame keys retire`) and tell the other
+    /// instances; false if there was none.
+    async fn remove_key(&self, kid: &str) -> StoreResult<bool>;
 
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
     async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>>;

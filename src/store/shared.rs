@@ -440,6 +440,15 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn hits(&self, key: &str, window_start: i64) -> StoreResult<i64> {
+                Ok(sqlx::query_scalar("SELECT hits FROM rate_limits WHERE key = $1 AND window_start = $2")
+                    .bind(key)
+                    .bind(window_start)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .unwrap_or(0))
+            }
+
             async fn sweep_rate_limits(&self, before: i64) -> StoreResult<()> {
                 sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
                     .bind(before)
@@ -478,6 +487,19 @@ macro_rules! impl_store {
                     .await?;
                 self.announce(&Invalidation::Keys).await;
                 Ok(())
+            }
+
+            async fn remove_key(&self, kid: &str) -> StoreResult<bool> {
+                let gone = sqlx::query("DELETE FROM keys WHERE kid = $1")
+                    .bind(kid)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if gone {
+                    self.announce(&Invalidation::Keys).await;
+                }
+                Ok(gone)
             }
 
             async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {

@@ -101,6 +101,11 @@ websocket_origins = ["https://ok.example.com", "https://b.example.com/path", "ft
         assert!(err.contains(key), "{key} not named in:\n{err}");
     }
     assert!(!err.contains("websocket_origins[0]"), "{err}");
+    let short = "[keys]\ngrace = \"1m\"\n[[site]]\npublic_url = \"https://a.example.com\"\nupstream = [\"127.0.0.1:1\"]\n";
+    let e = sesame::config::Config::from_toml(short)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keys.grace: must be at least 15m"), "{e}");
     for reserved in ["sesame_pending", "Sesame_Passkey_Offered"] {
         let text = format!("[session]\ncookie_name = \"{reserved}\"\n[[site]]\npublic_url = \"https://a.example.com\"\nupstream = [\"127.0.0.1:1\"]\n");
         let e = sesame::config::Config::from_toml(&text)

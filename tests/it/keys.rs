@@ -34,6 +34,23 @@ async fn reload(app: &TestApp) {
 }
 
 store_tests! {
+async fn a_retired_key_stops_verifying_at_once() {
+    let app = spawn().await;
+    let r = app.sign_in(&browser(), "leak@example.com").await;
+    let old = cookies_set(&r)["sesame"].clone();
+    assert!(cli(&app, &["keys", "retire"]).contains("no key to retire"));
+    cli(&app, &["keys", "rotate"]);
+    reload(&app).await;
+    assert_eq!(app.get_as("/x", &old).await.status(), 200, "a rotation signs nobody out");
+    let out = cli(&app, &["keys", "retire"]);
+    assert_eq!(out.lines().filter(|l| l.starts_with("retired ")).count(), 3, "{out}");
+    reload(&app).await;
+    assert_eq!(app.get_as("/x", &old).await.status(), 401, "sealed under a retired key");
+    let r = app.sign_in(&browser(), "leak@example.com").await;
+    assert_eq!(app.get_as("/x", &cookies_set(&r)["sesame"]).await.status(), 200);
+    assert!(cli(&app, &["keys", "list"]).lines().all(|l| l.contains("signing")));
+}
+
 async fn rotation_signs_nobody_out_and_old_keys_retire_after_the_grace() {
     let app = spawn_with(Options { extra: "[keys]\ngrace = \"1h\"\n".into(), ..Default::default() }).await;
     let old = browser();

@@ -120,6 +120,12 @@ impl Store for PausedStore {
     async fn take_ceremony(&self, id: &str, now: i64) -> StoreResult<Option<Ceremony>> {
         self.inner.take_ceremony(id, now).await
     }
+    async fn hits(&self, key: &str, window_start: i64) -> StoreResult<i64> {
+        self.inner.hits(key, window_start).await
+    }
+    async fn remove_key(&self, kid: &str) -> StoreResult<bool> {
+        self.inner.remove_key(kid).await
+    }
     async fn attempt_code(
         &self,
         id: &str,
