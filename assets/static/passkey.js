@@ -24,6 +24,7 @@
         if (!r.ok) {
           var e = new Error(j.message || "failed");
           e.code = j.error;
+          e.body = j;
           throw e;
         }
         return j;
@@ -45,6 +46,36 @@
     try { localStorage.setItem(KEY, JSON.stringify(list)); } catch (e) { /* private mode */ }
   }
 
+  // WebAuthn Signal API (feature-detected; a browser without it loses
+  // nothing): tell the passkey provider which credentials this account
+  // still accepts, under which names, and which one no user has any more.
+  function quietly(fn, arg) {
+    if (typeof fn !== "function") { return Promise.resolve(); }
+    try {
+      return Promise.resolve(fn.call(PKC, arg)).catch(function () { /* not supported here */ });
+    } catch (e) {
+      return Promise.resolve();
+    }
+  }
+  function signalAccepted(s) {
+    if (!PKC || !s) { return Promise.resolve(); }
+    return Promise.all([
+      quietly(PKC.signalAllAcceptedCredentials,
+        { rpId: s.rpId, userId: s.userId, allAcceptedCredentialIds: s.allAcceptedCredentialIds }),
+      quietly(PKC.signalCurrentUserDetails,
+        { rpId: s.rpId, userId: s.userId, name: s.name, displayName: s.displayName }),
+    ]);
+  }
+  function signalUnknown(e) {
+    var u = e && e.body && e.body.unknown_credential;
+    if (!PKC || !u) { return Promise.resolve(); }
+    return quietly(PKC.signalUnknownCredential, { rpId: u.rpId, credentialId: u.credentialId });
+  }
+  var signalled = document.getElementById("passkey-signal");
+  if (signalled) {
+    try { signalAccepted(JSON.parse(signalled.getAttribute("data-signal"))); } catch (e) { /* ignore */ }
+  }
+
   function signIn(body, mediation, signal) {
     return call("POST", "/passkey/login/start", body).then(function (opts) {
       var req = { publicKey: PKC.parseRequestOptionsFromJSON(opts.publicKey) };
@@ -52,10 +83,14 @@
       if (signal) { req.signal = signal; }
       return navigator.credentials.get(req);
     }).then(function (cred) {
-      return call("POST", "/passkey/login/finish", cred.toJSON());
+      return call("POST", "/passkey/login/finish", cred.toJSON()).catch(function (e) {
+        return signalUnknown(e).then(function () { throw e; });
+      });
     }).then(function (res) {
       remember(body.email);
-      window.location.assign(res.redirect);
+      return signalAccepted(res.signal).then(function () {
+        window.location.assign(res.redirect);
+      });
     });
   }
 

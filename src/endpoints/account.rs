@@ -74,6 +74,8 @@ struct AccountPage<'a> {
     passkeys_available: bool,
     passkeys: Vec<PasskeyRow>,
     sessions: Vec<SessionRow>,
+    /// JSON for the WebAuthn Signal API calls of the page, if any.
+    signal: Option<String>,
 }
 
 /// GET /account
@@ -101,9 +103,18 @@ pub async fn account_page(app: &App, req: &Req<'_>) -> Resp {
             );
         }
     };
+    let signal = match passkeys.is_empty() {
+        true => None,
+        false => crate::passkey::signal(app, &me.user_id, &me.email, me.name.as_deref())
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.to_string()),
+    };
     let html = app.pages.render(
         "account.html",
         &AccountPage {
+            signal,
             site_name: &req.site.site.name,
             email: me.email.as_str(),
             method: method_name(me.auth_method),

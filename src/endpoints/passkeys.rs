@@ -24,21 +24,28 @@ fn error(app: &App, e: &PasskeyError) -> Resp {
         PasskeyError::NotRecent => (403, "reauthenticate"),
         PasskeyError::ProofRequired => (403, "passkey_proof_required"),
         PasskeyError::BadRequest(_) => (400, "bad_request"),
-        PasskeyError::Refused(_) => (401, "passkey_refused"),
+        PasskeyError::Refused(_) | PasskeyError::UnknownCredential(_) => (401, "passkey_refused"),
         PasskeyError::NotFound => (404, "not_found"),
         PasskeyError::Store(_) => (503, "unavailable"),
     };
     if matches!(e, PasskeyError::Store(_)) {
         tracing::error!(error = %e, "store error in a passkey request");
     }
-    let _ = app;
     // Refusals say no more than that: the reason is in the log and audit line.
     let message = match e {
-        PasskeyError::Refused(_) => "The passkey was not accepted.".to_string(),
+        PasskeyError::Refused(_) | PasskeyError::UnknownCredential(_) => {
+            "The passkey was not accepted.".to_string()
+        }
         PasskeyError::Store(_) => "Please try again shortly.".to_string(),
         other => other.to_string(),
     };
-    Resp::json(status, &json!({"error": code, "message": message}))
+    let mut body = json!({"error": code, "message": message});
+    if let PasskeyError::UnknownCredential(id) = e {
+        // No user has it: the page asks the browser to forget it
+        // (`signalUnknownCredential`). The client holds that credential.
+        body["unknown_credential"] = json!({"rpId": app.config.rp_id, "credentialId": id});
+    }
+    Resp::json(status, &body)
 }
 
 fn cross_site() -> Resp {
@@ -198,9 +205,16 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Resp {
                 .with_label_values(&["ok"])
                 .inc();
             let to = done.return_to.clone();
+            let u = &done.user;
+            let signal = passkey::signal(app, &u.id, &u.email, u.name.as_deref())
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "no passkey signal after a sign-in");
+                    None
+                });
             let mut r = session_response(app, req, &done.session, &to);
             r.status = 200;
-            r.body = serde_json::to_vec(&json!({"redirect": to}))
+            r.body = serde_json::to_vec(&json!({"redirect": to, "signal": signal}))
                 .unwrap_or_default()
                 .into();
             r.headers
@@ -213,7 +227,7 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Resp {
         }
         Err(e) => {
             let result = match &e {
-                PasskeyError::Refused(_) => "refused",
+                PasskeyError::Refused(_) | PasskeyError::UnknownCredential(_) => "refused",
                 PasskeyError::BadRequest(_) => "bad_request",
                 _ => "error",
             };

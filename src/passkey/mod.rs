@@ -46,6 +46,10 @@ pub enum PasskeyError {
     Refused(String),
     #[error("no such passkey")]
     NotFound,
+    /// A sign-in with a credential no user has (deleted here, still on the
+    /// person's device): its id (base64url), for the Signal API.
+    #[error("passkey refused: unknown credential")]
+    UnknownCredential(String),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -334,6 +338,36 @@ pub async fn login_start(
     Ok(rcr)
 }
 
+/// What the page tells the browser's passkey provider about `user`
+/// (WebAuthn Signal API, `signalAllAcceptedCredentials` and
+/// `signalCurrentUserDetails`): the credentials the account still accepts,
+/// and the names it registers them under. `None` without passkeys.
+pub async fn signal(
+    app: &App,
+    user_id: &str,
+    email: &Email,
+    name: Option<&str>,
+) -> Result<Option<serde_json::Value>, PasskeyError> {
+    let records = app.store.passkeys_of(user_id).await?;
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let handle = app
+        .store
+        .ensure_user_handle(user_id, &Uuid::new_v4().to_string())
+        .await?;
+    let handle =
+        Uuid::parse_str(&handle).map_err(|e| PasskeyError::Refused(format!("user handle: {e}")))?;
+    let display = name.map_or_else(|| email.to_string(), str::to_string);
+    Ok(Some(serde_json::json!({
+        "rpId": app.config.rp_id,
+        "userId": B64.encode(handle.as_bytes()),
+        "allAcceptedCredentialIds": records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        "name": email.as_str(),
+        "displayName": display,
+    })))
+}
+
 /// What a successful passkey sign-in gives.
 pub struct SignedIn {
     pub session: NewSession,
@@ -364,7 +398,7 @@ pub async fn login_finish(
         .store
         .passkey(&B64.encode(cred.get_credential_id()))
         .await?
-        .ok_or_else(|| PasskeyError::Refused("unknown or deleted passkey".into()))?;
+        .ok_or_else(|| PasskeyError::UnknownCredential(B64.encode(cred.get_credential_id())))?;
     let user = app
         .store
         .user_by_id(&record.user_id)

@@ -37,10 +37,25 @@ const browser = await chromium.launch({
 let page;
 try {
   const context = await browser.newContext();
+  // Record the page's WebAuthn Signal API calls (kept across navigations).
+  await context.addInitScript(() => {
+    const P = window.PublicKeyCredential;
+    if (!P) return;
+    for (const name of ["signalUnknownCredential", "signalAllAcceptedCredentials", "signalCurrentUserDetails"]) {
+      const orig = P[name];
+      if (typeof orig !== "function") continue;
+      P[name] = function (arg) {
+        const all = JSON.parse(sessionStorage.getItem("signals") || "[]");
+        all.push({ name, arg });
+        sessionStorage.setItem("signals", JSON.stringify(all));
+        return orig.call(P, arg);
+      };
+    }
+  });
   page = await context.newPage();
   const cdp = await context.newCDPSession(page);
   await cdp.send("WebAuthn.enable");
-  await cdp.send("WebAuthn.addVirtualAuthenticator", {
+  const { authenticatorId: authenticator } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
     options: {
       protocol: "ctap2", transport: "internal", hasResidentKey: true,
       hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
@@ -95,6 +110,37 @@ try {
   await page.waitForURL(`${base}/back`);
   const body = await page.textContent("body");
   if (!body.includes("upstream saw /back")) throw new Error(`not the app: ${body}`);
+
+  const signals = () => page.evaluate(() => JSON.parse(sessionStorage.getItem("signals") || "[]"));
+  const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId: authenticator });
+  if (credentials.length !== 1) throw new Error(`expected one credential, got ${credentials.length}`);
+  const credentialId = credentials[0].credentialId.replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+
+  step("the account page tells the browser which passkeys are still good (Signal API)");
+  await page.goto(`${base}/.sesame/account`);
+  await page.waitForFunction(() => JSON.parse(sessionStorage.getItem("signals") || "[]")
+    .some((s) => s.name === "signalCurrentUserDetails"));
+  const accepted = (await signals()).filter((s) => s.name === "signalAllAcceptedCredentials").pop();
+  if (!accepted || accepted.arg.allAcceptedCredentialIds.join() !== credentialId) {
+    throw new Error(`signalAllAcceptedCredentials: ${JSON.stringify(accepted)} (credential ${credentialId})`);
+  }
+  const details = (await signals()).filter((s) => s.name === "signalCurrentUserDetails").pop();
+  if (details.arg.name !== email || details.arg.userId !== accepted.arg.userId) {
+    throw new Error(`signalCurrentUserDetails: ${JSON.stringify(details)}`);
+  }
+
+  step("delete the passkey (just signed in with it: no further proof), then try it: the browser is told to forget it");
+  page.once("dialog", (d) => d.accept());
+  await page.click("[data-delete]");
+  await page.waitForFunction(() => !document.querySelector("[data-delete]"));
+  await page.click("form[action='/.sesame/logout'] button");
+  await page.waitForURL(/\/\.sesame\/login/);
+  await page.click("#passkey-signin");
+  await page.waitForFunction(() => JSON.parse(sessionStorage.getItem("signals") || "[]")
+    .some((s) => s.name === "signalUnknownCredential"));
+  const unknown = (await signals()).filter((s) => s.name === "signalUnknownCredential").pop();
+  if (unknown.arg.credentialId !== credentialId) throw new Error(`signalUnknownCredential: ${JSON.stringify(unknown)}`);
+  if (!page.url().includes("/.sesame/login")) throw new Error(`signed in with a deleted passkey: ${page.url()}`);
   step("done");
 } catch (e) {
   if (page) {

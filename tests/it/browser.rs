@@ -36,7 +36,7 @@ async fn mail_api(mail: MailBox) -> String {
                     .all()
                     .iter()
                     .rev()
-                    .find(|m| m.to.contains(&to))
+                    .find(|m| m.to.contains(&to) && m.subject.starts_with("Sign in to"))
                     .map(|m| m.link())
                     .unwrap_or_default();
                 let resp = format!(
