@@ -762,5 +762,10 @@ async fn a_sign_in_racing_disable_or_set_groups_keeps_no_old_state() {
     assert!(db.set_user_disabled(&email, true).await.unwrap());
     assert!(sessions.create(&read, AuthMethod::Passkey).await.unwrap().is_none());
     assert!(db.list_sessions(Some(&email), clock.now()).await.unwrap().is_empty());
+    // ...or removes it.
+    assert!(db.set_user_disabled(&email, false).await.unwrap());
+    let read = db.user_by_email(&email).await.unwrap().unwrap();
+    assert!(db.remove_user(&email).await.unwrap());
+    assert!(sessions.create(&read, AuthMethod::Passkey).await.unwrap().is_none());
 }
 }
