@@ -24,7 +24,9 @@ fn error(app: &App, e: &PasskeyError) -> Resp {
         PasskeyError::NotRecent => (403, "reauthenticate"),
         PasskeyError::ProofRequired => (403, "passkey_proof_required"),
         PasskeyError::BadRequest(_) => (400, "bad_request"),
-        PasskeyError::Refused(_) | PasskeyError::UnknownCredential(_) => (401, "passkey_refused"),
+        PasskeyError::Refused(_) | PasskeyError::UnknownCredential { .. } => {
+            (401, "passkey_refused")
+        }
         PasskeyError::NotFound => (404, "not_found"),
         PasskeyError::Store(_) => (503, "unavailable"),
     };
@@ -33,16 +35,16 @@ fn error(app: &App, e: &PasskeyError) -> Resp {
     }
     // Refusals say no more than that: the reason is in the log and audit line.
     let message = match e {
-        PasskeyError::Refused(_) | PasskeyError::UnknownCredential(_) => {
+        PasskeyError::Refused(_) | PasskeyError::UnknownCredential { .. } => {
             "The passkey was not accepted.".to_string()
         }
         PasskeyError::Store(_) => "Please try again shortly.".to_string(),
         other => other.to_string(),
     };
     let mut body = json!({"error": code, "message": message});
-    if let PasskeyError::UnknownCredential(id) = e {
-        // No user has it: the page asks the browser to forget it
-        // (`signalUnknownCredential`). The client holds that credential.
+    if let PasskeyError::UnknownCredential { id, .. } = e {
+        // No user has it (or it did not verify): the page asks the browser
+        // to forget it (`signalUnknownCredential`).
         body["unknown_credential"] = json!({"rpId": app.config.rp_id, "credentialId": id});
     }
     Resp::json(status, &body)
@@ -227,7 +229,7 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Resp {
         }
         Err(e) => {
             let result = match &e {
-                PasskeyError::Refused(_) | PasskeyError::UnknownCredential(_) => "refused",
+                PasskeyError::Refused(_) | PasskeyError::UnknownCredential { .. } => "refused",
                 PasskeyError::BadRequest(_) => "bad_request",
                 _ => "error",
             };

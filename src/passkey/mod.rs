@@ -46,10 +46,15 @@ pub enum PasskeyError {
     Refused(String),
     #[error("no such passkey")]
     NotFound,
-    /// A sign-in with a credential no user has (deleted here, still on the
-    /// person's device): its id (base64url), for the Signal API.
-    #[error("passkey refused: unknown credential")]
-    UnknownCredential(String),
+    /// A sign-in whose assertion was not verified: its credential is one no
+    /// user has (deleted here, still on the person's device), or it does
+    /// not verify against the one stored (which a genuine authenticator
+    /// never produces). The page asks the browser to forget `id`
+    /// (base64url; Signal API). The same answer in both cases, so that the
+    /// credential ids in email-first options do not tell a real passkey from
+    /// a decoy.
+    #[error("passkey refused: {why}")]
+    UnknownCredential { id: String, why: String },
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -394,38 +399,47 @@ pub async fn login_finish(
             ))
         }
     };
+    let cred_id = B64.encode(cred.get_credential_id());
+    let unverified = |why: String| PasskeyError::UnknownCredential {
+        id: cred_id.clone(),
+        why,
+    };
     let record = app
         .store
-        .passkey(&B64.encode(cred.get_credential_id()))
+        .passkey(&cred_id)
         .await?
-        .ok_or_else(|| PasskeyError::UnknownCredential(B64.encode(cred.get_credential_id())))?;
+        .ok_or_else(|| unverified("unknown or deleted passkey".into()))?;
     let user = app
         .store
         .user_by_id(&record.user_id)
         .await?
-        .filter(|u| !u.disabled)
-        .ok_or_else(|| PasskeyError::Refused("user removed or disabled".into()))?;
+        .ok_or_else(|| unverified("the passkey's user was removed".into()))?;
     let mut passkey = passkey_of(&record)?;
     let result = if ceremony.kind == "login" {
         if ceremony.user_id.as_deref() != Some(user.id.as_str()) {
-            return Err(PasskeyError::Refused("passkey of another user".into()));
+            return Err(unverified("passkey of another user".into()));
         }
         let state: PasskeyAuthentication = from_json(&ceremony.state)?;
         webauthn.finish_passkey_authentication(&cred, &state)
     } else {
         let (handle, _) = webauthn
             .identify_discoverable_authentication(&cred)
-            .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+            .map_err(|e| unverified(e.to_string()))?;
         let owner = app.store.user_by_handle(&handle.to_string()).await?;
         if owner.map(|o| o.id) != Some(user.id.clone()) {
-            return Err(PasskeyError::Refused(
+            return Err(unverified(
                 "user handle does not belong to the passkey".into(),
             ));
         }
         let state: DiscoverableAuthentication = from_json(&ceremony.state)?;
         webauthn.finish_discoverable_authentication_v2(&cred, state, &passkey)
     }
-    .map_err(|e| PasskeyError::Refused(e.to_string()))?;
+    .map_err(|e| unverified(e.to_string()))?;
+    // Verified: from here on refusals are about the account, not the
+    // credential, and the browser keeps it.
+    if user.disabled {
+        return Err(PasskeyError::Refused("user disabled".into()));
+    }
 
     // Counter and backup flags, against what the store holds now.
     let counter = i64::from(result.counter());

@@ -461,6 +461,42 @@ async fn account_page_shows_passkeys_and_sessions() {
 }
 
 store_tests! {
+async fn the_forget_this_passkey_hint_tells_no_real_passkey_from_a_decoy() {
+    let app = spawn().await;
+    let (mut p, passkey) = app.with_passkey("real@example.com").await;
+    let real_id = passkey["id"].as_str().unwrap().to_string();
+    let hint = |body: &Value| body["unknown_credential"]["credentialId"].as_str().map(str::to_string);
+    // A forged assertion with the real credential's id (from the email-first
+    // options anyone can ask for): not verified, so the hint, as for...
+    let rcr = app.login_options(&browser(), json!({"email": "real@example.com"})).await;
+    let mut forged = serde_json::to_value(p.key.do_authentication(app.origin(), rcr).unwrap()).unwrap();
+    let sig = forged["response"]["signature"].as_str().unwrap().to_string();
+    let flipped = if sig.starts_with('A') { sig.replacen('A', "B", 1) } else { format!("A{}", &sig[1..]) };
+    forged["response"]["signature"] = Value::from(flipped);
+    let r = app.post_json(&browser(), "/.sesame/passkey/login/finish", &forged).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(hint(&r.json().await.unwrap()), Some(real_id.clone()));
+    // ...a decoy's id, given for an address without passkeys.
+    let decoy_rcr: Value = app.post_json(&browser(), "/.sesame/passkey/login/start", &json!({"email": "nobody@example.com"})).await.json().await.unwrap();
+    let decoy_id = decoy_rcr["publicKey"]["allowCredentials"][0]["id"].as_str().unwrap().to_string();
+    let rcr = app.login_options(&browser(), json!({"email": "real@example.com"})).await;
+    let mut decoyed = serde_json::to_value(p.key.do_authentication(app.origin(), rcr).unwrap()).unwrap();
+    decoyed["id"] = Value::from(decoy_id.clone());
+    decoyed["rawId"] = Value::from(decoy_id.clone());
+    let r = app.post_json(&browser(), "/.sesame/passkey/login/finish", &decoyed).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(hint(&r.json().await.unwrap()), Some(decoy_id));
+    // A genuine assertion of a disabled account: refused, and the browser
+    // keeps its passkey.
+    let rcr = app.login_options(&browser(), json!({"email": "real@example.com"})).await;
+    let store = app.store.open().await;
+    store.set_user_disabled(&sesame::email::Email::parse("real@example.com").unwrap(), true).await.unwrap();
+    let genuine = p.key.do_authentication(app.origin(), rcr).unwrap();
+    let r = app.finish_login(&browser(), &genuine).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(hint(&r.json().await.unwrap()), None);
+}
+
 async fn passkey_changes_need_a_fresh_proof_and_are_announced() {
     let app = spawn().await;
     let email = "guard@example.com";
