@@ -109,13 +109,13 @@ pub async fn send_code(
         code: code.as_str(),
         ttl_minutes: CODE_SECS / 60,
     };
-    let mail = crate::mail::OutgoingMail {
-        to: live.record.email.clone(),
-        subject: format!("Your code to change passkeys on {}", site.site.name),
-        text: app.pages.render("passkey_code.txt", &vars),
-        html: app.pages.render("passkey_code.html", &vars),
-    };
-    app.outbox.enqueue(mail, &app.metrics);
+    send(
+        app,
+        live,
+        format!("Your code to change passkeys on {}", site.site.name),
+        "passkey_code",
+        &vars,
+    );
     tracing::info!(target: "sesame::audit", event = "passkey_code_sent", email = %live.record.email, login = %id);
     Ok(waiting(&id, &live.record.id_hash))
 }
@@ -222,11 +222,22 @@ pub fn notify(
         address: client.to_string(),
         account_url: account.to_string(),
     };
+    send(
+        app,
+        live,
+        format!("{subject} on {}", site.site.name),
+        "passkey_notice",
+        &vars,
+    );
+}
+
+/// Queue the mail made from `template` (`.txt` and `.html`) to the account.
+fn send(app: &App, live: &LiveSession, subject: String, template: &str, vars: &impl Serialize) {
     let mail = crate::mail::OutgoingMail {
         to: live.record.email.clone(),
-        subject: format!("{subject} on {}", site.site.name),
-        text: app.pages.render("passkey_notice.txt", &vars),
-        html: app.pages.render("passkey_notice.html", &vars),
+        subject,
+        text: app.pages.render(&format!("{template}.txt"), vars),
+        html: app.pages.render(&format!("{template}.html"), vars),
     };
     app.outbox.enqueue(mail, &app.metrics);
 }

@@ -166,6 +166,12 @@ async fn read_response(sock: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String,
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
+/// What a client sends next on a connection it hopes is a tunnel: a request
+/// for a protected path with a made-up identity.
+fn smuggled_admin_request(port: u16) -> String {
+    format!("GET /admin HTTP/1.1\r\nHost: localhost:{port}\r\nRemote-User: admin\r\n\r\n")
+}
+
 fn websocket_handshake(port: u16, cookie: &str, extra: &str) -> String {
     format!(
         "GET /socket HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -204,15 +210,9 @@ async fn an_h2c_upgrade_on_a_public_path_opens_no_tunnel() {
         "proxied as a plain request:\n{head}"
     );
     // The next request on the connection is Sesame's to check, not a tunnel's.
-    sock.write_all(
-        format!(
-            "GET /admin HTTP/1.1\r\nHost: localhost:{}\r\nRemote-User: admin\r\n\r\n",
-            app.port
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    sock.write_all(smuggled_admin_request(app.port).as_bytes())
+        .await
+        .unwrap();
     let (status, _, _) = read_response(&mut sock, &mut buf).await;
     assert_eq!(status, 401, "not signed in");
     h2c.assert_nothing_tunnelled();
@@ -247,13 +247,7 @@ async fn an_app_that_answers_101_unasked_gets_no_tunnel() {
         let (status, head, _) = read_response(&mut sock, &mut buf).await;
         assert_eq!(status, 502, "{upgrade:?}:\n{head}");
         let _ = sock
-            .write_all(
-                format!(
-                    "GET /admin HTTP/1.1\r\nHost: localhost:{}\r\nRemote-User: admin\r\n\r\n",
-                    app.port
-                )
-                .as_bytes(),
-            )
+            .write_all(smuggled_admin_request(app.port).as_bytes())
             .await;
         let (status, _, _) = read_response(&mut sock, &mut buf).await;
         assert!(status == 0 || status == 401, "{status}");
@@ -313,13 +307,7 @@ async fn a_101_that_does_not_complete_the_websocket_handshake_is_closed() {
     let (status, head, _) = read_response(&mut sock, &mut buf).await;
     assert_eq!(status, 502, "{head}");
     let _ = sock
-        .write_all(
-            format!(
-                "GET /admin HTTP/1.1\r\nHost: localhost:{}\r\nRemote-User: admin\r\n\r\n",
-                app.port
-            )
-            .as_bytes(),
-        )
+        .write_all(smuggled_admin_request(app.port).as_bytes())
         .await;
     let _ = read_response(&mut sock, &mut buf).await;
     assert_eq!(ws.seen().len(), 1, "only the handshake: {:?}", ws.seen());
@@ -381,10 +369,7 @@ async fn the_websocket_handshake_the_app_gets_carries_no_hop_by_hop_header() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_framing_tricks_smuggle_nothing_to_the_app() {
     let app = spawn().await;
-    let smuggled = format!(
-        "GET /admin HTTP/1.1\r\nHost: localhost:{}\r\nRemote-User: admin\r\n\r\n",
-        app.port
-    );
+    let smuggled = smuggled_admin_request(app.port);
     let host = format!("localhost:{}", app.port);
     let chunked_smuggle = format!("0\r\n\r\n{smuggled}");
     let cases = [

@@ -3,30 +3,18 @@
 //! as an attacker would: a path the client names, identity headers in other
 //! spellings, Sesame's cookie.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use crate::helpers::*;
 
 const CADDY: &str = "/usr/bin/caddy";
-
-struct Caddy {
-    child: Child,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start_caddy(
     dir: &std::path::Path,
     listen: u16,
     sesame: u16,
     app: std::net::SocketAddr,
-) -> Caddy {
+) -> KillOnDrop {
     assert!(
         std::path::Path::new(CADDY).exists(),
         "the Caddy test needs Caddy at {CADDY}: apt-get install -y caddy"
@@ -48,26 +36,21 @@ fn start_caddy(
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(dir.join("Caddyfile"), file).unwrap();
     let log = std::fs::File::create(dir.join("caddy.log")).unwrap();
-    let mut child = Command::new(CADDY)
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(dir.join("Caddyfile"))
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", &home)
-        .env("XDG_CONFIG_HOME", &home)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    for _ in 0..1000 {
-        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
-            return Caddy { child };
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut caddy = KillOnDrop(
+        Command::new(CADDY)
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.join("Caddyfile"))
+            .env("HOME", &home)
+            .env("XDG_DATA_HOME", &home)
+            .env("XDG_CONFIG_HOME", &home)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    if caddy.listens(listen) {
+        return caddy;
     }
-    let _ = child.kill();
     panic!(
         "caddy did not start:\n{}",
         std::fs::read_to_string(dir.join("caddy.log")).unwrap_or_default()

@@ -57,6 +57,35 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rust
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// A process a test runs beside the gateway (nginx, Caddy), killed and
+/// reaped when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl KillOnDrop {
+    /// Wait up to 20 s until something listens on 127.0.0.1:`port`; false
+    /// if the process exited or the time ran out.
+    pub fn listens(&mut self, port: u16) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return true;
+            }
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
 // ---------- SMTP sink ----------
 
 #[derive(Clone, Default)]

@@ -1,30 +1,18 @@
 //! Real nginx in front of Sesame with `auth_request`, configured by the
 //! shipped example `conf/examples/nginx.conf`.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use crate::helpers::*;
 
 const NGINX: &str = "/usr/sbin/nginx";
-
-struct Nginx {
-    child: Child,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start_nginx(
     dir: &std::path::Path,
     listen: u16,
     sesame: u16,
     app: std::net::SocketAddr,
-) -> Nginx {
+) -> KillOnDrop {
     assert!(
         std::path::Path::new(NGINX).exists(),
         "the nginx test needs nginx at {NGINX}: apt-get install -y nginx-light"
@@ -51,30 +39,26 @@ fn start_nginx(
         ),
     )
     .unwrap();
-    let mut child = Command::new(NGINX)
-        .args([
-            "-p",
-            &d.to_string(),
-            "-c",
-            &format!("{d}/nginx.conf"),
-            "-g",
-            "daemon off;",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
-            return Nginx { child };
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let mut nginx = KillOnDrop(
+        Command::new(NGINX)
+            .args([
+                "-p",
+                &d.to_string(),
+                "-c",
+                &format!("{d}/nginx.conf"),
+                "-g",
+                "daemon off;",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    if nginx.listens(listen) {
+        return nginx;
     }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
     panic!(
-        "nginx did not start: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        "nginx did not start:\n{}",
         std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
     );
 }
