@@ -78,23 +78,7 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile_leaks_nothing() {
     assert!(app.upstream.seen().is_empty());
 
     // Sign in through Caddy.
-    let r = b
-        .post(format!("{base}/.sesame/login"))
-        .header("Origin", &base)
-        .form(&[("email", "caddy@example.com"), ("rd", "/docs")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mail = app.mail.wait_for("caddy@example.com", 0).await;
-    let r = b
-        .post(format!("{base}/.sesame/magic"))
-        .header("Origin", &base)
-        .form(&[("token", &mail.token())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
+    let (_, r) = app.sign_in_at(&b, &base, "caddy@example.com", "/docs").await;
     let session = cookies_set(&r)["sesame"].clone();
 
     // The client names another path: no decision for it, the app sees nothing.

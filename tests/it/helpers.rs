@@ -819,6 +819,36 @@ impl TestApp {
         r
     }
 
+    /// Sign in by link in `b` at `base` (a proxy in front, or another site
+    /// of this gateway), as a person would: the mail, and the link's `303`.
+    pub async fn sign_in_at(
+        &self,
+        b: &reqwest::Client,
+        base: &str,
+        email: &str,
+        rd: &str,
+    ) -> (Mail, reqwest::Response) {
+        let seen = self.mail.count_to(email);
+        let r = b
+            .post(format!("{base}/.sesame/login"))
+            .header("Origin", base)
+            .form(&[("email", email), ("rd", rd)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login POST at {base}");
+        let mail = self.mail.wait_for_subject(email, seen, "Sign in to").await;
+        let r = b
+            .post(format!("{base}/.sesame/magic"))
+            .header("Origin", base)
+            .form(&[("token", &mail.token())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "link accepted at {base}");
+        (mail, r)
+    }
+
     /// GET `path` from a fresh client carrying `session` as its cookie.
     pub async fn get_as(&self, path: &str, session: &str) -> reqwest::Response {
         browser()

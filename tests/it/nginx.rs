@@ -88,24 +88,8 @@ async fn nginx_auth_request_in_front_of_sesame() {
     // Sign in through nginx, as a person would.
     let login = b.get(format!("{base}/.sesame/login?rd=/docs")).send().await.unwrap();
     assert_eq!(login.status(), 200);
-    let r = b
-        .post(format!("{base}/.sesame/login"))
-        .header("Origin", &base)
-        .form(&[("email", "ngx@example.com"), ("rd", "/docs")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mail = app.mail.wait_for("ngx@example.com", 0).await;
+    let (mail, r) = app.sign_in_at(&b, &base, "ngx@example.com", "/docs").await;
     assert!(mail.link().starts_with(&format!("{base}/.sesame/magic?token=")), "{}", mail.link());
-    let r = b
-        .post(format!("{base}/.sesame/magic"))
-        .header("Origin", &base)
-        .form(&[("token", &mail.token())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], format!("{base}/docs").as_str());
     let session = cookies_set(&r)["sesame"].clone();
 
@@ -133,24 +117,7 @@ async fn nginx_auth_request_in_front_of_sesame() {
     // Someone signed in on the other site (which admits anyone) names that
     // site to this server block: nginx says which site is asked about.
     let other = format!("http://127.0.0.1:{}", app.port);
-    let elsewhere = browser();
-    let r = elsewhere
-        .post(format!("{other}/.sesame/login"))
-        .header("Origin", &other)
-        .form(&[("email", "b@example.com"), ("rd", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mail = app.mail.wait_for("b@example.com", 0).await;
-    let r = elsewhere
-        .post(format!("{other}/.sesame/magic"))
-        .header("Origin", &other)
-        .form(&[("token", &mail.token())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
+    let (_, r) = app.sign_in_at(&browser(), &other, "b@example.com", "/").await;
     let b_session = cookies_set(&r)["sesame"].clone();
     let before = app.upstream.seen().len();
     let r = browser()
