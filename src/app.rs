@@ -108,6 +108,9 @@ pub struct App {
     /// In memory, before any of the above: requests a client makes to
     /// endpoints that write to the store without a session.
     pub anonymous_limit: crate::ratelimit::LocalLimiter,
+    /// In memory: passkey sign-in starts from everyone together (each
+    /// stores a ceremony).
+    pub passkey_start_limit: crate::ratelimit::LocalLimiter,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
     /// The WebAuthn relying party for passkeys.
@@ -199,6 +202,11 @@ impl App {
             anonymous_limit: crate::ratelimit::LocalLimiter::new(
                 std::time::Duration::from_secs(60),
                 config.rate_limit.anonymous_per_client_per_minute,
+                clock.clone(),
+            ),
+            passkey_start_limit: crate::ratelimit::LocalLimiter::new(
+                std::time::Duration::from_secs(60),
+                config.rate_limit.passkey_starts_per_minute,
                 clock.clone(),
             ),
             config,

@@ -130,6 +130,7 @@ pub struct RateLimitFile {
     pub per_client: Option<u32>,
     pub codes_per_email_per_day: Option<u32>,
     pub anonymous_per_client_per_minute: Option<u32>,
+    pub passkey_starts_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

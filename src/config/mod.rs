@@ -213,6 +213,10 @@ pub struct RateLimitConfig {
     /// endpoints that write to the store without a session (sign-in,
     /// links, codes, passkey sign-in), counted in memory before the store.
     pub anonymous_per_client_per_minute: u32,
+    /// Anonymous passkey sign-in starts a minute from everyone together:
+    /// each stores a ceremony for 5 minutes, so this bounds their number
+    /// whatever the number of client addresses.
+    pub passkey_starts_per_minute: u32,
 }
 
 /// Names of the identity headers sent to one site's upstream.
@@ -544,6 +548,7 @@ impl Validator {
                 .rate_limit
                 .anonymous_per_client_per_minute
                 .unwrap_or(120),
+            passkey_starts_per_minute: f.rate_limit.passkey_starts_per_minute.unwrap_or(6000),
         };
 
         if f.site.is_empty() {

@@ -265,6 +265,13 @@ pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
         if let Err(wait) = app.anonymous_limit.hit(&key) {
             return too_many(app, &req, wait);
         }
+        // Ceremonies are stored for 5 minutes: bounded for everyone together
+        // too (many addresses), whatever each one is allowed.
+        if req.path == "/passkey/login/start" {
+            if let Err(wait) = app.passkey_start_limit.hit("") {
+                return too_many(app, &req, wait);
+            }
+        }
     }
     match req.path {
         "/login" if m == Method::GET => signin::login_page(app, &req),

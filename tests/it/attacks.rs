@@ -668,6 +668,43 @@ async fn a_flood_from_one_address_is_turned_away_before_the_store() {
 }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_passkey_ceremonies_are_bounded_whatever_the_addresses() {
+    let app = spawn_with(Options {
+        passkey_starts_per_minute: 20,
+        ..Default::default()
+    })
+    .await;
+    app.window_left_at_least(Duration::from_secs(60), Duration::from_secs(30));
+    let mut statuses = Vec::new();
+    // From four addresses, each well within its own limit.
+    for i in 0..40 {
+        let c = reqwest::Client::builder()
+            .local_address(Some(format!("127.0.0.{}", 2 + i % 4).parse().unwrap()))
+            .build()
+            .unwrap();
+        let r = c
+            .post(app.url("/.sesame/passkey/login/start"))
+            .header("Origin", &app.base)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        20,
+        "{statuses:?}"
+    );
+    assert_eq!(app.store.rows("ceremonies").await, 20);
+    // Email sign-in goes on.
+    assert_eq!(
+        app.sign_in(&browser(), "email@example.com").await.status(),
+        303
+    );
+}
+
 // ---------- races ----------
 
 use sesame::email::Email;

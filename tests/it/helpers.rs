@@ -598,6 +598,8 @@ pub struct Options {
     /// `[rate_limit] anonymous_per_client_per_minute`: high by default, as
     /// every test's requests come from one address.
     pub anonymous_per_minute: u32,
+    /// `[rate_limit] passkey_starts_per_minute`: high by default.
+    pub passkey_starts_per_minute: u32,
 }
 
 impl Default for Options {
@@ -613,6 +615,7 @@ impl Default for Options {
             upstreams: None,
             public_port: None,
             anonymous_per_minute: 100_000,
+            passkey_starts_per_minute: 100_000,
         }
     }
 }
@@ -664,6 +667,7 @@ signup = "{signup}"
 per_email = 5
 per_client = 1000
 anonymous_per_client_per_minute = {anonymous}
+passkey_starts_per_minute = {passkey_starts}
 
 [[site]]
 name = "Test app"
@@ -692,6 +696,7 @@ upstream = ["{upstream}"]
         public_port = o.public_port.unwrap_or(port),
         prompt = o.passkey_prompt,
         anonymous = o.anonymous_per_minute,
+        passkey_starts = o.passkey_starts_per_minute,
         site0 = o.site0,
         extra = o.extra,
     )
