@@ -16,11 +16,25 @@ use sesame::store;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `sesame --version`: the package version and the commit it was built from
+/// (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SESAME_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "sesame",
-    version,
-    about = "Passwordless authentication gateway"
+    version = VERSION,
+    about = "Passwordless authentication gateway: email magic links, codes and passkeys in front of your apps",
+    after_help = "\
+Examples:
+  sesame demo                                   try it on http://localhost:8080
+  sesame check-config -c /etc/sesame/sesame.toml
+  sesame run -c /etc/sesame/sesame.toml
+  sesame user add alice@example.com --name Alice --group admins
+
+Every command but `demo` reads one config file, given with -c (default for the
+admin commands: /etc/sesame/sesame.toml); the admin commands use its [store].
+`sesame COMMAND --help` says more. Docs: docs/ in the repository."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,23 +44,55 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway in the foreground (SIGTERM: graceful stop).
+    #[command(after_help = "\
+Reads the whole config file. Logs go to stderr (SESAME_LOG_FORMAT=json for JSON
+lines, RUST_LOG to filter).
+
+Example:
+  sesame run -c /etc/sesame/sesame.toml")]
     Run {
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Try Sesame on localhost: embedded demo config, console mail, demo app.
+    #[command(after_help = "\
+Reads no file: the config is conf/demo.toml, built in. Open http://localhost:8080
+and sign in with any address; the email is printed here. State is kept in
+./sesame-demo/, metrics at http://127.0.0.1:9090/metrics.
+
+Example:
+  sesame demo")]
     Demo,
     /// Validate a config file; non-zero exit with every problem listed.
+    #[command(after_help = "\
+Reads the whole config file, and the files it names (certificates, keys); looks
+up upstream host names. Starts nothing and writes nothing.
+
+Example:
+  sesame check-config -c /etc/sesame/sesame.toml")]
     CheckConfig {
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Apply the store's migrations (also done at every start), e.g. before a rollout.
+    #[command(after_help = "\
+Reads the config file's [store] and migrates that database.
+
+Example:
+  sesame migrate -c /etc/sesame/sesame.toml")]
     Migrate {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Manage who may sign in.
+    #[command(after_help = "\
+Reads the config file's [store]; running gateways see a change at once on
+PostgreSQL, within a minute on SQLite.
+
+Examples:
+  sesame user add alice@example.com --name Alice --group admins -c /etc/sesame/sesame.toml
+  sesame user list -c /etc/sesame/sesame.toml
+  sesame user disable alice@example.com -c /etc/sesame/sesame.toml")]
     User {
         #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -54,6 +100,12 @@ enum Command {
         action: UserAction,
     },
     /// List and revoke passkeys.
+    #[command(after_help = "\
+Reads the config file's [store].
+
+Examples:
+  sesame passkey list --user alice@example.com -c /etc/sesame/sesame.toml
+  sesame passkey revoke --id Q2x1ZS1rZXk -c /etc/sesame/sesame.toml")]
     Passkey {
         #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -61,6 +113,12 @@ enum Command {
         action: PasskeyAction,
     },
     /// List and rotate the signing keys.
+    #[command(after_help = "\
+Reads the config file's [store] (the keys live there) and [keys] grace.
+
+Examples:
+  sesame keys list -c /etc/sesame/sesame.toml
+  sesame keys rotate -c /etc/sesame/sesame.toml")]
     Keys {
         #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -68,6 +126,13 @@ enum Command {
         action: KeysAction,
     },
     /// List and revoke sessions.
+    #[command(after_help = "\
+Reads the config file's [store]; running gateways refuse a revoked session at
+once on PostgreSQL, within a minute on SQLite.
+
+Examples:
+  sesame session list --user alice@example.com -c /etc/sesame/sesame.toml
+  sesame session revoke --user alice@example.com -c /etc/sesame/sesame.toml")]
     Session {
         #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
