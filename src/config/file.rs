@@ -4,6 +4,8 @@
 //! the validated [`super::Config`]. Unknown keys are refused so that a typo is
 //! an error, not a silently ignored setting.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize, Default)]
@@ -97,6 +99,7 @@ pub struct MailFile {
     pub transport: Option<MailTransportFile>,
     pub from: Option<String>,
     pub smtp_url: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub timeout: Option<String>,
 }
 

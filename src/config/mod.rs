@@ -161,8 +161,13 @@ impl fmt::Debug for StoreConfig {
 pub enum MailTransport {
     /// Print the message on standard output (for trying Sesame out).
     Console,
-    /// Send by SMTP; the URL carries TLS mode and credentials.
-    Smtp { url: String },
+    /// Send by SMTP; the URL carries TLS mode and credentials. `ca_file`:
+    /// PEM certificates trusted for the server's certificate besides the
+    /// system's (a mail server with a private CA).
+    Smtp {
+        url: String,
+        ca_file: Option<PathBuf>,
+    },
 }
 
 impl fmt::Debug for MailTransport {
@@ -170,7 +175,7 @@ impl fmt::Debug for MailTransport {
         match self {
             MailTransport::Console => f.write_str("Console"),
             // The URL may carry a password.
-            MailTransport::Smtp { url } => match Url::parse(url) {
+            MailTransport::Smtp { url, .. } => match Url::parse(url) {
                 Ok(u) => write!(
                     f,
                     "Smtp({}://{}:{})",
@@ -350,6 +355,16 @@ impl Config {
     }
 
     /// Parse and validate config text.
+    /// Whether `text`, a part of a config file, has only known keys with
+    /// values of the right types (nothing is validated beyond that, and
+    /// missing keys are fine): for the examples in the docs.
+    pub fn check_fragment(text: &str) -> Result<(), String> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize::<_, FileConfig>(de)
+            .map(drop)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner().message().trim()))
+    }
+
     pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
         let de = toml::Deserializer::new(text);
         let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -702,7 +717,23 @@ impl Validator {
                     ),
                     Err(e) => self.err("mail.smtp_url", format!("not a URL: {e}")),
                 }
-                MailTransport::Smtp { url }
+                if let Some(ca) = &m.ca_file {
+                    let tls = url.starts_with("smtps://")
+                        || Url::parse(&url)
+                            .is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "tls" && v != "none"));
+                    if !tls {
+                        self.err(
+                            "mail.ca_file",
+                            "is set, but mail.smtp_url speaks no TLS (use smtps:// or ?tls=required)",
+                        );
+                    } else if let Err(e) = crate::tls::read_certificates(ca) {
+                        self.err("mail.ca_file", e);
+                    }
+                }
+                MailTransport::Smtp {
+                    url,
+                    ca_file: m.ca_file,
+                }
             }
         };
         let from_raw = m.from.unwrap_or_else(|| "Sesame <login@localhost>".into());

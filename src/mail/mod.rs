@@ -76,9 +76,12 @@ impl Mailer for ConsoleMailer {
 pub fn mailer_for(config: &MailConfig) -> Result<Arc<dyn Mailer>, MailError> {
     Ok(match &config.transport {
         MailTransport::Console => Arc::new(ConsoleMailer),
-        MailTransport::Smtp { url } => {
-            Arc::new(SmtpMailer::new(url, config.from.clone(), config.timeout)?)
-        }
+        MailTransport::Smtp { url, ca_file } => Arc::new(SmtpMailer::new(
+            url,
+            ca_file.as_deref(),
+            config.from.clone(),
+            config.timeout,
+        )?),
     })
 }
 

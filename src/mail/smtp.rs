@@ -2,10 +2,12 @@
 //! STARTTLS with `?tls=required`/`opportunistic`), `smtps://` (implicit TLS),
 //! credentials from the URL.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{MailError, Mailer, OutgoingMail};
@@ -16,15 +18,57 @@ pub struct SmtpMailer {
 }
 
 impl SmtpMailer {
-    pub fn new(url: &str, from: Mailbox, timeout: Duration) -> Result<SmtpMailer, MailError> {
+    /// `ca_file`: PEM certificates to trust for the server, besides the
+    /// system's store.
+    pub fn new(
+        url: &str,
+        ca_file: Option<&Path>,
+        from: Mailbox,
+        timeout: Duration,
+    ) -> Result<SmtpMailer, MailError> {
         // Name the TLS crypto provider, so that TLS works however many
         // providers the dependency graph happens to enable.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| MailError::Transport(e.to_string()))?
-            .timeout(Some(timeout))
-            .build();
-        Ok(SmtpMailer { transport, from })
+        let transport_err = |e: &dyn std::fmt::Display| MailError::Transport(e.to_string());
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| transport_err(&e))?
+            .timeout(Some(timeout));
+        if let Some(ca_file) = ca_file {
+            builder = builder.tls(tls_trusting(url, ca_file)?);
+        }
+        Ok(SmtpMailer {
+            transport: builder.build(),
+            from,
+        })
+    }
+}
+
+/// The TLS mode `url` asks for (as lettre reads it), trusting `ca_file` too.
+fn tls_trusting(url: &str, ca_file: &Path) -> Result<Tls, MailError> {
+    let bad = |e: String| MailError::Transport(e);
+    let u = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    let host = u
+        .host_str()
+        .ok_or_else(|| bad("no host".into()))?
+        .to_string();
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| bad(format!("cannot read {}: {e}", ca_file.display())))?;
+    let ca = Certificate::from_pem(&pem).map_err(|e| bad(format!("{}: {e}", ca_file.display())))?;
+    let params = TlsParameters::builder(host)
+        .add_root_certificate(ca)
+        .build_rustls()
+        .map_err(|e| bad(e.to_string()))?;
+    let mode = u
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    match (u.scheme(), mode.as_deref()) {
+        ("smtps", _) => Ok(Tls::Wrapper(params)),
+        ("smtp", Some("required")) => Ok(Tls::Required(params)),
+        ("smtp", Some("opportunistic")) => Ok(Tls::Opportunistic(params)),
+        _ => Err(bad(
+            "a CA file needs a TLS URL (smtps:// or ?tls=required)".into()
+        )),
     }
 }
 

@@ -121,6 +121,50 @@ websocket_origins = ["https://ok.example.com", "https://b.example.com/path", "ft
 /// RFC 6761: names under `localhost` are this machine, so plain http is
 /// allowed there as on `localhost` itself, and cookies are not `Secure`.
 #[test]
+fn a_mail_ca_file_must_be_certificates_for_a_tls_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let check = |mail: &str| {
+        let path = dir.path().join("sesame.toml");
+        std::fs::write(
+            &path,
+            format!("[mail]\n{mail}\n[[site]]\npublic_url = \"http://localhost\"\nupstream = [\"127.0.0.1:3000\"]\n"),
+        )
+        .unwrap();
+        sesame(&["check-config", "-c", path.to_str().unwrap()])
+    };
+    let (ok, _, err) = check(&format!(
+        "smtp_url = \"smtp://mail.example.com\"\nca_file = {:?}",
+        not_pem.display().to_string()
+    ));
+    assert!(
+        !ok && err.contains("mail.ca_file: is set, but mail.smtp_url speaks no TLS"),
+        "{err}"
+    );
+    let (ok, _, err) = check(&format!(
+        "smtp_url = \"smtps://mail.example.com\"\nca_file = {:?}",
+        not_pem.display().to_string()
+    ));
+    assert!(
+        !ok && err.contains("mail.ca_file:") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+    let (ok, _, err) =
+        check("smtp_url = \"smtps://mail.example.com\"\nca_file = \"/nonexistent/ca.pem\"");
+    assert!(
+        !ok && err.contains("mail.ca_file: cannot read /nonexistent/ca.pem"),
+        "{err}"
+    );
+    let ca = TestCa::new("Mail CA");
+    let (ok, out, err) = check(&format!(
+        "smtp_url = \"smtp://mail.example.com?tls=required\"\nca_file = {:?}",
+        ca.cert.display().to_string()
+    ));
+    assert!(ok, "{out}{err}");
+}
+
+#[test]
 fn names_under_localhost_are_local() {
     let config = sesame::config::Config::from_toml(
         "[[site]]\npublic_url = \"http://app.localhost:8080\"\nupstream = [\"127.0.0.1:1\"]\n\

@@ -3,23 +3,6 @@
 use crate::helpers::*;
 use std::time::{Duration, Instant};
 
-/// A CA and a `localhost` server certificate it signed, made with openssl.
-/// Made once per test process: `SSL_CERT_FILE` is process-wide, so every
-/// test that uses it must trust the same CA.
-fn shared_certificates() -> &'static (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    static CERTS: std::sync::OnceLock<(
-        TestCa,
-        (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
-    )> = std::sync::OnceLock::new();
-    let (_, paths) = CERTS.get_or_init(|| {
-        let ca = TestCa::new("Sesame test CA");
-        let (cert, key) = ca.leaf("smtp", &["localhost"]);
-        let paths = (ca.cert.clone(), cert, key);
-        (ca, paths)
-    });
-    paths
-}
-
 store_tests! {
 async fn smtp_down_answers_fast_and_counts_the_failure() {
     let closed = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -128,57 +111,45 @@ async fn admin_listener_serves_health_and_metrics() {
 }
 
 async fn smtp_with_starttls_and_credentials_from_the_url() {
-    let (_, cert, key) = trust_the_test_ca();
-    let sink = MailBox::start_tls(cert, key, "gateway", "s3cret pass");
-    let g = Mailing::start(&format!(
+    let ca = TestCa::new("Sesame test CA");
+    let (cert, key) = ca.leaf("smtp", &["localhost"]);
+    let sink = MailBox::start_tls(&cert, &key, "gateway", "s3cret pass");
+    let url = format!(
         "smtp://gateway:s3cret%20pass@localhost:{}?tls=required",
         sink.addr.port()
-    ))
-    .await;
+    );
+    let g = Mailing::start(&url, Some(&ca.cert)).await;
     g.ask("tls@example.com").await;
     let mail = sink.wait_for("tls@example.com", 0).await;
     assert!(mail
         .link()
         .starts_with(&format!("http://localhost:{}/.sesame/magic?token=", g.port)));
+
+    // Without `[mail] ca_file`, the private CA is not trusted: nothing is
+    // sent, and the failure is counted.
+    let g = Mailing::start(&url, None).await;
+    g.ask("untrusted@example.com").await;
+    assert_eq!(g.failed_deliveries(1).await, 1.0);
+    assert_eq!(sink.count_to("untrusted@example.com"), 0);
 }
 
 async fn smtps_speaks_implicit_tls_and_checks_the_certificate() {
-    let (_, cert, key) = trust_the_test_ca();
-    let sink = MailBox::start_implicit_tls(cert, key).await;
-    let g = Mailing::start(&format!("smtps://localhost:{}", sink.addr.port())).await;
+    let ca = TestCa::new("Sesame test CA");
+    let (cert, key) = ca.leaf("smtp", &["localhost"]);
+    let sink = MailBox::start_implicit_tls(&cert, &key).await;
+    let url = |host: &str| format!("smtps://{host}:{}", sink.addr.port());
+    let g = Mailing::start(&url("localhost"), Some(&ca.cert)).await;
     g.ask("implicit@example.com").await;
     let mail = sink.wait_for("implicit@example.com", 0).await;
     assert!(mail.link().contains("/.sesame/magic?token="));
 
     // The certificate names localhost, not 127.0.0.1: no mail goes there,
     // and the failure is counted.
-    let g = Mailing::start(&format!("smtps://127.0.0.1:{}", sink.addr.port())).await;
+    let g = Mailing::start(&url("127.0.0.1"), Some(&ca.cert)).await;
     g.ask("mismatch@example.com").await;
-    let metrics = format!("http://127.0.0.1:{}/metrics", g.admin);
-    let mut failed = 0.0;
-    for _ in 0..100 {
-        let m = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
-        failed = TestApp::metric(&m, "sesame_magic_links_failed_total");
-        if failed >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(failed, 1.0, "the refused delivery is counted");
+    assert_eq!(g.failed_deliveries(1).await, 1.0, "the refused delivery is counted");
     assert_eq!(sink.count_to("mismatch@example.com"), 0);
 }
-}
-
-/// Trust the test CA in lettre's trust store (rustls-native-certs reads
-/// `SSL_CERT_FILE`); returns the CA, and a `localhost` certificate and key.
-fn trust_the_test_ca() -> &'static (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    static TRUSTED: std::sync::Once = std::sync::Once::new();
-    let paths = shared_certificates();
-    // Once only: the first set_var adds to the environment other threads
-    // may be reading; setting it again would only add more such moments.
-    TRUSTED.call_once(|| std::env::set_var("SSL_CERT_FILE", &paths.0));
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    paths
 }
 
 /// A gateway whose mail goes to `smtp_url`, with its own store and app.
@@ -191,7 +162,8 @@ struct Mailing {
 }
 
 impl Mailing {
-    async fn start(smtp_url: &str) -> Mailing {
+    /// `ca_file`: `[mail] ca_file`.
+    async fn start(smtp_url: &str, ca_file: Option<&std::path::Path>) -> Mailing {
         let store = TestStore::new(backend()).await;
         let (port, admin) = (free_port(), free_port());
         let upstream = Upstream::start().await;
@@ -206,7 +178,13 @@ impl Mailing {
         )
         .replace(
             &format!("smtp_url = \"smtp://{placeholder}\""),
-            &format!("smtp_url = \"{smtp_url}\""),
+            &match ca_file {
+                None => format!("smtp_url = \"{smtp_url}\""),
+                Some(ca) => format!(
+                    "smtp_url = \"{smtp_url}\"\nca_file = {:?}",
+                    ca.display().to_string()
+                ),
+            },
         );
         assert!(text.contains(smtp_url));
         let config = sesame::config::Config::from_toml(&text).unwrap();
@@ -217,6 +195,21 @@ impl Mailing {
             _running: running,
             _store: store,
             _upstream: upstream,
+        }
+    }
+
+    /// Waits until `sesame_magic_links_failed_total` reaches `n` (each
+    /// delivery is tried three times over 2.5 s before it counts).
+    async fn failed_deliveries(&self, n: u32) -> f64 {
+        let metrics = format!("http://127.0.0.1:{}/metrics", self.admin);
+        let t = Instant::now();
+        loop {
+            let m = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            let failed = TestApp::metric(&m, "sesame_magic_links_failed_total");
+            if failed >= f64::from(n) || t.elapsed() > Duration::from_secs(20) {
+                return failed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
