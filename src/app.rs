@@ -147,8 +147,12 @@ impl App {
                 pending_seal: cookies::seal_scope(cookies::Kind::Pending, s),
                 proof_cookie: cookies::proof_name(s),
                 proof_seal: cookies::seal_scope(cookies::Kind::Proof, s),
-                upstreams: crate::upstream::Upstreams::new(s, &metrics.upstream_up)
-                    .map_err(BuildError::Upstream)?,
+                upstreams: crate::upstream::Upstreams::new(
+                    s,
+                    &metrics.upstream_up,
+                    &metrics.upstream_lookups,
+                )
+                .map_err(BuildError::Upstream)?,
                 wire: Wire::of(s),
                 counters: OUTCOMES
                     .iter()

@@ -32,6 +32,9 @@ pub struct Metrics {
     pub passkey_counter_regressions: IntCounter,
     /// 1 while an upstream passes its health check, by site and address.
     pub upstream_up: IntGaugeVec,
+    /// Look-ups of upstreams given by host name, by site, `host:port` and
+    /// result (`ok`, `failed`), one per entry every `health_interval`.
+    pub upstream_lookups: IntCounterVec,
     /// Expiry (Unix seconds) of each certificate Sesame presents, by file.
     pub tls_cert_expiry: IntGaugeVec,
     /// Certificate reloads by result (`ok`, `failed`).
@@ -88,7 +91,7 @@ impl Metrics {
         registry
             .register(Box::new(auth_check_seconds.clone()))
             .expect("metric registered once");
-        Metrics {
+        let metrics = Metrics {
             requests: counter_vec(
                 &registry,
                 "sesame_requests_total",
@@ -156,6 +159,12 @@ impl Metrics {
                 "1 while an upstream passes its health check",
                 &["site", "upstream"],
             ),
+            upstream_lookups: counter_vec(
+                &registry,
+                "sesame_upstream_lookups_total",
+                "Look-ups of upstreams given by host name, by result",
+                &["site", "upstream", "result"],
+            ),
             tls_cert_expiry: gauge_vec(
                 &registry,
                 "sesame_tls_cert_expiry_seconds",
@@ -181,6 +190,51 @@ impl Metrics {
                 &["site"],
             ),
             registry,
+        };
+        metrics.start_at_zero();
+        metrics
+    }
+
+    /// Every series of a fixed label set exists from the start, at 0: a
+    /// dashboard's `rate()` sees the first event, and an absent series means
+    /// a renamed one rather than "none yet".
+    fn start_at_zero(&self) {
+        let zero = |v: &IntCounterVec, labels: &[&str]| {
+            v.with_label_values(labels);
+        };
+        for result in ["ok", "invalid", "expired", "gone", "not_allowed"] {
+            zero(&self.verifications, &["magic_link", result]);
+        }
+        for result in [
+            "ok",
+            "invalid",
+            "wrong",
+            "gone",
+            "no_pending",
+            "not_allowed",
+        ] {
+            zero(&self.verifications, &["code", result]);
+        }
+        for key in ["email", "client", "code", "anonymous"] {
+            zero(&self.rate_limited, &[key]);
+        }
+        for result in [
+            "websocket",
+            "declined",
+            "dropped",
+            "cross_origin",
+            "bad_answer",
+        ] {
+            zero(&self.upgrades, &[result]);
+        }
+        for result in ["ok", "failed"] {
+            zero(&self.tls_reloads, &[result]);
+        }
+        for result in ["ok", "refused"] {
+            zero(&self.passkey_registrations, &[result]);
+        }
+        for result in ["ok", "refused", "bad_request", "error"] {
+            zero(&self.passkey_authentications, &[result]);
         }
     }
 

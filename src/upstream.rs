@@ -25,7 +25,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
-use prometheus::IntGaugeVec;
+use prometheus::{IntCounterVec, IntGaugeVec};
 
 use crate::config::{Site, UpstreamAddr};
 
@@ -46,6 +46,8 @@ pub struct Upstreams {
     current: Current,
     site: String,
     up_gauge: IntGaugeVec,
+    /// `sesame_upstream_lookups_total{site, upstream, result}`.
+    lookups: IntCounterVec,
     tls: Option<Tls>,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -109,7 +111,11 @@ impl ServiceDiscovery for Current {
 impl Upstreams {
     /// Build from a validated site; `Err` only if the CA file changed into
     /// something unreadable since the config was checked.
-    pub fn new(site: &Site, up_gauge: &IntGaugeVec) -> Result<Upstreams, String> {
+    pub fn new(
+        site: &Site,
+        up_gauge: &IntGaugeVec,
+        lookups: &IntCounterVec,
+    ) -> Result<Upstreams, String> {
         let current = Current::default();
         current.set(site.upstreams.iter().map(|u| u.addr));
         let mut lb =
@@ -193,6 +199,7 @@ impl Upstreams {
             current,
             site: site.name.clone(),
             up_gauge: up_gauge.clone(),
+            lookups: lookups.clone(),
             tls,
             connect_timeout: site.connect_timeout,
             read_timeout: site.read_timeout,
@@ -276,6 +283,11 @@ impl Upstreams {
             let before: BTreeSet<SocketAddr> = entries.iter().map(|e| e.conf.addr).collect();
             for (i, host, answer) in found {
                 let e = &mut entries[i];
+                let name = format!("{host}:{}", e.conf.addr.port());
+                let result = if answer.is_ok() { "ok" } else { "failed" };
+                self.lookups
+                    .with_label_values(&[&self.site, &name, result])
+                    .inc();
                 match answer {
                     Ok(addrs) => {
                         if e.failing {

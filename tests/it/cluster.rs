@@ -304,7 +304,19 @@ async fn cli_changes_reach_every_instance() {
         .status(),
         200
     );
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // B handles it to its end (the refusal is its last step, in the audit
+    // log), and a later sign-in's mail goes out after it.
+    let refused = "\"link_refused\"";
+    let t = std::time::Instant::now();
+    while !c.b.log().contains(refused) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "B never refused the link:\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.ask_link(&c.b, &browser(), "marker@example.com").await;
     assert_eq!(
         c.mail.count_to("ops@example.com"),
         before,

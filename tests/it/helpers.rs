@@ -600,6 +600,8 @@ pub struct Options {
     pub anonymous_per_minute: u32,
     /// `[rate_limit] passkey_starts_per_minute`: high by default.
     pub passkey_starts_per_minute: u32,
+    /// `[rate_limit] per_client` (sign-in links per client address per hour).
+    pub per_client: u32,
 }
 
 impl Default for Options {
@@ -616,6 +618,7 @@ impl Default for Options {
             public_port: None,
             anonymous_per_minute: 100_000,
             passkey_starts_per_minute: 100_000,
+            per_client: 1000,
         }
     }
 }
@@ -665,7 +668,7 @@ signup = "{signup}"
 
 [rate_limit]
 per_email = 5
-per_client = 1000
+per_client = {per_client}
 anonymous_per_client_per_minute = {anonymous}
 passkey_starts_per_minute = {passkey_starts}
 
@@ -696,6 +699,7 @@ upstream = ["{upstream}"]
         public_port = o.public_port.unwrap_or(port),
         prompt = o.passkey_prompt,
         anonymous = o.anonymous_per_minute,
+        per_client = o.per_client,
         passkey_starts = o.passkey_starts_per_minute,
         site0 = o.site0,
         extra = o.extra,
@@ -886,12 +890,30 @@ impl TestApp {
             .unwrap()
     }
 
-    pub fn metric(text: &str, line_prefix: &str) -> f64 {
+    /// The value of one series, named in full as `/metrics` shows it
+    /// (`name{label="value",...}`, labels sorted by name as the prometheus crate writes them). A series
+    /// that is not there fails the test, with the family's series that are:
+    /// a renamed metric or label must not read as 0.
+    pub fn metric(text: &str, series: &str) -> f64 {
+        Self::metric_if_present(text, series).unwrap_or_else(|| {
+            let family = series.split('{').next().unwrap_or(series);
+            let shown: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(family) && !l.starts_with('#'))
+                .collect();
+            panic!("no series {series} in /metrics; of {family} there are: {shown:#?}")
+        })
+    }
+
+    /// The value of one series, or `None` while it has not been counted yet
+    /// (labelled series appear at their first count).
+    pub fn metric_if_present(text: &str, series: &str) -> Option<f64> {
         text.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| match l.rsplit_once(' ') {
+                Some((name, v)) if name == series => v.parse().ok(),
+                _ => None,
+            })
     }
 
     pub async fn stop(&mut self) {

@@ -284,7 +284,20 @@ health_interval = "300ms"
     for _ in 0..3 {
         assert_eq!(body().await, "R");
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Three more failed look-ups, each of which could have warned again.
+    let failed = format!(
+        "sesame_upstream_lookups_total{{result=\"failed\",site=\"Named\",upstream=\"app.sesame.test:{port}\"}}"
+    );
+    let seen = TestApp::metric(&metrics().await, &failed);
+    let t = Instant::now();
+    while TestApp::metric(&metrics().await, &failed) < seen + 3.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "no further look-ups within 15 s:\n{}",
+            sesame.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         sesame.log().matches("keeping the last address").count(),
         1,
