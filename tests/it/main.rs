@@ -34,6 +34,7 @@ mod caddy;
 mod cluster;
 mod code;
 mod config;
+mod docs;
 mod forward_auth;
 mod intercept;
 mod keys;

@@ -1,0 +1,266 @@
+//! What the machine must have, and installing it from Debian's packages.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::Result;
+
+/// Something the build or the suite needs, how to tell it is there, and the
+/// Debian package that brings it.
+pub struct Need {
+    why: &'static str,
+    check: Check,
+    package: &'static str,
+}
+
+enum Check {
+    /// An executable of this name on `PATH`.
+    Command(&'static str),
+    /// This file (a test starts it by this path).
+    File(&'static str),
+    /// Debian's own Python can import this module.
+    Python(&'static str),
+    /// A PostgreSQL server's `initdb` under `/usr/lib/postgresql/*/bin`.
+    PostgresServer,
+}
+
+impl Need {
+    pub const CMAKE: Need = Need {
+        why: "cmake (Pingora's zlib and BoringSSL parts build with it)",
+        check: Check::Command("cmake"),
+        package: "cmake",
+    };
+
+    pub const POSTGRES: Need = Need {
+        why: "a PostgreSQL server (a throwaway cluster for the tests)",
+        check: Check::PostgresServer,
+        package: "postgresql",
+    };
+
+    fn present(&self) -> bool {
+        match self.check {
+            Check::Command(name) => on_path(name),
+            Check::File(path) => Path::new(path).is_file(),
+            Check::Python(module) => Command::new("/usr/bin/python3")
+                .args(["-c", &format!("import {module}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+            Check::PostgresServer => postgres_bin("initdb").is_some(),
+        }
+    }
+}
+
+/// Everything `cargo test` starts or calls, besides PostgreSQL.
+pub const SUITE: &[Need] = &[
+    Need::CMAKE,
+    Need {
+        why: "openssl (the SMTP STARTTLS test makes its CA with it)",
+        check: Check::Command("openssl"),
+        package: "openssl",
+    },
+    Need {
+        why: "Chromium (the browser test's virtual authenticator)",
+        check: Check::File("/usr/bin/chromium"),
+        package: "chromium",
+    },
+    Need {
+        why: "Node.js (drives Chromium with playwright-core)",
+        check: Check::Command("node"),
+        package: "nodejs",
+    },
+    Need {
+        why: "npm (installs playwright-core for the browser test)",
+        check: Check::Command("npm"),
+        package: "npm",
+    },
+    Need {
+        why: "nginx (auth_request in front of Sesame)",
+        check: Check::File("/usr/sbin/nginx"),
+        package: "nginx-light",
+    },
+    Need {
+        why: "Caddy (forward_auth in front of Sesame)",
+        check: Check::File("/usr/bin/caddy"),
+        package: "caddy",
+    },
+    Need {
+        why: "unshare (a sesame process with an /etc/hosts of its own)",
+        check: Check::Command("unshare"),
+        package: "util-linux",
+    },
+    Need {
+        why: "Go (runs the book's Go assertion check)",
+        check: Check::Command("go"),
+        package: "golang-go",
+    },
+    Need {
+        why: "PyJWT (runs the book's Python assertion check)",
+        check: Check::Python("jwt"),
+        package: "python3-jwt",
+    },
+    Need {
+        why: "cryptography (PyJWT's EdDSA)",
+        check: Check::Python("cryptography"),
+        package: "python3-cryptography",
+    },
+];
+
+/// Installs what of `needs` is missing, as root; otherwise says the command.
+pub fn ensure(needs: &[Need]) -> Result {
+    let missing: Vec<&Need> = needs.iter().filter(|n| !n.present()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: BTreeSet<&str> = missing.iter().map(|n| n.package).collect();
+    let packages: Vec<&str> = packages.into_iter().collect();
+    let list = missing
+        .iter()
+        .map(|n| format!("  - {}", n.why))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if !on_path("apt-get") {
+        return Err(format!(
+            "this machine lacks:\n{list}\nand has no apt-get to install them \
+             (Debian packages: {}); install them, then run this again",
+            packages.join(" ")
+        ));
+    }
+    if !is_root() {
+        return Err(format!(
+            "this machine lacks:\n{list}\ninstalling them needs root; run\n\n  \
+             sudo apt-get update && sudo apt-get install -y {}\n\nthen run this again",
+            packages.join(" ")
+        ));
+    }
+    println!("==> installing {} (for:\n{list})", packages.join(" "));
+    if packages.contains(&Need::POSTGRES.package) {
+        keep_debian_from_making_a_cluster()?;
+    }
+    apt(&["update", "-qq"])?;
+    let mut install = vec![
+        "install",
+        "-y",
+        "-qq",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ];
+    install.extend(&packages);
+    apt(&install)?;
+    let still: Vec<&str> = missing
+        .iter()
+        .filter(|n| !n.present())
+        .map(|n| n.why)
+        .collect();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "installed, but still missing: {}",
+            still.join(", ")
+        ))
+    }
+}
+
+/// Debian's `postgresql` package creates and starts a cluster on port 5432
+/// unless told not to; the tests want a throwaway one and nothing left behind.
+/// Only when there is no setting yet (`--force-confold` then keeps it).
+fn keep_debian_from_making_a_cluster() -> Result {
+    let conf = Path::new("/etc/postgresql-common/createcluster.conf");
+    if conf.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(conf.parent().unwrap())
+        .and_then(|()| std::fs::write(conf, "create_main_cluster = false\n"))
+        .map_err(|e| format!("cannot write {}: {e}", conf.display()))
+}
+
+fn apt(args: &[&str]) -> Result {
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("apt-get {} failed ({status})", args.join(" ")))
+    }
+}
+
+/// rustfmt and clippy, which a minimal rustup profile leaves out.
+pub fn ensure_rust_components() -> Result {
+    let has = |sub: &str| {
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([sub, "--version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has("fmt") && has("clippy") {
+        return Ok(());
+    }
+    if !on_path("rustup") {
+        return Err("cargo fmt and cargo clippy are needed (rustfmt and clippy components)".into());
+    }
+    println!("==> rustup component add rustfmt clippy");
+    let status = Command::new("rustup")
+        .args(["component", "add", "rustfmt", "clippy"])
+        .status()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "rustup component add rustfmt clippy failed ({status})"
+        ))
+    }
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let p = dir.join(name);
+            p.is_file()
+                && std::fs::metadata(&p).is_ok_and(|m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    m.permissions().mode() & 0o111 != 0
+                })
+        })
+    })
+}
+
+/// A program of the newest PostgreSQL server installed the Debian way.
+pub fn postgres_bin(name: &str) -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let v = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin").join(name);
+            bin.is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, p)| p)
+}
+
+/// The repository: xtask/ is one level down.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ lives in the repository")
+}
