@@ -313,3 +313,45 @@ async fn admin_commands_against_the_configured_store() {
     assert!(!ok && err.contains("no user"));
 }
 }
+
+#[test]
+fn version_names_the_commit_and_every_help_has_an_example() {
+    let (ok, out, _) = sesame(&["--version"]);
+    assert!(ok);
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match commit {
+        // Built from a clone: the commit it was built from (the test binary
+        // and sesame are built together).
+        Some(c) => assert!(out.contains(&format!("commit {c}")), "{out}"),
+        None => assert!(out.contains("commit"), "{out}"),
+    }
+    let subcommands = [
+        vec!["run"],
+        vec!["demo"],
+        vec!["check-config"],
+        vec!["migrate"],
+        vec!["user"],
+        vec!["passkey"],
+        vec!["keys"],
+        vec!["session"],
+    ];
+    for sub in subcommands {
+        let args: Vec<&str> = sub.iter().copied().chain(["--help"]).collect();
+        let (ok, out, err) = sesame(&args);
+        assert!(ok, "{sub:?}: {err}");
+        assert!(
+            out.contains("Example"),
+            "{sub:?} --help has no example:\n{out}"
+        );
+        assert!(
+            out.contains("Reads"),
+            "{sub:?} --help does not say what it reads:\n{out}"
+        );
+    }
+}
