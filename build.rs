@@ -15,7 +15,13 @@ fn main() {
         let dir = git(&["rev-parse", "--git-dir"])?;
         // A new commit moves HEAD or the branch it names.
         // (A path that does not exist would rerun this at every build.)
-        let mut watch = vec![format!("{dir}/HEAD"), format!("{dir}/packed-refs")];
+        // logs/HEAD moves at every commit and checkout, in a linked worktree
+        // too, whether the branch ref is loose or packed.
+        let mut watch = vec![
+            format!("{dir}/HEAD"),
+            format!("{dir}/logs/HEAD"),
+            format!("{dir}/packed-refs"),
+        ];
         if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
             watch.push(format!("{dir}/{branch}"));
         }

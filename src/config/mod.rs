@@ -701,7 +701,12 @@ impl Validator {
 
     fn mail(&mut self, m: file::MailFile) -> Option<MailConfig> {
         let transport = match m.transport.unwrap_or(MailTransportFile::Smtp) {
-            MailTransportFile::Console => MailTransport::Console,
+            MailTransportFile::Console => {
+                if m.ca_file.is_some() {
+                    self.err("mail.ca_file", "is set, but mail.transport is \"console\"");
+                }
+                MailTransport::Console
+            }
             MailTransportFile::Smtp => {
                 let url = m.smtp_url.unwrap_or_else(|| "smtp://127.0.0.1:25".into());
                 match Url::parse(&url) {
@@ -718,13 +723,16 @@ impl Validator {
                     Err(e) => self.err("mail.smtp_url", format!("not a URL: {e}")),
                 }
                 if let Some(ca) = &m.ca_file {
+                    // Opportunistic STARTTLS falls back to plain text for
+                    // whoever strips the offer: not what a pinned CA is for.
                     let tls = url.starts_with("smtps://")
-                        || Url::parse(&url)
-                            .is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "tls" && v != "none"));
+                        || Url::parse(&url).is_ok_and(|u| {
+                            u.query_pairs().any(|(k, v)| k == "tls" && v == "required")
+                        });
                     if !tls {
                         self.err(
                             "mail.ca_file",
-                            "is set, but mail.smtp_url speaks no TLS (use smtps:// or ?tls=required)",
+                            "is set, but mail.smtp_url does not require TLS (use smtps:// or ?tls=required)",
                         );
                     } else if let Err(e) = crate::tls::read_certificates(ca) {
                         self.err("mail.ca_file", e);

@@ -65,9 +65,8 @@ fn tls_trusting(url: &str, ca_file: &Path) -> Result<Tls, MailError> {
     match (u.scheme(), mode.as_deref()) {
         ("smtps", _) => Ok(Tls::Wrapper(params)),
         ("smtp", Some("required")) => Ok(Tls::Required(params)),
-        ("smtp", Some("opportunistic")) => Ok(Tls::Opportunistic(params)),
         _ => Err(bad(
-            "a CA file needs a TLS URL (smtps:// or ?tls=required)".into()
+            "a CA file needs a URL that requires TLS (smtps:// or ?tls=required)".into(),
         )),
     }
 }

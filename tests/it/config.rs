@@ -139,7 +139,15 @@ fn a_mail_ca_file_must_be_certificates_for_a_tls_url() {
         not_pem.display().to_string()
     ));
     assert!(
-        !ok && err.contains("mail.ca_file: is set, but mail.smtp_url speaks no TLS"),
+        !ok && err.contains("mail.ca_file: is set, but mail.smtp_url does not require TLS"),
+        "{err}"
+    );
+    let (ok, _, err) = check(&format!(
+        "smtp_url = \"smtp://mail.example.com?tls=opportunistic\"\nca_file = {:?}",
+        not_pem.display().to_string()
+    ));
+    assert!(
+        !ok && err.contains("mail.ca_file: is set, but mail.smtp_url does not require TLS"),
         "{err}"
     );
     let (ok, _, err) = check(&format!(

@@ -233,10 +233,18 @@ fn check_command(line: &str, config: &Path, at: &str) -> Result<(), String> {
         ("apt-get", ["update"]) => Ok(()),
         ("apt-get", ["install", "-y", packages @ ..]) => {
             let known = xtask_packages();
-            match packages.iter().find(|p| !known.iter().any(|k| k == *p)) {
-                Some(p) => Err(format!("{p} is not a package cargo xtask installs")),
-                None => Ok(()),
+            if let Some(p) = packages.iter().find(|p| !known.iter().any(|k| k == *p)) {
+                return Err(format!("{p} is not a package cargo xtask installs"));
             }
+            // A list of what the suite needs is the whole list.
+            let left_out: Vec<&String> = known
+                .iter()
+                .filter(|k| !packages.contains(&k.as_str()))
+                .collect();
+            if packages.len() > 1 && !left_out.is_empty() {
+                return Err(format!("cargo xtask also installs {left_out:?}"));
+            }
+            Ok(())
         }
         // Installing the binary, the config and the unit: the files the
         // docs name are in the repository.
@@ -254,6 +262,35 @@ fn check_command(line: &str, config: &Path, at: &str) -> Result<(), String> {
         _ => Err(format!(
             "no check for this command at {at}: run it in a test, or add a check here"
         )),
+    }
+}
+
+/// The subcommand of a `sesame` line exists and has every `--flag` the line
+/// uses.
+fn check_shape(line: &str) -> Result<(), String> {
+    let w = words(line);
+    let path: Vec<&str> = w[1..]
+        .iter()
+        .map(String::as_str)
+        .take_while(|a| {
+            a.chars().all(|c| c.is_ascii_lowercase() || c == '-') && !a.starts_with('-')
+        })
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(&path)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("no subcommand `sesame {}`", path.join(" ")));
+    }
+    match w
+        .iter()
+        .find(|a| a.starts_with("--") && !help.contains(a.as_str()))
+    {
+        Some(flag) => Err(format!("`sesame {}` has no {flag}", path.join(" "))),
+        None => Ok(()),
     }
 }
 
@@ -280,6 +317,17 @@ fn every_command_in_the_docs_runs_or_is_checked() {
             }
         }
     }
+    // A sesame command with a placeholder (in a text block) cannot run: its
+    // subcommand and flags must exist.
+    for page in pages() {
+        for block in blocks(&page).into_iter().filter(|b| b.lang == "text") {
+            for line in block.lines.iter().filter(|l| l.starts_with("sesame ")) {
+                if let Err(e) = check_shape(line) {
+                    problems.push(format!("{}: {line}\n  {e}", block.at));
+                }
+            }
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(
         sesame_commands >= 10,
@@ -287,36 +335,61 @@ fn every_command_in_the_docs_runs_or_is_checked() {
     );
 }
 
-/// `key` names out of a TOML reference: set ones and commented-out ones.
-fn reference_keys(text: &str) -> Vec<String> {
-    let mut keys = Vec::new();
+/// `(section, key)` pairs of a TOML text, commented-out ones included
+/// (`# [[site.rule]]`, `# path = ...`); a section is named without brackets.
+fn section_keys(text: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut section = String::new();
     for line in text.lines() {
         let line = line.trim_start_matches('#').trim();
+        if line.starts_with('[') && line.ends_with(']') && !line.contains(' ') {
+            section = line.trim_matches(['[', ']']).to_string();
+            continue;
+        }
         let Some((key, _)) = line.split_once(" = ") else {
             continue;
         };
         if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-            keys.push(key.to_string());
+            pairs.push((section.clone(), key.to_string()));
         }
     }
-    keys.sort();
-    keys.dedup();
-    keys
+    pairs.sort();
+    pairs.dedup();
+    pairs
 }
 
 #[test]
-fn every_key_of_the_reference_config_is_documented() {
+fn every_key_of_the_reference_config_is_documented_in_its_section() {
     let reference = std::fs::read_to_string(repo().join("conf/sesame.toml")).unwrap();
-    let docs = std::fs::read_to_string(repo().join("docs/src/operating/configuration.md")).unwrap();
-    let keys = reference_keys(&reference);
-    assert!(keys.len() > 30, "only {} keys read", keys.len());
-    let missing: Vec<&String> = keys
+    let page = repo().join("docs/src/operating/configuration.md");
+    let docs = std::fs::read_to_string(&page).unwrap();
+    // The keys table: a row per section, its keys in backticks...
+    let row = |section: &str| {
+        docs.lines().find(|l| {
+            l.starts_with(&format!("| `[{section}]`"))
+                || l.starts_with(&format!("| `[[{section}]]`"))
+        })
+    };
+    // ...and the examples: TOML blocks, under their section.
+    let examples: Vec<(String, String)> = blocks(&page)
+        .into_iter()
+        .filter(|b| b.lang == "toml")
+        .flat_map(|b| section_keys(&b.lines.join("\n")))
+        .collect();
+    let keys = section_keys(&reference);
+    assert!(keys.len() > 50, "only {} keys read", keys.len());
+    let missing: Vec<String> = keys
         .iter()
-        .filter(|k| !docs.contains(&format!("`{k}`")) && !docs.contains(&format!("{k} =")))
+        .filter(|(section, key)| {
+            let in_row = row(section).is_some_and(|r| r.contains(&format!("`{key}`")));
+            !in_row && !examples.iter().any(|(s, k)| s == section && k == key)
+        })
+        .map(|(s, k)| format!("[{s}] {k}"))
         .collect();
     assert!(
         missing.is_empty(),
-        "conf/sesame.toml has keys docs/src/operating/configuration.md does not describe: {missing:?}"
+        "conf/sesame.toml has keys {} does not describe in their section: {missing:?}",
+        page.display()
     );
 }
 
@@ -403,7 +476,12 @@ async fn the_books_assertion_checks_accept_a_real_assertion_and_refuse_a_forged_
         ];
         for (program, lead) in samples {
             let claims = run_sample(program, &with(&lead, [&jwks, &audience, &token]))
-                .unwrap_or_else(|e| panic!("{program} {lead:?} refused a real assertion: {e}"));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{program} {lead:?} refused a real assertion: {e}\n(what the samples need, \
+                         `cargo xtask test` installs: golang-go, nodejs, python3-jwt, python3-cryptography)"
+                    )
+                });
             let claims: serde_json::Value = serde_json::from_str(claims.trim())
                 .unwrap_or_else(|e| panic!("{program} {lead:?} printed no JSON ({e}): {claims}"));
             assert_eq!(claims["email"], "reader@example.com", "{program} {lead:?}");

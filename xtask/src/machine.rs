@@ -57,6 +57,16 @@ impl Need {
 pub const SUITE: &[Need] = &[
     Need::CMAKE,
     Need {
+        why: "a C++ compiler (libFuzzer, built by the fuzz targets)",
+        check: Check::Command("c++"),
+        package: "g++",
+    },
+    Need {
+        why: "make (BoringSSL's and zlib's builds)",
+        check: Check::Command("make"),
+        package: "make",
+    },
+    Need {
         why: "openssl (the SMTP STARTTLS test makes its CA with it)",
         check: Check::Command("openssl"),
         package: "openssl",
@@ -129,9 +139,20 @@ pub fn ensure(needs: &[Need]) -> Result {
         ));
     }
     if !is_root() {
+        // Without this setting, Debian's package makes and starts a cluster
+        // of its own on port 5432.
+        let no_cluster =
+            if packages.contains(&Need::POSTGRES.package) && !Path::new(CREATECLUSTER).exists() {
+                format!(
+                    "sudo mkdir -p /etc/postgresql-common && \
+                 echo 'create_main_cluster = false' | sudo tee {CREATECLUSTER} && "
+                )
+            } else {
+                String::new()
+            };
         return Err(format!(
             "this machine lacks:\n{list}\ninstalling them needs root; run\n\n  \
-             sudo apt-get update && sudo apt-get install -y {}\n\nthen run this again",
+             {no_cluster}sudo apt-get update && sudo apt-get install -y {}\n\nthen run this again",
             packages.join(" ")
         ));
     }
@@ -139,6 +160,9 @@ pub fn ensure(needs: &[Need]) -> Result {
     if packages.contains(&Need::POSTGRES.package) {
         keep_debian_from_making_a_cluster()?;
     }
+    // Installed, not started: nginx and Caddy would otherwise stay up on
+    // port 80 (invoke-rc.d asks policy-rc.d; 101 means "not now").
+    let _no_services = NoServices::install()?;
     apt(&["update", "-qq"])?;
     let mut install = vec![
         "install",
@@ -168,9 +192,12 @@ pub fn ensure(needs: &[Need]) -> Result {
 
 /// Debian's `postgresql` package creates and starts a cluster on port 5432
 /// unless told not to; the tests want a throwaway one and nothing left behind.
-/// Only when there is no setting yet (`--force-confold` then keeps it).
+/// Only when there is no setting yet (ucf, which owns the file, keeps it:
+/// `UCF_FORCE_CONFFOLD`).
+const CREATECLUSTER: &str = "/etc/postgresql-common/createcluster.conf";
+
 fn keep_debian_from_making_a_cluster() -> Result {
-    let conf = Path::new("/etc/postgresql-common/createcluster.conf");
+    let conf = Path::new(CREATECLUSTER);
     if conf.exists() {
         return Ok(());
     }
@@ -179,10 +206,43 @@ fn keep_debian_from_making_a_cluster() -> Result {
         .map_err(|e| format!("cannot write {}: {e}", conf.display()))
 }
 
+/// `/usr/sbin/policy-rc.d` answering 101 while installing, when there is
+/// none of the machine's own.
+struct NoServices(bool);
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+impl NoServices {
+    fn install() -> Result<NoServices> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(NoServices(false));
+        }
+        std::fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# cargo xtask: packages installed, services not started\nexit 101\n",
+        )
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))
+        })
+        .map_err(|e| format!("cannot write {POLICY_RC_D}: {e}"))?;
+        Ok(NoServices(true))
+    }
+}
+
+impl Drop for NoServices {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
 fn apt(args: &[&str]) -> Result {
     let status = Command::new("apt-get")
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("UCF_FORCE_CONFFOLD", "1")
         .stdout(Stdio::null())
         .status()
         .map_err(|e| format!("cannot run apt-get: {e}"))?;

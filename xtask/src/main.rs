@@ -123,7 +123,7 @@ fn test(args: &[String]) -> Result {
     let secs = std::env::var("FUZZ_SECONDS").unwrap_or_else(|_| "30".into());
     step(
         &format!("every fuzz target for {secs} s"),
-        Command::new("fuzz/run").arg(&secs),
+        Command::new(machine::repo_root().join("fuzz/run")).arg(&secs),
     )?;
     drop(pg);
     println!("==> all green");

@@ -1,12 +1,15 @@
 //! The PostgreSQL the tests use: the one at `SESAME_TEST_POSTGRES_URL` (or the
-//! default URL) when it answers, otherwise a throwaway cluster in a temporary
-//! directory on a free port, stopped and deleted when the run ends. A system
-//! cluster is never started, stopped or changed.
+//! default URL) when it lets the tests in, otherwise a throwaway server in a
+//! temporary directory on a free port, run as a child of this process and
+//! stopped and deleted when the run ends (Ctrl-C stops it too: it is in the
+//! terminal's process group). A system cluster is never started, stopped or
+//! changed.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::machine::{self, Need};
 use crate::Result;
@@ -30,215 +33,394 @@ impl Postgres {
 }
 
 pub fn find_or_start() -> Result<Postgres> {
-    let url = std::env::var("SESAME_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-    let (host, port) = host_port(&url).ok_or_else(|| {
-        format!("SESAME_TEST_POSTGRES_URL={url} is not a postgres://HOST[:PORT]/DB URL")
+    let given = std::env::var("SESAME_TEST_POSTGRES_URL").ok();
+    let url = given.clone().unwrap_or_else(|| DEFAULT_URL.into());
+    let target = Target::parse(&url).ok_or_else(|| {
+        format!("SESAME_TEST_POSTGRES_URL={url} is not a postgres://[USER[:PASSWORD]@]HOST[:PORT]/DB URL")
     })?;
-    if answers(&host, port) {
-        println!("==> PostgreSQL answers at {host}:{port}; the tests use {url}");
-        return Ok(Postgres::Running(url));
+    match target.lets_in() {
+        Ok(()) => {
+            println!("==> the tests use the PostgreSQL at {}", target.shown());
+            return Ok(Postgres::Running(url));
+        }
+        Err(why) => match given {
+            Some(_) => println!(
+                "==> SESAME_TEST_POSTGRES_URL: {} does not let the tests in ({why}); \
+                 the tests use a throwaway PostgreSQL instead",
+                target.shown()
+            ),
+            None => println!(
+                "==> no PostgreSQL for the tests at {} ({why}): starting a throwaway one",
+                target.shown()
+            ),
+        },
     }
-    println!("==> nothing answers at {host}:{port}: starting a throwaway PostgreSQL");
     machine::ensure(&[Need::POSTGRES])?;
     Throwaway::start().map(Postgres::Throwaway)
 }
 
-/// `host` and `port` out of `postgres://user@host:port/db?...`.
-fn host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))?;
-    let authority = rest.split(['/', '?']).next()?;
-    let hostport = authority.rsplit('@').next()?;
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (host, rest) = v6.split_once(']')?;
-        match rest.strip_prefix(':') {
-            Some(p) => (host, p.parse().ok()?),
-            None if rest.is_empty() => (host, 5432),
-            None => return None,
-        }
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().ok()?),
-            None => (hostport, 5432),
-        }
-    };
-    (!host.is_empty()).then(|| (host.to_string(), port))
+/// What the tests connect to, read out of their URL.
+#[derive(Debug, PartialEq)]
+struct Target {
+    user: String,
+    has_password: bool,
+    host: String,
+    port: u16,
+    database: String,
 }
 
-fn answers(host: &str, port: u16) -> bool {
-    (host, port).to_socket_addrs().is_ok_and(|mut addrs| {
-        addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-    })
+impl Target {
+    /// `postgres://user[:password]@host[:port]/db?...`; the user defaults to
+    /// `postgres`, the database to the user.
+    fn parse(url: &str) -> Option<Target> {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, has_password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((name, _)) => (name, true),
+                None => (u, false),
+            },
+            None => ("", false),
+        };
+        let user = if user.is_empty() { "postgres" } else { user };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, rest) = v6.split_once(']')?;
+            match rest.strip_prefix(':') {
+                Some(p) => (host, p.parse().ok()?),
+                None if rest.is_empty() => (host, 5432),
+                None => return None,
+            }
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse().ok()?),
+                None => (hostport, 5432),
+            }
+        };
+        let database = path
+            .strip_prefix('/')
+            .unwrap_or("")
+            .split('?')
+            .next()
+            .unwrap_or("");
+        let database = if database.is_empty() { user } else { database };
+        (!host.is_empty()).then(|| Target {
+            user: user.to_string(),
+            has_password,
+            host: host.to_string(),
+            port,
+            database: database.to_string(),
+        })
+    }
+
+    /// Without the password.
+    fn shown(&self) -> String {
+        format!(
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+
+    /// Whether the server lets this user into this database: a real startup
+    /// handshake, not just an open port (Debian's own cluster answers on 5432
+    /// but asks for a password and has no `test` database). A URL with a
+    /// password is let in once the server asks for one.
+    fn lets_in(&self) -> std::result::Result<(), String> {
+        let addrs: Vec<_> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{} cannot be looked up: {e}", self.host))?
+            .collect();
+        let mut stream = addrs
+            .iter()
+            .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).ok())
+            .ok_or("nothing answers there")?;
+        let timeout = Some(Duration::from_secs(5));
+        let _ = stream.set_read_timeout(timeout);
+        let _ = stream.set_write_timeout(timeout);
+        let io = |e: std::io::Error| format!("the server broke off: {e}");
+        stream
+            .write_all(&startup_message(&self.user, &self.database))
+            .map_err(io)?;
+        loop {
+            let mut head = [0u8; 5];
+            stream.read_exact(&mut head).map_err(io)?;
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            if !(4..=1 << 20).contains(&len) {
+                return Err("not a PostgreSQL server".into());
+            }
+            let mut body = vec![0u8; len - 4];
+            stream.read_exact(&mut body).map_err(io)?;
+            match head[0] {
+                b'R' if body.get(..4) == Some(&[0, 0, 0, 0]) => continue,
+                b'R' if self.has_password => return Ok(()),
+                b'R' => return Err(format!("it asks {} for a password", self.user)),
+                b'E' => return Err(error_message(&body)),
+                b'Z' => {
+                    let _ = stream.write_all(&[b'X', 0, 0, 0, 4]);
+                    return Ok(());
+                }
+                // Parameter status, backend key, notices.
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// Protocol 3.0 startup: length, version, then `key\0value\0` pairs and a
+/// final `\0`.
+fn startup_message(user: &str, database: &str) -> Vec<u8> {
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", database)] {
+        body.extend(k.as_bytes());
+        body.push(0);
+        body.extend(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend(body);
+    msg
+}
+
+/// The `M` (message) field of an ErrorResponse.
+fn error_message(body: &[u8]) -> String {
+    body.split(|b| *b == 0)
+        .find_map(|field| field.strip_prefix(b"M"))
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_else(|| "an error".into())
 }
 
 pub struct Throwaway {
     dir: PathBuf,
     url: String,
-    /// initdb and the server refuse to run as root: as root, they run as this
-    /// user.
-    user: Option<&'static str>,
+    /// The postmaster, until stopped.
+    server: Option<Child>,
+    /// The directory goes when this does (not after a failed try: the next
+    /// one reuses it).
+    owns_dir: bool,
 }
+
+const PREFIX: &str = "sesame-test-pg-";
 
 impl Throwaway {
     fn start() -> Result<Throwaway> {
-        let initdb = machine::postgres_bin("initdb").ok_or("no initdb after installing")?;
-        let pg_ctl = machine::postgres_bin("pg_ctl").ok_or("no pg_ctl")?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        remove_stale(&pg_ctl);
-        let dir = std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()));
+        remove_stale();
+        // initdb and the server refuse to run as root: as root, they run as
+        // Debian's `postgres` user (or nobody), in /tmp, which it can reach.
+        let user = machine::is_root().then(unprivileged_user).transpose()?;
+        let parent = if user.is_some() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = parent.join(format!("{PREFIX}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-        let user = machine::is_root().then(unprivileged_user).transpose()?;
-        let pg = Throwaway {
-            dir,
-            url: format!("postgres://postgres@127.0.0.1:{port}/test"),
-            user,
-        };
         if let Some(user) = user {
-            pg.run_plain(Command::new("chown").args([user, &pg.dir.to_string_lossy()]))?;
+            run(
+                Command::new("chown").args([user, &dir.to_string_lossy()]),
+                &dir,
+            )?;
         }
-        let data = pg.dir.join("data");
-        pg.run_as(Command::new(&initdb).arg("-D").arg(&data).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]))?;
-        // Sockets in our directory, TCP on loopback only, and nothing synced
-        // to disk: it is thrown away.
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
-            pg.dir.display()
-        );
-        pg.run_as(
-            Command::new(&pg_ctl)
+        let as_user = |program: PathBuf| match user {
+            None => Command::new(program),
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+        };
+        let bin = |name: &str| {
+            machine::postgres_bin(name).ok_or_else(|| format!("no {name} in /usr/lib/postgresql"))
+        };
+        let data = dir.join("data");
+        run(
+            as_user(bin("initdb")?)
                 .arg("-D")
                 .arg(&data)
-                .arg("-l")
-                .arg(pg.dir.join("server.log"))
-                .args(["-o", &options, "-w", "-t", "60", "start"]),
+                // The caller's locale may not exist here, or not be UTF-8.
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ]),
+            &dir,
         )?;
-        let createdb = machine::postgres_bin("createdb").ok_or("no createdb")?;
-        pg.run_as(Command::new(createdb).args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "test",
-        ]))?;
-        println!(
-            "==> throwaway PostgreSQL at 127.0.0.1:{port} in {}",
-            pg.dir.display()
-        );
-        Ok(pg)
-    }
-
-    fn stop(&self) -> Result {
-        let pg_ctl = machine::postgres_bin("pg_ctl").ok_or("no pg_ctl")?;
-        self.run_as(
-            Command::new(pg_ctl)
+        // A free port can be taken between looking and binding: try again.
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port()?;
+            let log = std::fs::File::create(dir.join("server.log"))
+                .map_err(|e| format!("cannot write the server log: {e}"))?;
+            // Sockets in our directory, TCP on loopback only, nothing synced
+            // to disk: it is thrown away.
+            let server = as_user(bin("postgres")?)
                 .arg("-D")
-                .arg(self.dir.join("data"))
-                .args(["-m", "fast", "-w", "stop"]),
-        )
-    }
-
-    /// Runs a PostgreSQL program, as the unprivileged user when we are root.
-    fn run_as(&self, cmd: &mut Command) -> Result {
-        match self.user {
-            None => self.run_plain(cmd),
-            Some(user) => {
-                let mut wrapped = Command::new("runuser");
-                wrapped
-                    .args(["-u", user, "--"])
-                    .arg(cmd.get_program())
-                    .args(cmd.get_args());
-                self.run_plain(&mut wrapped)
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(&dir)
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                .args(["-c", "max_connections=300"])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(|e| e.to_string())?)
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start postgres: {e}"))?;
+            let mut pg = Throwaway {
+                url: format!("postgres://postgres@127.0.0.1:{port}/test"),
+                dir: dir.clone(),
+                server: Some(server),
+                owns_dir: false,
+            };
+            match pg.wait_until_up(port) {
+                Ok(()) => {
+                    run(
+                        as_user(bin("createdb")?)
+                            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                            .args(["-U", "postgres", "test"]),
+                        &dir,
+                    )?;
+                    println!(
+                        "==> throwaway PostgreSQL at 127.0.0.1:{port} in {}",
+                        dir.display()
+                    );
+                    pg.owns_dir = true;
+                    return Ok(pg);
+                }
+                Err(e) => last_error = e,
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(format!(
+            "the throwaway PostgreSQL did not start: {last_error}"
+        ))
     }
 
-    fn run_plain(&self, cmd: &mut Command) -> Result {
-        let out = cmd
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
-        if out.status.success() {
-            return Ok(());
+    fn wait_until_up(&mut self, port: u16) -> Result {
+        let target = Target::parse(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+            .expect("a well-formed URL");
+        let t = Instant::now();
+        loop {
+            let exited = self
+                .server
+                .as_mut()
+                .and_then(|s| s.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                return Err(format!("postgres exited ({status}):\n{log}"));
+            }
+            if target.lets_in().is_ok() {
+                return Ok(());
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                return Err("postgres did not accept connections within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        Err(format!(
-            "{:?} failed ({}):\n{}{}\n{log}",
-            cmd.get_program(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        ))
+    }
+
+    /// Fast shutdown (SIGINT to the postmaster, whose pid it wrote), then
+    /// wait for it.
+    fn stop_server(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string));
+        match pid {
+            Some(pid) => {
+                let _ = Command::new("kill").args(["-INT", &pid]).status();
+            }
+            None => {
+                let _ = server.kill();
+            }
+        }
+        let _ = server.wait();
     }
 }
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        match self.stop() {
-            Ok(()) => println!("==> throwaway PostgreSQL stopped"),
-            Err(e) => eprintln!("xtask: stopping the throwaway PostgreSQL: {e}"),
+        self.stop_server();
+        if self.owns_dir {
+            println!("==> throwaway PostgreSQL stopped");
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-const PREFIX: &str = "sesame-test-pg-";
+fn free_port() -> Result<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
 
-/// Clusters left by runs that were killed (Ctrl-C skips the clean-up): their
-/// directory names the xtask process that made them, which is gone.
-fn remove_stale(pg_ctl: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+fn run(cmd: &mut Command, dir: &Path) -> Result {
+    let out = cmd
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} failed ({}):\n{}{}",
+        crate::shown(cmd),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    ))
+}
+
+/// Directories of earlier runs that were killed before they could clean up
+/// (their servers stopped with the terminal's Ctrl-C; a `kill -9` of xtask
+/// leaves the server running, and it is stopped here): the directory names
+/// the xtask process that made it, which is gone.
+fn remove_stale() {
+    for parent in [PathBuf::from("/tmp"), std::env::temp_dir()] {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
             continue;
         };
-        if std::path::Path::new("/proc").join(pid).exists() {
-            continue;
-        }
-        let data = e.path().join("data");
-        if data.join("postmaster.pid").exists() {
-            let user = machine::is_root()
-                .then(unprivileged_user)
-                .and_then(|u| u.ok());
-            let mut cmd = match user {
-                Some(u) => {
-                    let mut c = Command::new("runuser");
-                    c.args(["-u", u, "--"]).arg(pg_ctl);
-                    c
-                }
-                None => Command::new(pg_ctl),
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+                continue;
             };
-            let _ = cmd
-                .arg("-D")
-                .arg(&data)
-                .args(["-m", "immediate", "-w", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            if Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            let server = std::fs::read_to_string(e.path().join("data/postmaster.pid"))
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_string));
+            if let Some(server) = server {
+                let _ = Command::new("kill")
+                    .args(["-INT", &server])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            println!(
+                "==> removing a throwaway PostgreSQL left by an earlier run: {}",
+                e.path().display()
+            );
+            let _ = std::fs::remove_dir_all(e.path());
         }
-        println!(
-            "==> removing a throwaway PostgreSQL left by an earlier run: {}",
-            e.path().display()
-        );
-        let _ = std::fs::remove_dir_all(e.path());
     }
 }
 
@@ -262,26 +444,56 @@ fn unprivileged_user() -> Result<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::host_port;
+    use super::*;
+
+    fn t(user: &str, pw: bool, host: &str, port: u16, db: &str) -> Option<Target> {
+        Some(Target {
+            user: user.into(),
+            has_password: pw,
+            host: host.into(),
+            port,
+            database: db.into(),
+        })
+    }
 
     #[test]
-    fn reads_host_and_port_out_of_urls() {
-        let hp = host_port;
+    fn reads_what_to_connect_to_out_of_urls() {
         assert_eq!(
-            hp("postgres://postgres@127.0.0.1:5432/test"),
-            Some(("127.0.0.1".into(), 5432))
+            Target::parse("postgres://postgres@127.0.0.1:5432/test"),
+            t("postgres", false, "127.0.0.1", 5432, "test")
         );
         assert_eq!(
-            hp("postgresql://u:pw@db.internal/x?sslmode=require"),
-            Some(("db.internal".into(), 5432))
+            Target::parse("postgresql://u:pw@db.internal/x?sslmode=require"),
+            t("u", true, "db.internal", 5432, "x")
         );
-        assert_eq!(hp("postgres://[::1]:6000/test"), Some(("::1".into(), 6000)));
-        assert_eq!(hp("postgres://[::1]/test"), Some(("::1".into(), 5432)));
         assert_eq!(
-            hp("postgres://localhost:5433"),
-            Some(("localhost".into(), 5433))
+            Target::parse("postgres://[::1]:6000/test"),
+            t("postgres", false, "::1", 6000, "test")
         );
-        assert_eq!(hp("mysql://localhost/x"), None);
-        assert_eq!(hp("postgres:///test"), None);
+        assert_eq!(
+            Target::parse("postgres://[::1]/test"),
+            t("postgres", false, "::1", 5432, "test")
+        );
+        assert_eq!(
+            Target::parse("postgres://ada@localhost:5433"),
+            t("ada", false, "localhost", 5433, "ada")
+        );
+        assert_eq!(Target::parse("mysql://localhost/x"), None);
+        assert_eq!(Target::parse("postgres:///test"), None);
+    }
+
+    #[test]
+    fn the_startup_message_is_protocol_3() {
+        let m = startup_message("postgres", "test");
+        assert_eq!(
+            u32::from_be_bytes(m[..4].try_into().unwrap()) as usize,
+            m.len()
+        );
+        assert_eq!(&m[4..8], &[0, 3, 0, 0]);
+        assert!(m.ends_with(b"database\0test\0\0"));
+        assert_eq!(
+            error_message(b"SFATAL\0C3D000\0Mdatabase \"test\" does not exist\0\0"),
+            "database \"test\" does not exist"
+        );
     }
 }
