@@ -46,8 +46,9 @@ fn start_nginx(
                 &d.to_string(),
                 "-c",
                 &format!("{d}/nginx.conf"),
+                // One process: killing it leaves no orphaned worker behind.
                 "-g",
-                "daemon off;",
+                "daemon off; master_process off;",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
