@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Site};
 use crate::keys::Keys;
 use crate::mail::{mailer_for, Mailer, Outbox};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestCounters};
 use crate::pages::Pages;
 use crate::ratelimit::RateLimiter;
 use crate::session::{cookies, Sessions};
@@ -32,38 +32,8 @@ pub struct SiteRt {
     pub upstreams: crate::upstream::Upstreams,
     /// What the hot path inserts into every upstream request, built once.
     pub wire: Wire,
-    /// `sesame_requests_total{site, outcome}` of this site, resolved once
-    /// per outcome instead of by label lookup on every request.
-    counters: Vec<(&'static str, prometheus::IntCounter)>,
-}
-
-/// Every `outcome` label value the gateway counts under a site.
-const OUTCOMES: [&str; 12] = [
-    "allowed",
-    "public",
-    "unauthenticated",
-    "login_redirect",
-    "denied",
-    "step_up",
-    "bad_path",
-    "store_unavailable",
-    "endpoint",
-    "upstream_down",
-    "upstream_timeout",
-    "error",
-];
-
-impl SiteRt {
-    /// Count one request of this site with `outcome`.
-    pub fn count(&self, metrics: &Metrics, outcome: &str) {
-        match self.counters.iter().find(|(o, _)| *o == outcome) {
-            Some((_, c)) => c.inc(),
-            None => metrics
-                .requests
-                .with_label_values(&[self.site.name.as_str(), outcome])
-                .inc(),
-        }
-    }
+    /// `sesame_requests_total{site, outcome}` of this site.
+    pub requests: RequestCounters,
 }
 
 /// This site's `X-Forwarded-Proto` and `X-Forwarded-Host` values, built once.
@@ -154,15 +124,7 @@ impl App {
                 )
                 .map_err(BuildError::Upstream)?,
                 wire: Wire::of(s),
-                counters: OUTCOMES
-                    .iter()
-                    .map(|o| {
-                        (
-                            *o,
-                            metrics.requests.with_label_values(&[s.name.as_str(), o]),
-                        )
-                    })
-                    .collect(),
+                requests: RequestCounters::new(&metrics, &s.name),
                 site: s.clone(),
             });
         }

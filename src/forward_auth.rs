@@ -22,6 +22,7 @@ use crate::app::App;
 use crate::config::ForwardAuthHeaders;
 use crate::endpoints::Resp;
 use crate::gateway::headers::Identity;
+use crate::metrics::Outcome;
 use crate::policy::{self, Decision};
 
 pub const PATH: &str = "/.sesame/auth";
@@ -110,20 +111,20 @@ pub fn read_original(
     })
 }
 
-/// Decide; returns the site index (if any), the outcome label and the answer.
+/// Decide; returns the site index (if any), the outcome and the answer.
 pub async fn check(
     app: &App,
     peer: IpAddr,
     headers: &HeaderMap,
     query: &str,
-) -> (Option<usize>, &'static str, Resp) {
+) -> (Option<usize>, Outcome, Resp) {
     let trusted = app.config.trusted_proxies.trusts(peer);
     let o = match read_original(headers, trusted, app.config.forward_auth_headers) {
         Ok(o) => o,
         Err(name) => {
             return (
                 None,
-                "bad_path",
+                Outcome::BadPath,
                 Resp::json(400, &json!({"error": "bad_request", "header": name})),
             )
         }
@@ -131,7 +132,7 @@ pub async fn check(
     let Some((site_index, site)) = o.host.and_then(|h| app.site_for_host(h)) else {
         return (
             None,
-            "unknown_site",
+            Outcome::UnknownSite,
             Resp::json(404, &json!({"error": "unknown_site"})),
         );
     };
@@ -150,14 +151,14 @@ pub async fn check(
             .inc();
         return (
             Some(site_index),
-            "denied",
+            Outcome::Denied,
             Resp::json(403, &json!({"error": "cross_origin_websocket"})),
         );
     }
     if !o.uri.starts_with('/') {
         return (
             Some(site_index),
-            "bad_path",
+            Outcome::BadPath,
             Resp::json(400, &json!({"error": "bad_path"})),
         );
     }

@@ -6,6 +6,87 @@ use prometheus::{
     TextEncoder,
 };
 
+/// What became of one request, the `outcome` label of
+/// `sesame_requests_total{site, outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    Public,
+    Unauthenticated,
+    LoginRedirect,
+    Denied,
+    StepUp,
+    BadPath,
+    StoreUnavailable,
+    Endpoint,
+    UpstreamDown,
+    UpstreamTimeout,
+    Error,
+    /// No site for the host (counted under site `-`).
+    UnknownSite,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 13] = [
+        Outcome::Allowed,
+        Outcome::Public,
+        Outcome::Unauthenticated,
+        Outcome::LoginRedirect,
+        Outcome::Denied,
+        Outcome::StepUp,
+        Outcome::BadPath,
+        Outcome::StoreUnavailable,
+        Outcome::Endpoint,
+        Outcome::UpstreamDown,
+        Outcome::UpstreamTimeout,
+        Outcome::Error,
+        Outcome::UnknownSite,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Public => "public",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::LoginRedirect => "login_redirect",
+            Outcome::Denied => "denied",
+            Outcome::StepUp => "step_up",
+            Outcome::BadPath => "bad_path",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::Endpoint => "endpoint",
+            Outcome::UpstreamDown => "upstream_down",
+            Outcome::UpstreamTimeout => "upstream_timeout",
+            Outcome::Error => "error",
+            Outcome::UnknownSite => "unknown_site",
+        }
+    }
+
+    /// The outcome of a proxy failure answered with `code`.
+    pub fn of_failure(code: u16) -> Outcome {
+        match code {
+            502 => Outcome::UpstreamDown,
+            504 => Outcome::UpstreamTimeout,
+            _ => Outcome::Error,
+        }
+    }
+}
+
+/// `sesame_requests_total` of one site, a counter per [`Outcome`] resolved
+/// once: counting a request is an index, not a label lookup.
+pub struct RequestCounters([IntCounter; Outcome::ALL.len()]);
+
+impl RequestCounters {
+    pub fn new(metrics: &Metrics, site: &str) -> RequestCounters {
+        RequestCounters(
+            Outcome::ALL.map(|o| metrics.requests.with_label_values(&[site, o.label()])),
+        )
+    }
+
+    pub fn count(&self, outcome: Outcome) {
+        self.0[outcome as usize].inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Proxied and intercepted requests by site and outcome
@@ -253,5 +334,30 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_has_its_own_counter_and_label() {
+        let metrics = Metrics::new();
+        let counters = RequestCounters::new(&metrics, "wiki");
+        for (i, o) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(o as usize, i, "{o:?} is at its own index");
+            counters.count(o);
+        }
+        counters.count(Outcome::Denied);
+        let text = metrics.render();
+        for o in Outcome::ALL {
+            let want = if o == Outcome::Denied { 2 } else { 1 };
+            let series = format!(
+                "sesame_requests_total{{outcome=\"{}\",site=\"wiki\"}} {want}",
+                o.label()
+            );
+            assert!(text.contains(&series), "{series} in:\n{text}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::app::{App, SiteRt};
 use crate::config::RuleAction;
+use crate::metrics::Outcome;
 use crate::path;
 use crate::session::{cookies, LiveSession, Rejected};
 use crate::store::AuthMethod;
@@ -31,15 +32,15 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Decision::Allow(_) => "allowed",
-            Decision::Public => "public",
-            Decision::Login => "unauthenticated",
-            Decision::Deny(_) => "denied",
-            Decision::StepUp(_) => "step_up",
-            Decision::BadPath => "bad_path",
-            Decision::Unavailable => "store_unavailable",
+            Decision::Allow(_) => Outcome::Allowed,
+            Decision::Public => Outcome::Public,
+            Decision::Login => Outcome::Unauthenticated,
+            Decision::Deny(_) => Outcome::Denied,
+            Decision::StepUp(_) => Outcome::StepUp,
+            Decision::BadPath => Outcome::BadPath,
+            Decision::Unavailable => Outcome::StoreUnavailable,
         }
     }
 }

@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::endpoints::{self, Req, Resp, MAX_BODY, MAX_HEADERS};
 use crate::forward_auth;
+use crate::metrics::Outcome;
 use crate::policy::{self, Decision};
 use crate::session::LiveSession;
 
@@ -35,7 +36,9 @@ pub struct Ctx {
     identity: Option<Arc<LiveSession>>,
     /// The path the decision was made for, when it differs from the wire's.
     checked_path: Option<String>,
-    outcome: &'static str,
+    /// What became of the request (counted when it is logged; none set:
+    /// an error before any decision).
+    outcome: Option<Outcome>,
 }
 
 const PREFIX: &str = "/.sesame";
@@ -218,7 +221,7 @@ impl Gateway {
                     site = %self.app.sites[i].site.name,
                     "the app answered a WebSocket handshake with a 101 that does not complete it; closed"
                 );
-                ctx.outcome = outcome_for(502);
+                ctx.outcome = Some(Outcome::UpstreamDown);
                 let resp = self.upstream_error(session, ctx.site, 502);
                 write(session, resp).await?;
             }
@@ -226,7 +229,7 @@ impl Gateway {
                 let code = error_status(&e);
                 if code > 0 && session.response_written().is_none() {
                     tracing::warn!(error = %e, code, "upgrade to the app failed");
-                    ctx.outcome = outcome_for(code);
+                    ctx.outcome = Some(Outcome::of_failure(code));
                     let resp = self.upstream_error(session, ctx.site, code);
                     write(session, resp).await?;
                 } else {
@@ -388,14 +391,6 @@ fn error_status(e: &pingora::Error) -> u16 {
     }
 }
 
-fn outcome_for(code: u16) -> &'static str {
-    match code {
-        502 => "upstream_down",
-        504 => "upstream_timeout",
-        _ => "error",
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -416,7 +411,7 @@ impl ProxyHttp for Gateway {
             let (site, outcome, resp) =
                 forward_auth::check(&self.app, peer, &req.headers, query).await;
             ctx.site = site;
-            ctx.outcome = outcome;
+            ctx.outcome = Some(outcome);
             self.app
                 .metrics
                 .auth_check_seconds
@@ -427,7 +422,7 @@ impl ProxyHttp for Gateway {
         let Some((site_index, site)) =
             request_host(session.req_header()).and_then(|h| self.app.site_for_host(h))
         else {
-            ctx.outcome = "unknown_site";
+            ctx.outcome = Some(Outcome::UnknownSite);
             write(
                 session,
                 Resp::new(
@@ -442,7 +437,7 @@ impl ProxyHttp for Gateway {
         ctx.site = Some(site_index);
         let path = session.req_header().uri.path();
         if path == PREFIX || path.starts_with("/.sesame/") {
-            ctx.outcome = "endpoint";
+            ctx.outcome = Some(Outcome::Endpoint);
             self.endpoint(session, site_index).await?;
             return Ok(true);
         }
@@ -469,7 +464,7 @@ impl ProxyHttp for Gateway {
                         .upgrades
                         .with_label_values(&["cross_origin"])
                         .inc();
-                    ctx.outcome = "denied";
+                    ctx.outcome = Some(Outcome::Denied);
                     let resp = Resp::json(403, &json!({"error": "cross_origin_websocket"}));
                     write(session, resp).await?;
                     return Ok(true);
@@ -497,7 +492,7 @@ impl ProxyHttp for Gateway {
             .metrics
             .auth_check_seconds
             .observe(started.elapsed().as_secs_f64());
-        ctx.outcome = decision.outcome();
+        ctx.outcome = Some(decision.outcome());
         let resp = match decision {
             Decision::Allow(live) => {
                 ctx.identity = Some(live);
@@ -517,7 +512,7 @@ impl ProxyHttp for Gateway {
             Decision::Login => {
                 let r = self.login_response(session, site_index);
                 if r.status == 302 {
-                    ctx.outcome = "login_redirect";
+                    ctx.outcome = Some(Outcome::LoginRedirect);
                 }
                 r
             }
@@ -584,7 +579,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> FailToProxy {
         let code = error_status(e);
-        ctx.outcome = outcome_for(code);
+        ctx.outcome = Some(Outcome::of_failure(code));
         if code > 0 && session.response_written().is_none() {
             tracing::warn!(error = %e, code, "proxying failed");
             let resp = self.upstream_error(session, ctx.site, code);
@@ -599,18 +594,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
-        let outcome = if ctx.outcome.is_empty() {
-            "error"
-        } else {
-            ctx.outcome
-        };
+        let outcome = ctx.outcome.unwrap_or(Outcome::Error);
         match ctx.site {
-            Some(i) => self.app.sites[i].count(&self.app.metrics, outcome),
+            Some(i) => self.app.sites[i].requests.count(outcome),
             None => self
                 .app
                 .metrics
                 .requests
-                .with_label_values(&["-", outcome])
+                .with_label_values(&["-", outcome.label()])
                 .inc(),
         }
     }
