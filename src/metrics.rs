@@ -71,6 +71,38 @@ impl Outcome {
     }
 }
 
+/// What a rate limit counted: the `key` label of
+/// `sesame_rate_limited_total` and of the `rate_limited` audit line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Sign-in links asked for one address.
+    Email,
+    /// Sign-in links asked for from one client address.
+    Client,
+    /// Codes tried for one address in a day.
+    Code,
+    /// Anonymous writing requests from one client address, in memory.
+    Anonymous,
+}
+
+impl LimitKind {
+    pub const ALL: [LimitKind; 4] = [
+        LimitKind::Email,
+        LimitKind::Client,
+        LimitKind::Code,
+        LimitKind::Anonymous,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::Email => "email",
+            LimitKind::Client => "client",
+            LimitKind::Code => "code",
+            LimitKind::Anonymous => "anonymous",
+        }
+    }
+}
+
 /// `sesame_requests_total` of one site, a counter per [`Outcome`] resolved
 /// once: counting a request is an index, not a label lookup.
 pub struct RequestCounters([IntCounter; Outcome::ALL.len()]);
@@ -157,6 +189,11 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 impl Metrics {
     /// Build the metric set. The definitions are static, so the `expect`s
     /// here can only fire on a programming error, never on input.
+    /// Count one request refused by a rate limit.
+    pub fn limited(&self, kind: LimitKind) {
+        self.rate_limited.with_label_values(&[kind.label()]).inc();
+    }
+
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let auth_check_seconds = Histogram::with_opts(
@@ -296,8 +333,8 @@ impl Metrics {
         ] {
             zero(&self.verifications, &["code", result]);
         }
-        for key in ["email", "client", "code", "anonymous"] {
-            zero(&self.rate_limited, &[key]);
+        for key in LimitKind::ALL {
+            zero(&self.rate_limited, &[key.label()]);
         }
         for result in [
             "websocket",

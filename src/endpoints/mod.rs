@@ -16,6 +16,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
 use crate::app::{App, SiteRt};
+use crate::metrics::LimitKind;
 use crate::pages::STATIC;
 use crate::session::cookies;
 
@@ -234,10 +235,7 @@ fn writes_anonymously(method: &Method, path: &str) -> bool {
 /// 429 for a client over the in-memory limit: a page, or JSON for the
 /// passkey endpoints (called by script).
 fn too_many(app: &App, req: &Req, wait: u64) -> Resp {
-    app.metrics
-        .rate_limited
-        .with_label_values(&["anonymous"])
-        .inc();
+    app.metrics.limited(LimitKind::Anonymous);
     let resp = if req.path.starts_with("/passkey/") {
         Resp::json(
             429,

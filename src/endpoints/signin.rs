@@ -12,6 +12,7 @@ use crate::email::Email;
 use crate::login::{self, FinishError};
 use crate::magic_link::token::{self, TokenError};
 use crate::magic_link::{code_matches, Code};
+use crate::metrics::LimitKind;
 use crate::return_to::ReturnTo;
 use crate::session::{cookies, LiveSession, NewSession};
 use crate::store::{AuthMethod, PendingLogin};
@@ -80,14 +81,16 @@ fn cross_site(app: &App, req: &Req) -> Resp {
     )
 }
 
-fn rate_limited(app: &App, req: &Req, key: &str, wait: u64) -> Resp {
-    app.metrics.rate_limited.with_label_values(&[key]).inc();
-    tracing::info!(target: "sesame::audit", event = "rate_limited", key, client = %req.client_ip);
-    let why = match key {
-        "code" => {
+fn rate_limited(app: &App, req: &Req, kind: LimitKind, wait: u64) -> Resp {
+    app.metrics.limited(kind);
+    tracing::info!(target: "sesame::audit", event = "rate_limited", key = kind.label(), client = %req.client_ip);
+    let why = match kind {
+        LimitKind::Code => {
             "Too many codes were tried for this address today. The link in the email still works."
         }
-        _ => "Too many sign-in links were asked for.",
+        LimitKind::Email | LimitKind::Client | LimitKind::Anonymous => {
+            "Too many sign-in links were asked for."
+        }
     };
     ErrorPage {
         retry_after: Some(wait),
@@ -132,12 +135,12 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Resp {
         .await
     {
         Ok(Ok(())) => {}
-        Ok(Err(wait)) => return rate_limited(app, req, "client", wait),
+        Ok(Err(wait)) => return rate_limited(app, req, LimitKind::Client, wait),
         Err(e) => return store_down(app, req, &e),
     }
     match app.email_limit.hit(email.as_str()).await {
         Ok(Ok(())) => {}
-        Ok(Err(wait)) => return rate_limited(app, req, "email", wait),
+        Ok(Err(wait)) => return rate_limited(app, req, LimitKind::Email, wait),
         Err(e) => return store_down(app, req, &e),
     }
     app.metrics.login_requests.inc();
@@ -351,7 +354,7 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Resp {
     // even looked at.
     match app.code_limit.hit(pending.email.as_str()).await {
         Ok(Ok(())) => {}
-        Ok(Err(wait)) => return rate_limited(app, req, "code", wait),
+        Ok(Err(wait)) => return rate_limited(app, req, LimitKind::Code, wait),
         Err(e) => return store_down(app, req, &e),
     }
     if !code_matches(&app.keys, &id, &code, &pending.code_mac) {

@@ -19,7 +19,7 @@ use crate::app::{App, SiteRt};
 use crate::email::Email;
 use crate::return_to::ReturnTo;
 use crate::session::{LiveSession, NewSession};
-use crate::store::{AuthMethod, Ceremony, PasskeyRecord, StoreError, User};
+use crate::store::{AuthMethod, Ceremony, CeremonyKind, PasskeyRecord, StoreError, User};
 
 /// Ceremonies expire after this long.
 const CEREMONY_SECS: i64 = 5 * 60;
@@ -127,7 +127,7 @@ fn answered_challenge(client_data_json: &[u8]) -> Result<String, PasskeyError> {
         .map_err(|_| PasskeyError::BadRequest("clientDataJSON has no challenge".into()))
 }
 
-async fn take(app: &App, challenge: &str, kind: &str) -> Result<Ceremony, PasskeyError> {
+async fn take(app: &App, challenge: &str, kind: CeremonyKind) -> Result<Ceremony, PasskeyError> {
     match app.store.take_ceremony(challenge, app.clock.now()).await? {
         Some(c) if c.kind == kind => Ok(c),
         _ => Err(PasskeyError::Refused(
@@ -139,7 +139,7 @@ async fn take(app: &App, challenge: &str, kind: &str) -> Result<Ceremony, Passke
 async fn put(
     app: &App,
     challenge: &[u8],
-    kind: &str,
+    kind: CeremonyKind,
     user_id: Option<String>,
     state: String,
     return_to: String,
@@ -147,7 +147,7 @@ async fn put(
     app.store
         .put_ceremony(&Ceremony {
             id: B64.encode(challenge),
-            kind: kind.to_string(),
+            kind,
             user_id,
             state,
             return_to,
@@ -199,7 +199,7 @@ pub async fn register_start(
     put(
         app,
         &ccr.public_key.challenge,
-        "register",
+        CeremonyKind::Register,
         Some(user.id),
         json(&state)?,
         String::new(),
@@ -222,7 +222,7 @@ pub async fn register_finish(
     let ceremony = take(
         app,
         &answered_challenge(&cred.response.client_data_json)?,
-        "register",
+        CeremonyKind::Register,
     )
     .await?;
     if ceremony.user_id.as_deref() != Some(live.record.user_id.as_str()) {
@@ -318,7 +318,7 @@ pub async fn login_start(
         let (rcr, state) = webauthn
             .start_passkey_authentication(&passkeys)
             .map_err(|e| PasskeyError::Refused(e.to_string()))?;
-        (rcr, "login", json(&state)?)
+        (rcr, CeremonyKind::Login, json(&state)?)
     } else {
         let (mut rcr, state) = webauthn
             .start_discoverable_authentication()
@@ -329,7 +329,7 @@ pub async fn login_start(
             rcr.public_key.extensions = None;
             rcr.mediation = None;
         }
-        (rcr, "discoverable", json(&state)?)
+        (rcr, CeremonyKind::Discoverable, json(&state)?)
     };
     put(
         app,
@@ -392,7 +392,7 @@ pub async fn login_finish(
         .map_err(|e| PasskeyError::BadRequest(format!("not a WebAuthn assertion: {e}")))?;
     let challenge = answered_challenge(&cred.response.client_data_json)?;
     let ceremony = match app.store.take_ceremony(&challenge, app.clock.now()).await? {
-        Some(c) if c.kind == "login" || c.kind == "discoverable" => c,
+        Some(c) if matches!(c.kind, CeremonyKind::Login | CeremonyKind::Discoverable) => c,
         _ => {
             return Err(PasskeyError::Refused(
                 "no such ceremony (used, expired or unknown)".into(),
@@ -415,7 +415,7 @@ pub async fn login_finish(
         .await?
         .ok_or_else(|| unverified("the passkey's user was removed".into()))?;
     let mut passkey = passkey_of(&record)?;
-    let result = if ceremony.kind == "login" {
+    let result = if ceremony.kind == CeremonyKind::Login {
         if ceremony.user_id.as_deref() != Some(user.id.as_str()) {
             return Err(unverified("passkey of another user".into()));
         }

@@ -110,11 +110,42 @@ pub struct PasskeyRecord {
     pub last_used_at: Option<i64>,
 }
 
+/// Which WebAuthn ceremony a stored state belongs to (stored as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyKind {
+    /// Adding a passkey to a signed-in account.
+    Register,
+    /// Signing in with the passkeys of an address given first.
+    Login,
+    /// Signing in with whatever passkey the browser offers.
+    Discoverable,
+}
+
+impl CeremonyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyKind::Register => "register",
+            CeremonyKind::Login => "login",
+            CeremonyKind::Discoverable => "discoverable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CeremonyKind> {
+        [
+            CeremonyKind::Register,
+            CeremonyKind::Login,
+            CeremonyKind::Discoverable,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
 /// Server-side state of a WebAuthn ceremony, keyed by its challenge.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Ceremony {
     pub id: String,
-    pub kind: String,
+    pub kind: CeremonyKind,
     pub user_id: Option<String>,
     pub state: String,
     pub return_to: String,
@@ -410,5 +441,23 @@ mod tests {
         ] {
             assert_eq!(Invalidation::parse(made_up), None, "{made_up:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod ceremony_kind_tests {
+    use super::CeremonyKind;
+
+    #[test]
+    fn ceremony_kinds_read_back_as_stored_and_nothing_else_reads() {
+        for kind in [
+            CeremonyKind::Register,
+            CeremonyKind::Login,
+            CeremonyKind::Discoverable,
+        ] {
+            assert_eq!(CeremonyKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(CeremonyKind::parse("Login"), None);
+        assert_eq!(CeremonyKind::parse(""), None);
     }
 }

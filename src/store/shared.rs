@@ -7,8 +7,8 @@
 use sqlx::Row;
 
 use super::{
-    AuthMethod, Ceremony, KeyPurpose, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord,
-    StoreError, StoreResult, User,
+    AuthMethod, Ceremony, CeremonyKind, KeyPurpose, KeyRecord, PasskeyRecord, PendingLogin,
+    SessionRecord, StoreError, StoreResult, User,
 };
 use crate::email::Email;
 
@@ -111,7 +111,11 @@ pub(super) fn passkey(row: &impl Cols) -> StoreResult<PasskeyRecord> {
 pub(super) fn ceremony(row: &impl Cols) -> StoreResult<Ceremony> {
     Ok(Ceremony {
         id: row.text("id")?,
-        kind: row.text("kind")?,
+        kind: {
+            let kind = row.text("kind")?;
+            CeremonyKind::parse(&kind)
+                .ok_or_else(|| StoreError::Other(format!("bad ceremony kind in store: {kind}")))?
+        },
         user_id: row.opt_text("user_id")?,
         state: row.text("state")?,
         return_to: row.text("return_to")?,
@@ -632,7 +636,7 @@ macro_rules! impl_store {
                     "INSERT INTO ceremonies (id, kind, user_id, state, return_to, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&c.id)
-                .bind(&c.kind)
+                .bind(c.kind.as_str())
                 .bind(&c.user_id)
                 .bind(&c.state)
                 .bind(&c.return_to)
