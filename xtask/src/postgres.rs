@@ -409,6 +409,14 @@ fn remove_stale() {
             let server = std::fs::read_to_string(e.path().join("data/postmaster.pid"))
                 .ok()
                 .and_then(|s| s.lines().next().map(str::to_string));
+            // The pid may have been reused since: signal it only if it is
+            // still this directory's postgres.
+            let server = server.filter(|pid| {
+                std::fs::read(Path::new("/proc").join(pid).join("cmdline")).is_ok_and(|cmd| {
+                    let cmd = String::from_utf8_lossy(&cmd);
+                    cmd.contains("postgres") && cmd.contains(&*e.path().to_string_lossy())
+                })
+            });
             if let Some(server) = server {
                 let _ = Command::new("kill")
                     .args(["-INT", &server])
