@@ -310,7 +310,7 @@ fn parts(c: &mut Criterion, r: &Rig, template: &RequestHeader) {
         .unwrap();
     let mut auth = SoftPasskey::new(true);
     let (ccr, reg) = rp
-        .start_passkey_registration(uuid::Uuid::new_v4(), "ada", "Ada", None)
+        .start_passkey_registration(sesame::random::uuid(), "ada", "Ada", None)
         .unwrap();
     let cred = auth.do_registration(origin.clone(), ccr).unwrap();
     let passkey = rp.finish_passkey_registration(&cred, &reg).unwrap();

@@ -20,10 +20,7 @@ impl From<StoreError> for AdminError {
 type Out = Result<Vec<String>, AdminError>;
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::Clock::system().now()
 }
 
 fn email(raw: &str) -> Result<Email, AdminError> {

@@ -242,12 +242,23 @@ impl App {
         crate::identity::assertion(&self.keys, &self.clock, site_index, site, live)
     }
 
-    /// Make sure the key a magic-link token names is loaded, if it exists.
-    pub async fn prepare_link(&self, token: &str) {
-        if !self.keys.knows_link_kid(token) {
-            self.keys
-                .reload_for_unknown(&self.store, self.clock.now())
-                .await;
+    /// Sign-in by email, with this app's store, keys, limits and config.
+    pub fn sign_in(&self) -> crate::signin::SignIn<'_> {
+        crate::signin::SignIn {
+            store: &self.store,
+            keys: &self.keys,
+            clock: &self.clock,
+            sessions: &self.sessions,
+            metrics: &self.metrics,
+            pages: &self.pages,
+            outbox: &self.outbox,
+            link: &self.config.magic_link,
+            signup: &self.config.signup,
+            limits: crate::signin::Limits {
+                client: &self.client_limit,
+                email: &self.email_limit,
+                code: &self.code_limit,
+            },
         }
     }
 

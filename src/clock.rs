@@ -16,6 +16,7 @@ impl Clock {
     }
 
     /// Seconds since the Unix epoch.
+    #[allow(clippy::disallowed_methods)] // the one reader of the wall clock
     pub fn now(&self) -> i64 {
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -169,14 +169,7 @@ pub async fn check(
     );
     let decision = policy::decide(app, site, path, cookie).await;
     let outcome = decision.outcome();
-    let login_url = || {
-        let mut login = site.site.public_url.clone();
-        login.set_path("/.sesame/login");
-        login
-            .query_pairs_mut()
-            .append_pair("rd", &format!("{}{}", site.site.origin, o.uri));
-        login.to_string()
-    };
+    let login_url = || site.site.sesame_url_back_to("/login", o.uri);
     let resp = match decision {
         Decision::Allow(live) => {
             let assertion = app.assertion(site_index, &live);
@@ -210,13 +203,10 @@ pub async fn check(
             &json!({"error": "forbidden", "signed_in_as": live.record.email.as_str()}),
         ),
         Decision::StepUp(_) => {
-            let mut url = site.site.public_url.clone();
-            url.set_path("/.sesame/stepup");
-            url.query_pairs_mut()
-                .append_pair("rd", &format!("{}{}", site.site.origin, o.uri));
+            let url = site.site.sesame_url_back_to("/stepup", o.uri);
             Resp::json(
                 403,
-                &json!({"error": "passkey_required", "stepup_url": url.as_str()}),
+                &json!({"error": "passkey_required", "stepup_url": url}),
             )
         }
         Decision::BadPath => Resp::json(400, &json!({"error": "bad_path"})),

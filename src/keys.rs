@@ -11,7 +11,6 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{DecodingKey, EncodingKey};
-use rand::RngCore;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -82,9 +81,7 @@ impl fmt::Debug for Keys {
 }
 
 fn fresh(len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand::rngs::OsRng.fill_bytes(&mut v);
-    v
+    crate::random::bytes(len)
 }
 
 /// A cookie names a key this instance has not loaded (perhaps rotated on
@@ -105,8 +102,7 @@ fn is_cookie_kid(kid: &str) -> bool {
 
 /// Random bytes as URL-safe base64, for ids.
 pub fn random_id(bytes: usize) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fresh(bytes))
+    crate::random::id(bytes)
 }
 
 /// A new key record of `purpose`, created now.

@@ -340,6 +340,25 @@ impl Site {
             || self.allow_domains.iter().any(|d| d == email.domain())
             || groups.iter().any(|g| self.allow_groups.contains(g))
     }
+
+    /// The URL of Sesame's page `page` (below `/.sesame`, e.g. `/login`) on
+    /// this site, with `query`: always built from the configured public URL,
+    /// never from a request's Host header.
+    pub fn sesame_url(&self, page: &str, query: &[(&str, &str)]) -> String {
+        let mut url = self.public_url.clone();
+        url.set_path(&format!("/.sesame{page}"));
+        url.set_query(None);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url.into()
+    }
+
+    /// `sesame_url(page)` with `rd` = `target` (a path and query of this
+    /// site, as the request had it): where to come back to afterwards.
+    pub fn sesame_url_back_to(&self, page: &str, target: &str) -> String {
+        self.sesame_url(page, &[("rd", &format!("{}{target}", self.origin))])
+    }
 }
 
 impl Config {

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::error::Result;
 use super::signin::current_session;
 use super::{Req, Resp};
 use crate::app::App;
@@ -37,17 +38,12 @@ fn method_name(m: AuthMethod) -> &'static str {
 
 /// Not signed in: to the login page, coming back here afterwards.
 fn to_login(req: &Req) -> Resp {
-    let mut login = req.site.site.public_url.clone();
-    login.set_path("/.sesame/login");
-    let mut here = req.site.site.public_url.clone();
-    here.set_path(&format!("/.sesame{}", req.path));
-    here.set_query(if req.query.is_empty() {
-        None
-    } else {
-        Some(req.query)
-    });
-    login.query_pairs_mut().append_pair("rd", here.as_str());
-    Resp::redirect(302, login.as_str())
+    let site = &req.site.site;
+    let here = match req.query {
+        "" => site.sesame_url(req.path, &[]),
+        q => format!("{}?{q}", site.sesame_url(req.path, &[])),
+    };
+    Resp::redirect(302, &site.sesame_url("/login", &[("rd", &here)]))
 }
 
 #[derive(Serialize)]
@@ -79,30 +75,16 @@ struct AccountPage<'a> {
 }
 
 /// GET /account
-pub async fn account_page(app: &App, req: &Req<'_>) -> Resp {
+pub async fn account_page(app: &App, req: &Req<'_>) -> Result {
     let Some((_, live)) = current_session(app, req).await else {
-        return to_login(req);
+        return Ok(to_login(req));
     };
     let me = &live.record;
-    let (passkeys, sessions) = match (
-        app.store.passkeys_of(&me.user_id).await,
-        app.store
-            .list_sessions(Some(&me.email), app.clock.now())
-            .await,
-    ) {
-        (Ok(p), Ok(s)) => (p, s),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "store error on the account page");
-            return super::error_page(
-                app,
-                req,
-                503,
-                "Please try again shortly",
-                "Your account cannot be shown right now.",
-                false,
-            );
-        }
-    };
+    let passkeys = app.store.passkeys_of(&me.user_id).await?;
+    let sessions = app
+        .store
+        .list_sessions(Some(&me.email), app.clock.now())
+        .await?;
     let signal = match passkeys.is_empty() {
         true => None,
         false => crate::passkey::signal(app, &me.user_id, &me.email, me.name.as_deref())
@@ -143,7 +125,7 @@ pub async fn account_page(app: &App, req: &Req<'_>) -> Resp {
                 .collect(),
         },
     );
-    Resp::page(app, 200, html)
+    Ok(Resp::page(app, 200, html))
 }
 
 #[derive(Serialize)]
@@ -185,29 +167,20 @@ struct StepUpPage<'a> {
 
 /// GET /stepup?rd=: a site that requires a passkey, reached by another kind
 /// of session.
-pub async fn stepup_page(app: &App, req: &Req<'_>) -> Resp {
+pub async fn stepup_page(app: &App, req: &Req<'_>) -> Result {
     let Some((_, live)) = current_session(app, req).await else {
-        return to_login(req);
+        return Ok(to_login(req));
     };
     let rd = ReturnTo::parse(
         &req.query_param("rd").unwrap_or_default(),
         &req.site.site,
         &app.config.sites,
     );
-    let has_passkey = match app.store.passkeys_of(&live.record.user_id).await {
-        Ok(p) => !p.is_empty(),
-        Err(e) => {
-            tracing::error!(error = %e, "store error on the step-up page");
-            return super::error_page(
-                app,
-                req,
-                503,
-                "Please try again shortly",
-                "This page cannot be shown right now.",
-                false,
-            );
-        }
-    };
+    let has_passkey = !app
+        .store
+        .passkeys_of(&live.record.user_id)
+        .await?
+        .is_empty();
     let html = app.pages.render(
         "stepup.html",
         &StepUpPage {
@@ -218,5 +191,5 @@ pub async fn stepup_page(app: &App, req: &Req<'_>) -> Resp {
             recent: app.clock.now() - live.record.created_at <= RECENT_SIGN_IN_SECS,
         },
     );
-    Resp::page(app, 200, html)
+    Ok(Resp::page(app, 200, html))
 }

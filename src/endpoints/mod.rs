@@ -1,10 +1,12 @@
 //! Sesame's own endpoints under `/.sesame/`, as plain functions from a
 //! [`Req`] to a [`Resp`], so they can be tested without Pingora.
 //!
-//! This module routes and maps errors to pages or JSON; the sign-in logic is
-//! in `login.rs` (crate root) and the handlers in `signin.rs`.
+//! This module routes; `error.rs` maps every failure to a page or JSON in
+//! one place. The sign-in logic is in `signin/` (crate root), the handlers
+//! in `signin.rs`, `passkeys.rs` and `account.rs`.
 
 mod account;
+pub mod error;
 mod passkeys;
 mod signin;
 
@@ -19,6 +21,7 @@ use crate::app::{App, SiteRt};
 use crate::metrics::LimitKind;
 use crate::pages::STATIC;
 use crate::session::cookies;
+use error::{Failure, Result};
 
 /// Requests to Sesame's endpoints may not carry more than this in their body.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -205,21 +208,6 @@ impl<'a> ErrorPage<'a> {
     }
 }
 
-pub fn error_page(
-    app: &App,
-    req: &Req,
-    status: u16,
-    title: &str,
-    message: &str,
-    offer_new_link: bool,
-) -> Resp {
-    ErrorPage {
-        offer_new_link,
-        ..ErrorPage::new(&req.site.site.name, title, message)
-    }
-    .respond(app, status)
-}
-
 /// Endpoints a client without a session can make write to the store (a
 /// pending login, a view or attempt count, a ceremony, a rate-limit row).
 fn writes_anonymously(method: &Method, path: &str) -> bool {
@@ -232,53 +220,39 @@ fn writes_anonymously(method: &Method, path: &str) -> bool {
     }
 }
 
-/// 429 for a client over the in-memory limit: a page, or JSON for the
-/// passkey endpoints (called by script).
-fn too_many(app: &App, req: &Req, wait: u64) -> Resp {
-    app.metrics.limited(LimitKind::Anonymous);
-    let resp = if req.path.starts_with("/passkey/") {
-        Resp::json(
-            429,
-            &serde_json::json!({"error": "rate_limited", "retry_after": wait}),
-        )
-    } else {
-        ErrorPage {
-            retry_after: Some(wait),
-            ..ErrorPage::new(
-                &req.site.site.name,
-                "Too many attempts",
-                "Too many requests came from your network. Please wait a moment.",
-            )
-        }
-        .respond(app, 429)
-    };
-    resp.header(header::RETRY_AFTER, &wait.to_string())
-}
-
 /// Answer a request to `/.sesame/*`.
 pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
+    route(app, &req)
+        .await
+        .unwrap_or_else(|failure| failure.respond(app, &req))
+}
+
+async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
     let m = req.method;
     if writes_anonymously(m, req.path) {
         let key = crate::ratelimit::client_key(req.client_ip);
-        if let Err(wait) = app.anonymous_limit.hit(&key) {
-            return too_many(app, &req, wait);
-        }
+        let mut limited = app.anonymous_limit.hit(&key);
         // Ceremonies are stored for 5 minutes: bounded for everyone together
         // too (many addresses), whatever each one is allowed.
-        if req.path == "/passkey/login/start" {
-            if let Err(wait) = app.passkey_start_limit.hit("") {
-                return too_many(app, &req, wait);
-            }
+        if limited.is_ok() && req.path == "/passkey/login/start" {
+            limited = app.passkey_start_limit.hit("");
+        }
+        if let Err(retry_after) = limited {
+            app.metrics.limited(LimitKind::Anonymous);
+            return Err(Failure::Limited {
+                kind: LimitKind::Anonymous,
+                retry_after,
+            });
         }
     }
-    match req.path {
-        "/login" if m == Method::GET => signin::login_page(app, &req),
-        "/login" if m == Method::POST => signin::request_link(app, &req).await,
-        "/magic" if m == Method::GET => signin::confirm_page(app, &req).await,
-        "/magic" if m == Method::POST => signin::consume_link(app, &req).await,
-        "/code" if m == Method::POST => signin::consume_code(app, &req).await,
-        "/logout" if m == Method::POST => signin::logout(app, &req).await,
-        "/whoami" if m == Method::GET => signin::whoami(app, &req).await,
+    Ok(match req.path {
+        "/login" if m == Method::GET => signin::login_page(app, req),
+        "/login" if m == Method::POST => signin::request_link(app, req).await?,
+        "/magic" if m == Method::GET => signin::confirm_page(app, req).await?,
+        "/magic" if m == Method::POST => signin::consume_link(app, req).await?,
+        "/code" if m == Method::POST => signin::consume_code(app, req).await?,
+        "/logout" if m == Method::POST => signin::logout(app, req).await?,
+        "/whoami" if m == Method::GET => signin::whoami(app, req).await,
         "/jwks.json" if m == Method::GET => {
             let mut r = Resp::new(
                 200,
@@ -291,34 +265,31 @@ pub async fn handle(app: &Arc<App>, req: Req<'_>) -> Resp {
             ));
             r
         }
-        "/passkey/register/start" if m == Method::POST => passkeys::register_start(app, &req).await,
-        "/passkey/register/finish" if m == Method::POST => {
-            passkeys::register_finish(app, &req).await
+        "/passkey/register/start" if m == Method::POST => {
+            passkeys::register_start(app, req).await?
         }
-        "/passkey/proof/start" if m == Method::POST => passkeys::proof_start(app, &req).await,
-        "/passkey/proof/finish" if m == Method::POST => passkeys::proof_finish(app, &req).await,
-        "/passkey/login/start" if m == Method::POST => passkeys::login_start(app, &req).await,
-        "/passkey/login/finish" if m == Method::POST => passkeys::login_finish(app, &req).await,
-        "/api/passkeys" => passkeys::api_passkeys(app, &req, None).await,
+        "/passkey/register/finish" if m == Method::POST => {
+            passkeys::register_finish(app, req).await?
+        }
+        "/passkey/proof/start" if m == Method::POST => passkeys::proof_start(app, req).await?,
+        "/passkey/proof/finish" if m == Method::POST => passkeys::proof_finish(app, req).await?,
+        "/passkey/login/start" if m == Method::POST => passkeys::login_start(app, req).await?,
+        "/passkey/login/finish" if m == Method::POST => passkeys::login_finish(app, req).await?,
+        "/api/passkeys" => passkeys::api_passkeys(app, req, None).await?,
         p if p.starts_with("/api/passkeys/") => {
             let id = &p["/api/passkeys/".len()..];
-            passkeys::api_passkeys(app, &req, Some(id)).await
+            passkeys::api_passkeys(app, req, Some(id)).await?
         }
-        "/api/sessions" => passkeys::api_sessions(app, &req).await,
-        "/account" if m == Method::GET => account::account_page(app, &req).await,
-        "/passkey/offer" if m == Method::GET => account::offer_page(app, &req).await,
-        "/stepup" if m == Method::GET => account::stepup_page(app, &req).await,
+        "/api/sessions" => passkeys::api_sessions(app, req).await?,
+        "/account" if m == Method::GET => account::account_page(app, req).await?,
+        "/passkey/offer" if m == Method::GET => account::offer_page(app, req).await,
+        "/stepup" if m == Method::GET => account::stepup_page(app, req).await?,
         p if p.starts_with("/static/") && m == Method::GET => static_asset(&p["/static/".len()..]),
-        "/login" | "/magic" | "/code" | "/logout" | "/whoami" => error_page(
-            app,
-            &req,
-            405,
-            "Method not allowed",
-            "This address does not accept that kind of request.",
-            false,
-        ),
-        _ => error_page(app, &req, 404, "Not found", "There is no such page.", false),
-    }
+        "/login" | "/magic" | "/code" | "/logout" | "/whoami" => {
+            return Err(Failure::MethodNotAllowed)
+        }
+        _ => return Err(Failure::NotFound),
+    })
 }
 
 fn static_asset(name: &str) -> Resp {

@@ -6,56 +6,18 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::{Failure, Result};
 use super::signin::{current_session, session_response};
 use super::{Req, Resp};
 use crate::app::App;
 use crate::email::Email;
 use crate::magic_link::Code;
+use crate::metrics::LimitKind;
 use crate::passkey::guard::{self, Change, CodeRefused};
 use crate::passkey::{self, PasskeyError};
 use crate::return_to::ReturnTo;
 use crate::session::{cookies, LiveSession};
 use crate::store::PasskeyRecord;
-
-fn error(app: &App, e: &PasskeyError) -> Resp {
-    let (status, code) = match e {
-        PasskeyError::NotAvailable => (404, "passkeys_unavailable"),
-        PasskeyError::NotSignedIn => (401, "unauthenticated"),
-        PasskeyError::NotRecent => (403, "reauthenticate"),
-        PasskeyError::ProofRequired => (403, "passkey_proof_required"),
-        PasskeyError::BadRequest(_) => (400, "bad_request"),
-        PasskeyError::Refused(_) | PasskeyError::UnknownCredential { .. } => {
-            (401, "passkey_refused")
-        }
-        PasskeyError::NotFound => (404, "not_found"),
-        PasskeyError::Store(_) => (503, "unavailable"),
-    };
-    if matches!(e, PasskeyError::Store(_)) {
-        tracing::error!(error = %e, "store error in a passkey request");
-    }
-    // Refusals say no more than that: the reason is in the log and audit line.
-    let message = match e {
-        PasskeyError::Refused(_) | PasskeyError::UnknownCredential { .. } => {
-            "The passkey was not accepted.".to_string()
-        }
-        PasskeyError::Store(_) => "Please try again shortly.".to_string(),
-        other => other.to_string(),
-    };
-    let mut body = json!({"error": code, "message": message});
-    if let PasskeyError::UnknownCredential { id, .. } = e {
-        // No user has it (or it did not verify): the page asks the browser
-        // to forget it (`signalUnknownCredential`).
-        body["unknown_credential"] = json!({"rpId": app.config.rp_id, "credentialId": id});
-    }
-    Resp::json(status, &body)
-}
-
-fn cross_site() -> Resp {
-    Resp::json(
-        403,
-        &json!({"error": "cross_site", "message": "request from another site"}),
-    )
-}
 
 fn view(p: &PasskeyRecord) -> serde_json::Value {
     json!({
@@ -92,34 +54,34 @@ fn proof_cookie(app: &App, req: &Req, plain: &str) -> String {
 }
 
 /// POST /passkey/register/start
-pub async fn register_start(app: &App, req: &Req<'_>) -> Resp {
+pub async fn register_start(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
-        return cross_site();
+        return Err(Failure::CrossSite);
     }
     let Some((_, live)) = current_session(app, req).await else {
-        return error(app, &PasskeyError::NotSignedIn);
+        return Err(PasskeyError::NotSignedIn.into());
     };
     let proved = code_proved(app, req, &live).await;
     match passkey::register_start(app, req.site_index, &live, proved).await {
-        Ok(ccr) => Resp::json(200, &ccr),
+        Ok(ccr) => Ok(Resp::json(200, &ccr)),
         Err(e) => {
             app.metrics
                 .passkey_registrations
                 .with_label_values(&["refused_start"])
                 .inc();
             tracing::info!(target: "sesame::audit", event = "passkey_register_refused", email = %live.record.email, reason = %e);
-            error(app, &e)
+            Err(e.into())
         }
     }
 }
 
 /// POST /passkey/register/finish
-pub async fn register_finish(app: &App, req: &Req<'_>) -> Resp {
+pub async fn register_finish(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
-        return cross_site();
+        return Err(Failure::CrossSite);
     }
     let Some((_, live)) = current_session(app, req).await else {
-        return error(app, &PasskeyError::NotSignedIn);
+        return Err(PasskeyError::NotSignedIn.into());
     };
     match passkey::register_finish(app, req.site_index, &live, &req.body).await {
         Ok(record) => {
@@ -137,7 +99,7 @@ pub async fn register_finish(app: &App, req: &Req<'_>) -> Resp {
                 req.headers,
                 req.client_ip,
             );
-            Resp::json(201, &view(&record))
+            Ok(Resp::json(201, &view(&record)))
         }
         Err(e) => {
             app.metrics
@@ -145,7 +107,7 @@ pub async fn register_finish(app: &App, req: &Req<'_>) -> Resp {
                 .with_label_values(&["refused"])
                 .inc();
             tracing::info!(target: "sesame::audit", event = "passkey_register_refused", email = %live.record.email, reason = %e);
-            error(app, &e)
+            Err(e.into())
         }
     }
 }
@@ -157,9 +119,9 @@ struct LoginStart {
 }
 
 /// POST /passkey/login/start `{"email"?, "rd"?}`
-pub async fn login_start(app: &App, req: &Req<'_>) -> Resp {
+pub async fn login_start(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
-        return cross_site();
+        return Err(Failure::CrossSite);
     }
     let body: LoginStart = if req.body.is_empty() {
         LoginStart::default()
@@ -167,10 +129,10 @@ pub async fn login_start(app: &App, req: &Req<'_>) -> Resp {
         match serde_json::from_slice(&req.body) {
             Ok(b) => b,
             Err(e) => {
-                return error(
-                    app,
-                    &PasskeyError::BadRequest(format!("expected {{\"email\"?, \"rd\"?}}: {e}")),
-                )
+                return Err(PasskeyError::BadRequest(format!(
+                    "expected {{\"email\"?, \"rd\"?}}: {e}"
+                ))
+                .into())
             }
         }
     };
@@ -182,23 +144,21 @@ pub async fn login_start(app: &App, req: &Req<'_>) -> Resp {
         .transpose()
     {
         Ok(e) => e,
-        Err(e) => return error(app, &PasskeyError::BadRequest(e.to_string())),
+        Err(e) => return Err(PasskeyError::BadRequest(e.to_string()).into()),
     };
     let rd = ReturnTo::parse(
         body.rd.as_deref().unwrap_or(""),
         &req.site.site,
         &app.config.sites,
     );
-    match passkey::login_start(app, req.site_index, email, rd).await {
-        Ok(rcr) => Resp::json(200, &rcr),
-        Err(e) => error(app, &e),
-    }
+    let rcr = passkey::login_start(app, req.site_index, email, rd).await?;
+    Ok(Resp::json(200, &rcr))
 }
 
 /// POST /passkey/login/finish: 200 `{"redirect": URL}` and the session cookie.
-pub async fn login_finish(app: &App, req: &Req<'_>) -> Resp {
+pub async fn login_finish(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
-        return cross_site();
+        return Err(Failure::CrossSite);
     }
     match passkey::login_finish(app, req.site, req.site_index, &req.body).await {
         Ok(done) => {
@@ -225,7 +185,7 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Resp {
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),
             ));
-            r
+            Ok(r)
         }
         Err(e) => {
             let result = match &e {
@@ -238,7 +198,7 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Resp {
                 .with_label_values(&[result])
                 .inc();
             tracing::info!(target: "sesame::audit", event = "passkey_login_refused", client = %req.client_ip, reason = %e);
-            error(app, &e)
+            Err(e.into())
         }
     }
 }
@@ -249,73 +209,83 @@ struct Rename {
 }
 
 /// GET /api/passkeys, PATCH and DELETE /api/passkeys/{id}
-pub async fn api_passkeys(app: &App, req: &Req<'_>, id: Option<&str>) -> Resp {
+pub async fn api_passkeys(app: &App, req: &Req<'_>, id: Option<&str>) -> Result {
     if *req.method != Method::GET && !req.same_origin() {
-        return cross_site();
+        return Err(Failure::CrossSite);
     }
     let Some((_, live)) = current_session(app, req).await else {
-        return error(app, &PasskeyError::NotSignedIn);
+        return Err(PasskeyError::NotSignedIn.into());
     };
     let user = &live.record.user_id;
-    let result: Result<Resp, PasskeyError> = async {
-        match (req.method.clone(), id) {
-            (Method::GET, None) => {
-                let list: Vec<_> = app.store.passkeys_of(user).await?.iter().map(view).collect();
-                Ok(Resp::json(200, &list))
-            }
-            (Method::PATCH, Some(id)) => {
-                let body: Rename = serde_json::from_slice(&req.body)
-                    .map_err(|e| PasskeyError::BadRequest(format!("expected {{\"name\": ...}}: {e}")))?;
-                let name = body.name.trim();
-                if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-                    return Err(PasskeyError::BadRequest("a name has 1 to 64 characters and no control characters".into()));
-                }
-                if !app.store.rename_passkey(user, id, name).await? {
-                    return Err(PasskeyError::NotFound);
-                }
-                let record = app.store.passkey(id).await?.ok_or(PasskeyError::NotFound)?;
-                Ok(Resp::json(200, &view(&record)))
-            }
-            (Method::DELETE, Some(id)) => {
-                let name = match app.store.passkey(id).await? {
-                    Some(p) if p.user_id == *user => p.name,
-                    _ => return Err(PasskeyError::NotFound),
-                };
-                // Deleting needs the same proof as adding: else an email
-                // session could delete every passkey and then add its own
-                // as the "first".
-                guard::may_change(app, &live, true, code_proved(app, req, &live).await)?;
-                if !app.store.delete_passkey(user, id).await? {
-                    return Err(PasskeyError::NotFound);
-                }
-                tracing::info!(target: "sesame::audit", event = "passkey_deleted", email = %live.record.email, passkey = %id);
-                guard::notify(app, req.site, &live, Change::Deleted, &name, req.headers, req.client_ip);
-                Ok(Resp::new(204, "application/json", ""))
-            }
-            _ => Ok(Resp::json(405, &json!({"error": "method_not_allowed"}))),
+    match (req.method.clone(), id) {
+        (Method::GET, None) => {
+            let list: Vec<_> = app
+                .store
+                .passkeys_of(user)
+                .await?
+                .iter()
+                .map(view)
+                .collect();
+            Ok(Resp::json(200, &list))
         }
+        (Method::PATCH, Some(id)) => {
+            let body: Rename = serde_json::from_slice(&req.body).map_err(|e| {
+                PasskeyError::BadRequest(format!("expected {{\"name\": ...}}: {e}"))
+            })?;
+            let name = body.name.trim();
+            if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+                return Err(PasskeyError::BadRequest(
+                    "a name has 1 to 64 characters and no control characters".into(),
+                )
+                .into());
+            }
+            if !app.store.rename_passkey(user, id, name).await? {
+                return Err(PasskeyError::NotFound.into());
+            }
+            let record = app.store.passkey(id).await?.ok_or(PasskeyError::NotFound)?;
+            Ok(Resp::json(200, &view(&record)))
+        }
+        (Method::DELETE, Some(id)) => {
+            let name = match app.store.passkey(id).await? {
+                Some(p) if p.user_id == *user => p.name,
+                _ => return Err(PasskeyError::NotFound.into()),
+            };
+            // Deleting needs the same proof as adding: else an email
+            // session could delete every passkey and then add its own
+            // as the "first".
+            guard::may_change(app, &live, true, code_proved(app, req, &live).await)?;
+            if !app.store.delete_passkey(user, id).await? {
+                return Err(PasskeyError::NotFound.into());
+            }
+            tracing::info!(target: "sesame::audit", event = "passkey_deleted", email = %live.record.email, passkey = %id);
+            guard::notify(
+                app,
+                req.site,
+                &live,
+                Change::Deleted,
+                &name,
+                req.headers,
+                req.client_ip,
+            );
+            Ok(Resp::new(204, "application/json", ""))
+        }
+        _ => Err(Failure::MethodNotAllowed),
     }
-    .await;
-    result.unwrap_or_else(|e| error(app, &e))
 }
 
 /// GET /api/sessions; DELETE /api/sessions signs out everywhere else.
-pub async fn api_sessions(app: &App, req: &Req<'_>) -> Resp {
+pub async fn api_sessions(app: &App, req: &Req<'_>) -> Result {
     if *req.method != Method::GET && !req.same_origin() {
-        return cross_site();
+        return Err(Failure::CrossSite);
     }
     let Some((_, live)) = current_session(app, req).await else {
-        return error(app, &PasskeyError::NotSignedIn);
+        return Err(PasskeyError::NotSignedIn.into());
     };
     let me = &live.record;
-    let sessions = match app
+    let sessions = app
         .store
         .list_sessions(Some(&me.email), app.clock.now())
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return error(app, &e.into()),
-    };
+        .await?;
     match *req.method {
         Method::GET => {
             let list: Vec<_> = sessions
@@ -331,48 +301,43 @@ pub async fn api_sessions(app: &App, req: &Req<'_>) -> Resp {
                     })
                 })
                 .collect();
-            Resp::json(200, &list)
+            Ok(Resp::json(200, &list))
         }
         Method::DELETE => {
             let mut ended = 0;
             for s in sessions.iter().filter(|s| s.id_hash != me.id_hash) {
-                match app.store.revoke_session(&s.id_hash).await {
-                    Ok(true) => ended += 1,
-                    Ok(false) => {}
-                    Err(e) => return error(app, &e.into()),
+                if app.store.revoke_session(&s.id_hash).await? {
+                    ended += 1;
                 }
                 app.sessions
                     .invalidate(&crate::store::Invalidation::Session(s.id_hash.clone()));
             }
             app.metrics.sessions_revoked.inc_by(ended);
             tracing::info!(target: "sesame::audit", event = "sessions_revoked", email = %me.email, count = ended, reason = "sign_out_elsewhere");
-            Resp::json(200, &json!({"revoked": ended}))
+            Ok(Resp::json(200, &json!({"revoked": ended})))
         }
-        _ => Resp::json(405, &json!({"error": "method_not_allowed"})),
+        _ => Err(Failure::MethodNotAllowed),
     }
 }
 
 /// POST /passkey/proof/start: email a code that proves the account holder
 /// for passkey changes in this session.
-pub async fn proof_start(app: &App, req: &Req<'_>) -> Resp {
+pub async fn proof_start(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
-        return cross_site();
+        return Err(Failure::CrossSite);
     }
     let Some((_, live)) = current_session(app, req).await else {
-        return error(app, &PasskeyError::NotSignedIn);
+        return Err(PasskeyError::NotSignedIn.into());
     };
-    match app.email_limit.hit(live.record.email.as_str()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(wait)) => {
-            return Resp::json(429, &json!({"error": "rate_limited", "retry_after": wait}))
-                .header(http::header::RETRY_AFTER, &wait.to_string())
-        }
-        Err(e) => return error(app, &e.into()),
+    if let Err(retry_after) = app.email_limit.hit(live.record.email.as_str()).await? {
+        app.metrics.limited(LimitKind::Email);
+        return Err(Failure::Limited {
+            kind: LimitKind::Email,
+            retry_after,
+        });
     }
-    match guard::send_code(app, req.site, &live).await {
-        Ok(plain) => Resp::json(200, &json!({"sent": true})).cookie(proof_cookie(app, req, &plain)),
-        Err(e) => error(app, &e),
-    }
+    let plain = guard::send_code(app, req.site, &live).await?;
+    Ok(Resp::json(200, &json!({"sent": true})).cookie(proof_cookie(app, req, &plain)))
 }
 
 #[derive(Deserialize)]
@@ -383,39 +348,36 @@ struct ProofCode {
 /// POST /passkey/proof/finish `{"code"}`: 200 and a proof for 15 minutes,
 /// or 400 `wrong_code` (with `attempts_left`), 410 `code_gone`, 409
 /// `code_not_asked`.
-pub async fn proof_finish(app: &App, req: &Req<'_>) -> Resp {
+pub async fn proof_finish(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
-        return cross_site();
+        return Err(Failure::CrossSite);
     }
     let Some((_, live)) = current_session(app, req).await else {
-        return error(app, &PasskeyError::NotSignedIn);
+        return Err(PasskeyError::NotSignedIn.into());
     };
     let Some(code) = serde_json::from_slice::<ProofCode>(&req.body)
         .ok()
         .and_then(|c| Code::parse(&c.code))
     else {
-        return error(
-            app,
-            &PasskeyError::BadRequest("expected {\"code\": \"six digits\"}".into()),
-        );
+        return Err(PasskeyError::BadRequest("expected {\"code\": \"six digits\"}".into()).into());
     };
     let plain = proof(app, req).await;
     match guard::confirm_code(app, plain.as_deref(), &live, &code).await {
         Ok(Ok(proved)) => {
-            Resp::json(200, &json!({"proved": true})).cookie(proof_cookie(app, req, &proved))
+            Ok(Resp::json(200, &json!({"proved": true})).cookie(proof_cookie(app, req, &proved)))
         }
-        Ok(Err(CodeRefused::Wrong { left })) => Resp::json(
+        Ok(Err(CodeRefused::Wrong { left })) => Ok(Resp::json(
             400,
             &json!({"error": "wrong_code", "attempts_left": left, "message": format!("That code is not right. {left} attempt(s) left.")}),
-        ),
-        Ok(Err(CodeRefused::Gone)) => Resp::json(
+        )),
+        Ok(Err(CodeRefused::Gone)) => Ok(Resp::json(
             410,
             &json!({"error": "code_gone", "message": "This code no longer works. Ask for a new one."}),
-        ),
-        Ok(Err(CodeRefused::NotAsked)) => Resp::json(
+        )),
+        Ok(Err(CodeRefused::NotAsked)) => Ok(Resp::json(
             409,
             &json!({"error": "code_not_asked", "message": "Ask for a code first, in this browser."}),
-        ),
-        Err(e) => error(app, &e),
+        )),
+        Err(e) => Err(e.into()),
     }
 }

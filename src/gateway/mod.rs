@@ -71,15 +71,9 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
 
 /// One of Sesame's pages on `site`, with `rd` = the request's own URL (built
 /// from the configured public URL, never from the Host header).
-fn sesame_url(site: &crate::config::Site, path: &str, req: &RequestHeader) -> url::Url {
-    let original = match req.uri.path_and_query() {
-        Some(pq) => format!("{}{}", site.origin, pq.as_str()),
-        None => site.origin.clone(),
-    };
-    let mut url = site.public_url.clone();
-    url.set_path(path);
-    url.query_pairs_mut().append_pair("rd", &original);
-    url
+fn sesame_url(site: &crate::config::Site, page: &str, req: &RequestHeader) -> String {
+    let target = req.uri.path_and_query().map_or("", |pq| pq.as_str());
+    site.sesame_url_back_to(page, target)
 }
 
 /// The client takes HTML (a person, not a program).
@@ -287,13 +281,13 @@ impl Gateway {
     /// 302 to the login page for a browser navigation, 401 JSON otherwise.
     fn login_response(&self, session: &Session, site_index: usize) -> Resp {
         let req = session.req_header();
-        let login = sesame_url(&self.app.sites[site_index].site, "/.sesame/login", req);
+        let login = sesame_url(&self.app.sites[site_index].site, "/login", req);
         if is_navigation(req) {
-            Resp::redirect(302, login.as_str())
+            Resp::redirect(302, &login)
         } else {
             Resp::json(
                 401,
-                &json!({"error": "unauthenticated", "login_url": login.as_str()}),
+                &json!({"error": "unauthenticated", "login_url": login}),
             )
             .header(header::WWW_AUTHENTICATE, "Sesame")
         }
@@ -303,13 +297,13 @@ impl Gateway {
     /// anything else gets 403 JSON naming it.
     fn step_up_response(&self, session: &Session, site_index: usize) -> Resp {
         let req = session.req_header();
-        let url = sesame_url(&self.app.sites[site_index].site, "/.sesame/stepup", req);
+        let url = sesame_url(&self.app.sites[site_index].site, "/stepup", req);
         if is_navigation(req) {
-            Resp::redirect(302, url.as_str())
+            Resp::redirect(302, &url)
         } else {
             Resp::json(
                 403,
-                &json!({"error": "passkey_required", "stepup_url": url.as_str()}),
+                &json!({"error": "passkey_required", "stepup_url": url}),
             )
         }
     }

@@ -1,13 +1,13 @@
-//! Magic links and codes: minting a sign-in (token, code, pending record and
-//! email), and verifying a link or code against it.
+//! The parts of a magic link and its code: the signed token (`token.rs`),
+//! the six-digit code and the MAC the store keeps of it, and the email that
+//! carries both.
 //!
-//! Deciding who may sign in and creating the session happen in `login.rs`;
+//! Issuing, checking and consuming a sign-in is the service in `signin/`;
 //! sending mail happens in `mail/`.
 
 pub mod token;
 
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use serde::Serialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -29,10 +29,7 @@ impl std::fmt::Debug for Code {
 
 impl Code {
     pub fn generate() -> Code {
-        Code(format!(
-            "{:06}",
-            rand::rngs::OsRng.gen_range(0..1_000_000u32)
-        ))
+        Code(format!("{:06}", crate::random::below(1_000_000)))
     }
 
     /// Accept six digits, ignoring spaces and dashes people type in.

@@ -89,7 +89,7 @@ pub async fn send_code(
     live: &LiveSession,
 ) -> Result<String, PasskeyError> {
     let now = app.clock.now();
-    let id = crate::login::new_pending_id();
+    let id = crate::signin::new_pending_id();
     let code = Code::generate();
     // A pending login no link names and no pending-login cookie carries:
     // only the proof cookie of this session reaches it.
@@ -101,6 +101,7 @@ pub async fn send_code(
         code_mac: code_mac(&app.keys, &id, &code),
         expires_at: now + CODE_SECS,
         attempts: 0,
+        views: 0,
         consumed: false,
     };
     app.store.create_pending(&pending).await?;

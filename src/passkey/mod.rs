@@ -19,6 +19,7 @@ use crate::app::{App, SiteRt};
 use crate::email::Email;
 use crate::return_to::ReturnTo;
 use crate::session::{LiveSession, NewSession};
+use crate::signin::{SignInError, StartedBy};
 use crate::store::{AuthMethod, Ceremony, CeremonyKind, PasskeyRecord, StoreError, User};
 
 /// Ceremonies expire after this long.
@@ -179,7 +180,7 @@ pub async fn register_start(
         .ok_or(PasskeyError::NotSignedIn)?;
     let handle = app
         .store
-        .ensure_user_handle(&user.id, &Uuid::new_v4().to_string())
+        .ensure_user_handle(&user.id, &crate::random::uuid().to_string())
         .await?;
     let handle =
         Uuid::parse_str(&handle).map_err(|e| PasskeyError::Refused(format!("user handle: {e}")))?;
@@ -359,7 +360,7 @@ pub async fn signal(
     }
     let handle = app
         .store
-        .ensure_user_handle(user_id, &Uuid::new_v4().to_string())
+        .ensure_user_handle(user_id, &crate::random::uuid().to_string())
         .await?;
     let handle =
         Uuid::parse_str(&handle).map_err(|e| PasskeyError::Refused(format!("user handle: {e}")))?;
@@ -469,12 +470,19 @@ pub async fn login_finish(
     {
         return Err(PasskeyError::Refused("passkey used concurrently".into()));
     }
-    let Some(session) = app.sessions.create(&user, AuthMethod::Passkey).await? else {
-        return Err(PasskeyError::Refused("the account is disabled".into()));
-    };
-    app.metrics.sessions_created.inc();
-    tracing::info!(target: "sesame::audit", event = "session_created", site = %site.site.name, email = %user.email,
-        method = "passkey", passkey = %record.id, session = &session.record.id_hash[..16]);
+    let session = app
+        .sign_in()
+        .start_session(
+            &site.site,
+            &user,
+            AuthMethod::Passkey,
+            StartedBy::Passkey(&record.id),
+        )
+        .await
+        .map_err(|e| match e {
+            SignInError::Store(e) => PasskeyError::Store(e),
+            _ => PasskeyError::Refused("the account is disabled".into()),
+        })?;
     Ok(SignedIn {
         session,
         user,

@@ -11,7 +11,6 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::prelude::{Engine, BASE64_STANDARD};
 use cookie::{Cookie, SameSite};
-use rand::RngCore;
 
 use crate::config::{Config, Site};
 
@@ -94,7 +93,7 @@ impl Sealer {
     pub fn seal(&self, name: &str, plain: &str) -> String {
         let mut data = vec![0; NONCE_LEN + plain.len() + TAG_LEN];
         let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
+        crate::random::nonce(&mut nonce);
         let (head, rest) = data.split_at_mut(NONCE_LEN);
         head.copy_from_slice(&nonce);
         let (text, tag) = rest.split_at_mut(plain.len());

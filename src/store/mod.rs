@@ -173,7 +173,10 @@ pub struct PendingLogin {
     /// HMAC of the emailed code; never the code itself.
     pub code_mac: Vec<u8>,
     pub expires_at: i64,
+    /// Wrong and right codes typed.
     pub attempts: u32,
+    /// Times its confirm page was opened.
+    pub views: u32,
     pub consumed: bool,
 }
 
@@ -185,6 +188,7 @@ impl fmt::Debug for PendingLogin {
             .field("site", &self.site)
             .field("expires_at", &self.expires_at)
             .field("attempts", &self.attempts)
+            .field("views", &self.views)
             .field("consumed", &self.consumed)
             .finish_non_exhaustive()
     }
