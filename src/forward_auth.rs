@@ -216,3 +216,123 @@ pub async fn check(
     };
     (Some(site_index), outcome, resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    const FWD: ForwardAuthHeaders = ForwardAuthHeaders::XForwarded;
+    const ORIG: ForwardAuthHeaders = ForwardAuthHeaders::XOriginal;
+
+    #[test]
+    fn a_trusted_proxy_names_host_uri_and_method_in_its_family() {
+        let h = headers(&[
+            ("host", b"sesame.internal"),
+            ("x-forwarded-host", b"wiki.example.com"),
+            ("x-forwarded-uri", b"/page?x=1"),
+            ("x-forwarded-method", b"POST"),
+        ]);
+        let o = read_original(&h, true, FWD).unwrap();
+        assert_eq!(
+            o,
+            Original {
+                host: Some("wiki.example.com"),
+                uri: "/page?x=1",
+                method: "POST",
+            }
+        );
+        let h = headers(&[
+            ("x-original-host", b"wiki.example.com"),
+            ("x-original-uri", b"/"),
+        ]);
+        let o = read_original(&h, true, ORIG).unwrap();
+        assert_eq!(
+            (o.host, o.uri, o.method),
+            (Some("wiki.example.com"), "/", "GET")
+        );
+    }
+
+    #[test]
+    fn without_host_or_uri_from_a_trusted_proxy_there_is_nothing_to_decide() {
+        let only_uri = headers(&[("host", b"wiki.example.com"), ("x-forwarded-uri", b"/")]);
+        assert_eq!(read_original(&only_uri, true, FWD), Err("x-forwarded-host"));
+        let only_host = headers(&[("x-forwarded-host", b"wiki.example.com")]);
+        assert_eq!(read_original(&only_host, true, FWD), Err("x-forwarded-uri"));
+        // An empty value is no value.
+        let empty = headers(&[("x-forwarded-host", b""), ("x-forwarded-uri", b"/")]);
+        assert_eq!(read_original(&empty, true, FWD), Err("x-forwarded-host"));
+    }
+
+    #[test]
+    fn the_other_family_disagreeing_or_a_header_twice_is_refused() {
+        let base: [(&'static str, &[u8]); 2] = [
+            ("x-forwarded-host", b"wiki.example.com"),
+            ("x-forwarded-uri", b"/"),
+        ];
+        let with = |extra: (&'static str, &'static [u8])| {
+            let mut pairs = base.to_vec();
+            pairs.push(extra);
+            headers(&pairs)
+        };
+        // A client's X-Original-Uri where the proxy sets X-Forwarded-*.
+        assert_eq!(
+            read_original(&with(("x-original-uri", b"/admin")), true, FWD),
+            Err("x-original-uri")
+        );
+        assert_eq!(
+            read_original(&with(("x-original-host", b"git.example.com")), true, FWD),
+            Err("x-original-host")
+        );
+        // The same value in both families is no contradiction.
+        assert!(read_original(&with(("x-original-uri", b"/")), true, FWD).is_ok());
+        assert_eq!(
+            read_original(&with(("x-forwarded-uri", b"/admin")), true, FWD),
+            Err("x-forwarded-uri")
+        );
+        // A proxy set up for X-Original-* that sends none, and a client's
+        // X-Forwarded-Host: refused on that header, not taken.
+        assert_eq!(
+            read_original(&with(("x-forwarded-method", b"GET")), true, ORIG),
+            Err("x-forwarded-host")
+        );
+    }
+
+    #[test]
+    fn bytes_beyond_ascii_are_refused_not_guessed() {
+        let h = headers(&[
+            ("x-forwarded-host", b"wiki.example.com"),
+            ("x-forwarded-uri", b"/caf\xc3\xa9"),
+        ]);
+        assert_eq!(read_original(&h, true, FWD), Err("x-forwarded-uri"));
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_asked_about_its_own_host_and_the_root_only() {
+        let h = headers(&[
+            ("host", b"wiki.example.com"),
+            ("x-forwarded-host", b"git.example.com"),
+            ("x-forwarded-uri", b"/admin"),
+            ("x-forwarded-method", b"DELETE"),
+        ]);
+        let o = read_original(&h, false, FWD).unwrap();
+        assert_eq!(
+            o,
+            Original {
+                host: Some("wiki.example.com"),
+                uri: "/",
+                method: "GET",
+            }
+        );
+        let twice = headers(&[("host", b"a.example.com"), ("host", b"b.example.com")]);
+        assert_eq!(read_original(&twice, false, FWD), Err("host"));
+    }
+}

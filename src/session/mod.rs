@@ -81,7 +81,8 @@ impl IdentityValues {
 }
 
 impl LiveSession {
-    fn new(record: SessionRecord, loaded_at: i64) -> LiveSession {
+    /// A session as read from the store at `loaded_at` (clock seconds).
+    pub fn new(record: SessionRecord, loaded_at: i64) -> LiveSession {
         LiveSession {
             values: IdentityValues::of(&record),
             assertions: std::sync::Mutex::new(Vec::new()),
