@@ -239,7 +239,7 @@ impl App {
         if !site.site.sign_assertion {
             return None;
         }
-        crate::identity::assertion(&self.keys, &self.clock, site_index, site, live)
+        crate::identity::assertion(&self.keys, &self.clock, site_index, &site.site, live)
     }
 
     /// Sign-in by email, with this app's store, keys, limits and config.

@@ -5,33 +5,20 @@
 //! signal), [`start`] for tests and embedding (returns a handle that stops
 //! it). Both use the same path, so tests exercise what operators run.
 
+pub use sesame_core::{
+    client_addr, clock, config, email, identity, keys, magic_link, mail, metrics, pages, path,
+    random, ratelimit, return_to, session, signin, store, tls,
+};
+
 pub mod admin;
 pub mod admin_cli;
 pub mod app;
-pub mod client_addr;
-pub mod clock;
-pub mod config;
 pub mod demo_app;
-pub mod email;
 pub mod endpoints;
 pub mod forward_auth;
 pub mod gateway;
-pub mod identity;
-pub mod keys;
-pub mod magic_link;
-pub mod mail;
-pub mod metrics;
-pub mod pages;
 pub mod passkey;
-pub mod path;
 pub mod policy;
-pub mod random;
-pub mod ratelimit;
-pub mod return_to;
-pub mod session;
-pub mod signin;
-pub mod store;
-pub mod tls;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};

@@ -131,7 +131,7 @@ impl Upstreams {
             Some(t) => Some(Tls {
                 sni: t.sni.clone(),
                 ca: match &t.ca {
-                    Some(path) => Some(crate::tls::load_ca(path)?),
+                    Some(path) => Some(load_ca(path)?),
                     None => None,
                 },
             }),
@@ -329,4 +329,18 @@ impl Upstreams {
             tracing::error!(site = %self.site, error = %e, "upstream addresses not updated");
         }
     }
+}
+
+/// The CA certificates in a PEM file, as Pingora verifies an upstream with.
+fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
+    let cas: Vec<WrappedX509> = crate::tls::read_certificates(path)?
+        .into_iter()
+        .map(|c| {
+            // Each one parsed already in read_certificates: this cannot fail.
+            WrappedX509::new(c.as_ref().to_vec(), |raw| {
+                pingora::utils::tls::parse_x509(raw)
+            })
+        })
+        .collect();
+    Ok(Arc::from(cas))
 }

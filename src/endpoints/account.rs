@@ -1,7 +1,7 @@
 //! Pages for a signed-in person: the account page (passkeys, sessions), the
 //! one-time offer to add a passkey after an email sign-in, and the step-up
 //! page of sites that require a passkey. The JSON behind them is in
-//! `passkeys.rs`; the ceremonies run in `assets/static/passkey.js`.
+//! `passkeys.rs`; the ceremonies run in `core/assets/static/passkey.js`.
 
 use serde::Serialize;
 

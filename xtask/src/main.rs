@@ -115,7 +115,7 @@ fn test(args: &[String]) -> Result {
         ]),
     )?;
     step(
-        "the test suite (SQLite and PostgreSQL) and xtask's own",
+        "the test suite (the core's unit tests; SQLite and PostgreSQL) and xtask's own",
         &mut cargo_test(&["--workspace".to_string()]),
     )?;
     println!("==> the book (docs/)");

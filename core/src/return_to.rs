@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn open_redirect_corpus_stays_on_site() {
         let s = sites();
-        let corpus = include_str!("../tests/data/openredirects.txt");
+        let corpus = include_str!("../../tests/data/openredirects.txt");
         let mut n = 0;
         for line in corpus.lines() {
             let to = ReturnTo::parse(line, &s[0], &s);

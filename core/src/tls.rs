@@ -1,6 +1,7 @@
-//! TLS, both ways: the certificates Sesame presents on its own listeners
-//! (chosen by SNI, reloaded from disk when the files change) and the CA it
-//! trusts for TLS to an upstream app.
+//! TLS files, both ways: the certificates Sesame presents on its own
+//! listeners (chosen by SNI, reloaded from disk when the files change) and
+//! the CA files it trusts for TLS to an upstream app (read and checked
+//! here; handed to Pingora by the gateway's `upstream.rs`).
 //!
 //! Nothing here panics on a bad file: every problem is a message naming the
 //! file, so that `sesame check-config` and the start-up can report it with
@@ -10,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use pingora::utils::tls::WrappedX509;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -240,21 +240,6 @@ impl ResolvesServerCert for Certs {
     }
 }
 
-/// The CA certificates in a PEM file, for verifying an upstream app.
-pub fn load_ca(path: &Path) -> Result<Arc<[WrappedX509]>, String> {
-    let chain = read_chain(path)?;
-    let cas: Vec<WrappedX509> = chain
-        .into_iter()
-        .map(|c| {
-            // Parsed once in read_chain, so this parse cannot fail.
-            WrappedX509::new(c.as_ref().to_vec(), |raw| {
-                pingora::utils::tls::parse_x509(raw)
-            })
-        })
-        .collect();
-    Ok(Arc::from(cas))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +271,6 @@ mod tests {
             .unwrap_err();
             assert!(err.contains(&cert.display().to_string()), "{err}");
         }
-        assert!(load_ca(&garbage).is_err());
+        assert!(read_certificates(&garbage).is_err());
     }
 }

@@ -11,8 +11,8 @@ use jsonwebtoken::{encode, Algorithm, Header};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::app::SiteRt;
 use crate::clock::Clock;
+use crate::config::Site;
 use crate::keys::Keys;
 use crate::session::LiveSession;
 
@@ -48,7 +48,7 @@ pub fn assertion(
     keys: &Keys,
     clock: &Clock,
     site_index: usize,
-    site: &SiteRt,
+    site: &Site,
     live: &LiveSession,
 ) -> Option<Arc<Signed>> {
     let now = clock.now();
@@ -75,11 +75,11 @@ pub fn assertion(
     Some(fresh)
 }
 
-fn sign(keys: &Keys, site: &SiteRt, live: &LiveSession, now: i64) -> Option<Signed> {
+fn sign(keys: &Keys, site: &Site, live: &LiveSession, now: i64) -> Option<Signed> {
     let r = &live.record;
     let claims = Claims {
-        iss: &site.site.origin,
-        aud: &site.site.origin,
+        iss: &site.origin,
+        aud: &site.origin,
         sub: &r.user_id,
         email: r.email.as_str(),
         name: r.name.as_deref(),

@@ -970,7 +970,7 @@ impl Validator {
                 }
                 let ca = ca.map(PathBuf::from);
                 if let Some(path) = &ca {
-                    if let Err(e) = crate::tls::load_ca(path) {
+                    if let Err(e) = crate::tls::read_certificates(path) {
                         self.err(p("upstream_ca"), e);
                     }
                 }
