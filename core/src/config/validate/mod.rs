@@ -1,0 +1,426 @@
+//! Validation: the file's serde mirror (`file.rs`) turned into a
+//! [`Config`], every problem collected as a [`ConfigError`] with its key
+//! path. The sections are here; a site's keys and the TLS listeners are in
+//! `site.rs`. Looking up host names and reading certificate files go
+//! through [`Outside`], so the rules are unit-tested without either.
+
+mod site;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use super::file::{self, FileConfig, MailTransportFile, SignupFile};
+use super::outside::Outside;
+use super::*;
+
+/// Builds a [`Config`] from the file's serde mirror, collecting every
+/// problem with its key path. Host names and files are looked at only
+/// through `outside`.
+pub(super) struct Validator<'a> {
+    pub(super) errors: Vec<ConfigError>,
+    outside: &'a dyn Outside,
+}
+
+impl<'a> Validator<'a> {
+    pub(super) fn new(outside: &'a dyn Outside) -> Validator<'a> {
+        Validator {
+            errors: Vec::new(),
+            outside,
+        }
+    }
+
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &str, value: Option<String>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => match humantime::parse_duration(&s) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.err(path, "must be longer than zero");
+                    default
+                }
+                Err(e) => {
+                    self.err(
+                        path,
+                        format!("invalid duration {s:?} ({e}); use e.g. \"15m\" or \"12h\""),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Some(a);
+        }
+        let host_port = s
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        match self.outside.resolve(s) {
+            Ok(Some(a)) => Some(a),
+            Ok(None) => {
+                self.err(path, format!("{s:?}: the host name has no address"));
+                None
+            }
+            Err(e) if host_port => {
+                self.err(
+                    path,
+                    format!("{s:?}: the host name cannot be looked up ({e})"),
+                );
+                None
+            }
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("{s:?} is not an address of the form host:port"),
+                );
+                None
+            }
+        }
+    }
+
+    fn upstream_addr(&mut self, path: &str, s: &str) -> Option<UpstreamAddr> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Some(UpstreamAddr { name: None, addr });
+        }
+        let addr = self.socket_addr(path, s)?;
+        // It resolved, so it is `host:port` (or an IPv6 address without
+        // brackets, which never changes); were it not, it stays as found.
+        let name = s
+            .rsplit_once(':')
+            .filter(|(host, _)| host.parse::<std::net::IpAddr>().is_err())
+            .and_then(|(host, port)| Some((host.to_string(), port.parse().ok()?)));
+        Some(UpstreamAddr { name, addr })
+    }
+
+    pub(super) fn config(&mut self, f: FileConfig) -> Option<Config> {
+        let listen_raw = f
+            .server
+            .listen
+            .unwrap_or_else(|| vec!["0.0.0.0:8080".into()]);
+        if listen_raw.is_empty() {
+            self.err("server.listen", "needs at least one address");
+        }
+        let listen: Vec<SocketAddr> = listen_raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| self.socket_addr(&format!("server.listen[{i}]"), a))
+            .collect();
+        let admin_listen = self.socket_addr(
+            "server.admin_listen",
+            f.server.admin_listen.as_deref().unwrap_or("127.0.0.1:9090"),
+        );
+        let mut trusted = Vec::new();
+        for (i, raw) in f.server.trusted_proxies.iter().enumerate() {
+            match crate::client_addr::Cidr::parse(raw) {
+                Some(c) => trusted.push(c),
+                None => self.err(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{raw:?} is not an address or range such as 10.0.0.0/8"),
+                ),
+            }
+        }
+        let tls = self.tls_listeners(&f.server.tls, &listen, admin_listen);
+        let tls_reload_interval = self.duration(
+            "server.tls_reload_interval",
+            f.server.tls_reload_interval,
+            Duration::from_secs(10),
+        );
+        let threads = match f.server.threads {
+            Some(0) => {
+                self.err("server.threads", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+
+        let session = self.session(f.session);
+        let magic_link = MagicLinkConfig {
+            ttl: self.duration(
+                "magic_link.ttl",
+                f.magic_link.ttl,
+                Duration::from_secs(15 * 60),
+            ),
+            code_attempts: match f.magic_link.code_attempts {
+                Some(0) => {
+                    self.err("magic_link.code_attempts", "must be at least 1");
+                    5
+                }
+                Some(n) => n,
+                None => 5,
+            },
+        };
+        let store = self.store(f.store.url.as_deref());
+        let key_grace = self.duration("keys.grace", f.keys.grace, session.lifetime);
+        // What a replaced key made must verify for as long as it lives.
+        let needed = magic_link
+            .ttl
+            .max(Duration::from_secs(crate::identity::LIFETIME_SECS as u64));
+        if key_grace < needed {
+            self.err(
+                "keys.grace",
+                format!(
+                    "must be at least {} (the magic-link ttl, and an assertion's 5 minutes): links and assertions signed just before a rotation must still verify",
+                    humantime::format_duration(needed)
+                ),
+            );
+        }
+        let mut session = session;
+        session.outage_grace = self.duration(
+            "store.outage_grace",
+            f.store.outage_grace,
+            Duration::from_secs(5 * 60),
+        );
+        let mail = self.mail(f.mail);
+        let signup = self.signup(f.users);
+        let rate_limit = RateLimitConfig {
+            window: self.duration(
+                "rate_limit.window",
+                f.rate_limit.window,
+                Duration::from_secs(15 * 60),
+            ),
+            per_email: f.rate_limit.per_email.unwrap_or(5),
+            per_client: f.rate_limit.per_client.unwrap_or(30),
+            codes_per_email_per_day: f.rate_limit.codes_per_email_per_day.unwrap_or(20),
+            anonymous_per_client_per_minute: f
+                .rate_limit
+                .anonymous_per_client_per_minute
+                .unwrap_or(120),
+            passkey_starts_per_minute: f.rate_limit.passkey_starts_per_minute.unwrap_or(6000),
+        };
+
+        if f.site.is_empty() {
+            self.err("site", "at least one [[site]] is needed");
+        }
+        let mut sites = Vec::new();
+        for (i, s) in f.site.into_iter().enumerate() {
+            if let Some(site) = self.site(i, s, session.cookie_domain.as_deref()) {
+                if let Some(other) = sites.iter().position(|o: &Site| o.host == site.host) {
+                    self.err(
+                        format!("site[{i}].public_url"),
+                        format!("host {} is already used by site[{other}]", site.host),
+                    );
+                }
+                sites.push(site);
+            }
+        }
+        let rp_id = f
+            .auth
+            .rp_id
+            .or_else(|| sites.first().map(|s| s.host.clone()))
+            .unwrap_or_default();
+        let passkey_prompt = f.auth.passkey_prompt.unwrap_or(true);
+        let rp_name = f.auth.rp_name.unwrap_or_else(|| "Sesame".into());
+
+        Some(Config {
+            listen,
+            admin_listen: admin_listen?,
+            trusted_proxies: crate::client_addr::TrustedProxies(trusted),
+            forward_auth_headers: f.server.forward_auth_headers.unwrap_or_default(),
+            threads,
+            tls,
+            tls_reload_interval,
+            rp_id,
+            rp_name,
+            passkey_prompt,
+            session,
+            magic_link,
+            store: store?,
+            key_grace,
+            mail: mail?,
+            signup,
+            rate_limit,
+            sites,
+        })
+    }
+
+    fn session(&mut self, s: file::SessionFile) -> SessionConfig {
+        let cookie_name = s.cookie_name.unwrap_or_else(|| "sesame".into());
+        if cookie_name.is_empty()
+            || !cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            self.err(
+                "session.cookie_name",
+                "use only letters, digits, '_' and '-'",
+            );
+        }
+        let lower = cookie_name.to_ascii_lowercase();
+        if [
+            crate::session::cookies::PENDING_COOKIE,
+            crate::session::cookies::OFFERED_COOKIE,
+            crate::session::cookies::PROOF_COOKIE,
+        ]
+        .contains(&lower.as_str())
+            || lower.starts_with("__host-")
+            || lower.starts_with("__secure-")
+        {
+            self.err(
+                "session.cookie_name",
+                format!("{cookie_name:?} is reserved: Sesame uses it (or adds the prefix) itself"),
+            );
+        }
+        let cookie_domain = s
+            .cookie_domain
+            .map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+        if let Some(d) = &cookie_domain {
+            if d.is_empty() || !d.contains('.') || d.contains('/') {
+                self.err(
+                    "session.cookie_domain",
+                    "must be a domain name such as example.com",
+                );
+            }
+        }
+        SessionConfig {
+            cookie_name,
+            cookie_domain,
+            lifetime: self.duration(
+                "session.lifetime",
+                s.lifetime,
+                Duration::from_secs(12 * 3600),
+            ),
+            idle_timeout: self.duration(
+                "session.idle_timeout",
+                s.idle_timeout,
+                Duration::from_secs(2 * 3600),
+            ),
+            outage_grace: Duration::from_secs(5 * 60),
+        }
+    }
+
+    fn store(&mut self, url: Option<&str>) -> Option<StoreConfig> {
+        let url = url.unwrap_or("sqlite:///var/lib/sesame/sesame.db");
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = rest.split('?').next().unwrap_or("");
+            if path.is_empty() {
+                self.err(
+                    "store.url",
+                    "sqlite URL needs a file path, e.g. sqlite:///var/lib/sesame/sesame.db",
+                );
+                return None;
+            }
+            return Some(StoreConfig::Sqlite {
+                path: PathBuf::from(path),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return match url.parse::<sqlx::postgres::PgConnectOptions>() {
+                Ok(_) => Some(StoreConfig::Postgres {
+                    url: url.to_string(),
+                }),
+                Err(e) => {
+                    self.err("store.url", format!("not a PostgreSQL URL: {e}"));
+                    None
+                }
+            };
+        }
+        self.err("store.url", "must start with sqlite:// or postgres://");
+        None
+    }
+
+    fn mail(&mut self, m: file::MailFile) -> Option<MailConfig> {
+        let transport = match m.transport.unwrap_or(MailTransportFile::Smtp) {
+            MailTransportFile::Console => {
+                if m.ca_file.is_some() {
+                    self.err("mail.ca_file", "is set, but mail.transport is \"console\"");
+                }
+                MailTransport::Console
+            }
+            MailTransportFile::Smtp => {
+                let url = m.smtp_url.unwrap_or_else(|| "smtp://127.0.0.1:25".into());
+                match Url::parse(&url) {
+                    Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {
+                        // lettre's own reading of the URL (TLS mode, credentials); no I/O.
+                        if let Err(e) = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&url) {
+                            self.err("mail.smtp_url", format!("{e}"));
+                        }
+                    }
+                    Ok(_) => self.err(
+                        "mail.smtp_url",
+                        "must be smtp://host[:port] (STARTTLS with ?tls=required) or smtps://host[:port]",
+                    ),
+                    Err(e) => self.err("mail.smtp_url", format!("not a URL: {e}")),
+                }
+                if let Some(ca) = &m.ca_file {
+                    // Opportunistic STARTTLS falls back to plain text for
+                    // whoever strips the offer: not what a pinned CA is for.
+                    let tls = url.starts_with("smtps://")
+                        || Url::parse(&url).is_ok_and(|u| {
+                            u.query_pairs().any(|(k, v)| k == "tls" && v == "required")
+                        });
+                    if !tls {
+                        self.err(
+                            "mail.ca_file",
+                            "is set, but mail.smtp_url does not require TLS (use smtps:// or ?tls=required)",
+                        );
+                    } else if let Err(e) = self.outside.certificates(ca) {
+                        self.err("mail.ca_file", e);
+                    }
+                }
+                MailTransport::Smtp {
+                    url,
+                    ca_file: m.ca_file,
+                }
+            }
+        };
+        let from_raw = m.from.unwrap_or_else(|| "Sesame <login@localhost>".into());
+        let from = match from_raw.parse::<lettre::message::Mailbox>() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.err(
+                    "mail.from",
+                    format!("not a mailbox ({e}); use e.g. \"Example login <login@example.com>\""),
+                );
+                None
+            }
+        };
+        let timeout = self.duration("mail.timeout", m.timeout, Duration::from_secs(10));
+        Some(MailConfig {
+            transport,
+            from: from?,
+            timeout,
+        })
+    }
+
+    fn signup(&mut self, u: file::UsersFile) -> Signup {
+        let domains: Vec<String> = u
+            .signup_domains
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+            .collect();
+        match u.signup.unwrap_or(SignupFile::Closed) {
+            SignupFile::Closed => Signup::Closed,
+            SignupFile::Open => Signup::Open,
+            SignupFile::Domains => {
+                if domains.is_empty() {
+                    self.err(
+                        "users.signup_domains",
+                        "signup = \"domains\" needs at least one domain",
+                    );
+                }
+                Signup::Domains(domains)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
