@@ -90,16 +90,16 @@ impl KillOnDrop {
     }
 }
 
-mod mail;
-mod upstream;
-mod store;
-mod rig;
-mod processes;
 mod ca;
+mod mail;
+mod processes;
+mod rig;
+mod store;
+mod upstream;
 
-pub use mail::*;
-pub use upstream::*;
-pub use store::*;
-pub use rig::*;
-pub use processes::*;
 pub use ca::*;
+pub use mail::*;
+pub use processes::*;
+pub use rig::*;
+pub use store::*;
+pub use upstream::*;

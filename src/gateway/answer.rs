@@ -1,0 +1,208 @@
+//! What Sesame answers itself instead of the app: its endpoints (the body
+//! read within bounds, the response written), and the login, step-up,
+//! no-access, store-unavailable and app-error answers, each a page for a
+//! browser and JSON for a program.
+
+use bytes::Bytes;
+use http::{header, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use serde_json::json;
+
+use super::{forwarded_for, peer_ip, Gateway, PREFIX};
+use crate::endpoints::{self, Req, Resp, MAX_BODY, MAX_HEADERS};
+use crate::session::LiveSession;
+
+/// One of Sesame's pages on `site`, with `rd` = the request's own URL (built
+/// from the configured public URL, never from the Host header).
+pub(super) fn sesame_url(site: &crate::config::Site, page: &str, req: &RequestHeader) -> String {
+    let target = req.uri.path_and_query().map_or("", |pq| pq.as_str());
+    site.sesame_url_back_to(page, target)
+}
+
+/// The client takes HTML (a person, not a program).
+pub(super) fn accepts_html(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// A browser navigation: GET that accepts HTML.
+pub(super) fn is_navigation(req: &RequestHeader) -> bool {
+    req.method == Method::GET && accepts_html(req)
+}
+
+pub(super) fn headers_size(req: &RequestHeader) -> usize {
+    req.headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri.to_string().len()
+}
+
+pub(super) async fn write(session: &mut Session, resp: Resp) -> Result<()> {
+    let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 1))?;
+    for (k, v) in resp.headers {
+        h.append_header(k, v)?;
+    }
+    h.insert_header(header::CONTENT_LENGTH, resp.body.len())?;
+    let has_body = !resp.body.is_empty();
+    session
+        .write_response_header(Box::new(h), !has_body)
+        .await?;
+    if has_body {
+        session.write_response_body(Some(resp.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Read a request body of at most `MAX_BODY` bytes; `None` if it is larger.
+pub(super) async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(body)))
+}
+
+impl Gateway {
+    pub(super) async fn endpoint(&self, session: &mut Session, site_index: usize) -> Result<()> {
+        let app = &self.app;
+        let site = &app.sites[site_index];
+        if headers_size(session.req_header()) > MAX_HEADERS {
+            return write(
+                session,
+                Resp::new(
+                    431,
+                    "text/plain; charset=utf-8",
+                    "request headers too large",
+                ),
+            )
+            .await;
+        }
+        let body = match read_body(session).await? {
+            Some(b) => b,
+            None => {
+                return write(
+                    session,
+                    Resp::new(413, "text/plain; charset=utf-8", "request body too large"),
+                )
+                .await
+            }
+        };
+        let client_ip = app
+            .config
+            .trusted_proxies
+            .client(peer_ip(session), &forwarded_for(session));
+        let req_header = session.req_header();
+        let path = req_header.uri.path();
+        let req = Req {
+            method: &req_header.method,
+            path: &path[PREFIX.len()..],
+            query: req_header.uri.query().unwrap_or(""),
+            headers: &req_header.headers,
+            body,
+            client_ip,
+            site_index,
+            site,
+        };
+        let resp = endpoints::handle(app, req).await;
+        write(session, resp).await
+    }
+
+    /// 302 to the login page for a browser navigation, 401 JSON otherwise.
+    pub(super) fn login_response(&self, session: &Session, site_index: usize) -> Resp {
+        let req = session.req_header();
+        let login = sesame_url(&self.app.sites[site_index].site, "/login", req);
+        if is_navigation(req) {
+            Resp::redirect(302, &login)
+        } else {
+            Resp::json(
+                401,
+                &json!({"error": "unauthenticated", "login_url": login}),
+            )
+            .header(header::WWW_AUTHENTICATE, "Sesame")
+        }
+    }
+
+    /// The site wants a passkey sign-in: a browser goes to the step-up page,
+    /// anything else gets 403 JSON naming it.
+    pub(super) fn step_up_response(&self, session: &Session, site_index: usize) -> Resp {
+        let req = session.req_header();
+        let url = sesame_url(&self.app.sites[site_index].site, "/stepup", req);
+        if is_navigation(req) {
+            Resp::redirect(302, &url)
+        } else {
+            Resp::json(
+                403,
+                &json!({"error": "passkey_required", "stepup_url": url}),
+            )
+        }
+    }
+
+    pub(super) fn upstream_error(&self, session: &Session, site: Option<usize>, code: u16) -> Resp {
+        let app = &self.app;
+        let (title, message) = match code {
+            504 => ("The app is not answering", "The app behind this site took too long to answer. Please try again in a moment."),
+            502 => ("The app is unavailable", "The app behind this site cannot be reached right now. Please try again in a moment."),
+            _ => ("Something went wrong", "The request could not be completed."),
+        };
+        match site {
+            Some(i) if accepts_html(session.req_header()) => {
+                endpoints::ErrorPage::new(&app.sites[i].site.name, title, message)
+                    .respond(app, code)
+            }
+            _ => Resp::json(
+                code,
+                &json!({"error": if code == 504 { "upstream_timeout" } else { "upstream_unavailable" }}),
+            ),
+        }
+    }
+
+    /// The store is down and this session was not verified recently enough.
+    pub(super) fn unavailable_response(&self, session: &Session, site_index: usize) -> Resp {
+        let app = &self.app;
+        let resp = if accepts_html(session.req_header()) {
+            endpoints::ErrorPage {
+                retry_after: Some(5),
+                ..endpoints::ErrorPage::new(
+                    &app.sites[site_index].site.name,
+                    "Please try again shortly",
+                    "Sign-in is unavailable for a moment. Nothing was lost.",
+                )
+            }
+            .respond(app, 503)
+        } else {
+            Resp::json(503, &json!({"error": "unavailable", "retry_after": 5}))
+        };
+        resp.header(header::RETRY_AFTER, "5")
+    }
+
+    pub(super) fn denied_response(&self, site_index: usize, live: &LiveSession) -> Resp {
+        let app = &self.app;
+        let site = &app.sites[site_index].site;
+        let message = format!(
+            "You are signed in as {}, who may not use {}. Sign out to use another account.",
+            live.record.email, site.name
+        );
+        endpoints::ErrorPage {
+            signout: true,
+            ..endpoints::ErrorPage::new(&site.name, "No access", &message)
+        }
+        .respond(app, 403)
+    }
+}
