@@ -134,7 +134,8 @@ impl App {
              form-action 'self' {}; frame-ancestors 'none'; base-uri 'none'",
             origins.join(" ")
         );
-        let passkeys = crate::passkey::RelyingParty::new(&config.rp_id, &config.rp_name, &sites);
+        let passkeys =
+            crate::passkey::RelyingParty::new(&config.rp_id, &config.rp_name, &config.sites);
         let store_up = Arc::new(AtomicBool::new(true));
         Ok(Arc::new(App {
             sessions: Sessions::new(
@@ -259,6 +260,21 @@ impl App {
                 email: &self.email_limit,
                 code: &self.code_limit,
             },
+        }
+    }
+
+    /// The passkey ceremonies, with this app's relying party and parts.
+    pub fn ceremonies(&self) -> crate::passkey::Ceremonies<'_> {
+        crate::passkey::Ceremonies {
+            passkeys: &self.passkeys,
+            config: &self.config,
+            store: &self.store,
+            keys: &self.keys,
+            clock: &self.clock,
+            metrics: &self.metrics,
+            pages: &self.pages,
+            outbox: &self.outbox,
+            sign_in: self.sign_in(),
         }
     }
 

@@ -6,8 +6,8 @@
 //! it). Both use the same path, so tests exercise what operators run.
 
 pub use sesame_core::{
-    client_addr, clock, config, email, identity, keys, magic_link, mail, metrics, pages, path,
-    random, ratelimit, return_to, session, signin, store, tls,
+    client_addr, clock, config, email, identity, keys, magic_link, mail, metrics, pages, passkey,
+    path, random, ratelimit, return_to, session, signin, store, tls,
 };
 
 pub mod admin;
@@ -17,7 +17,6 @@ pub mod demo_app;
 pub mod endpoints;
 pub mod forward_auth;
 pub mod gateway;
-pub mod passkey;
 pub mod policy;
 pub mod upstream;
 

@@ -2,8 +2,8 @@
 //! with no Pingora in it (the compiler holds that line: this crate does not
 //! depend on it). The config and its validation, the store, keys, sessions
 //! and their cookies, sign-in by email as a service (`signin`), the links,
-//! codes and mail, the pages, rate limits, metrics, the signed assertion,
-//! TLS files, the clock and randomness.
+//! codes and mail, passkey ceremonies, the pages, rate limits, metrics, the
+//! signed assertion, TLS files, the clock and randomness.
 //!
 //! The gateway crate (`sesame`, one level up) proxies requests and serves
 //! the endpoints with these parts; it re-exports every module, so
@@ -19,6 +19,7 @@ pub mod magic_link;
 pub mod mail;
 pub mod metrics;
 pub mod pages;
+pub mod passkey;
 pub mod path;
 pub mod random;
 pub mod ratelimit;
@@ -27,3 +28,6 @@ pub mod session;
 pub mod signin;
 pub mod store;
 pub mod tls;
+
+#[cfg(test)]
+mod testing;

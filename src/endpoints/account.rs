@@ -87,11 +87,16 @@ pub async fn account_page(app: &App, req: &Req<'_>) -> Result {
         .await?;
     let signal = match passkeys.is_empty() {
         true => None,
-        false => crate::passkey::signal(app, &me.user_id, &me.email, me.name.as_deref())
-            .await
-            .ok()
-            .flatten()
-            .map(|v| v.to_string()),
+        false => crate::passkey::signal(
+            &app.ceremonies(),
+            &me.user_id,
+            &me.email,
+            me.name.as_deref(),
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|v| v.to_string()),
     };
     let html = app.pages.render(
         "account.html",

@@ -39,7 +39,7 @@ async fn proof(app: &App, req: &Req<'_>) -> Option<String> {
 
 /// Has this session typed a code emailed to change passkeys, lately?
 async fn code_proved(app: &App, req: &Req<'_>, live: &LiveSession) -> bool {
-    guard::code_proved(app, proof(app, req).await.as_deref(), live)
+    guard::code_proved(&app.ceremonies(), proof(app, req).await.as_deref(), live)
 }
 
 fn proof_cookie(app: &App, req: &Req, plain: &str) -> String {
@@ -62,7 +62,7 @@ pub async fn register_start(app: &App, req: &Req<'_>) -> Result {
         return Err(PasskeyError::NotSignedIn.into());
     };
     let proved = code_proved(app, req, &live).await;
-    match passkey::register_start(app, req.site_index, &live, proved).await {
+    match passkey::register_start(&app.ceremonies(), req.site_index, &live, proved).await {
         Ok(ccr) => Ok(Resp::json(200, &ccr)),
         Err(e) => {
             app.metrics
@@ -83,7 +83,7 @@ pub async fn register_finish(app: &App, req: &Req<'_>) -> Result {
     let Some((_, live)) = current_session(app, req).await else {
         return Err(PasskeyError::NotSignedIn.into());
     };
-    match passkey::register_finish(app, req.site_index, &live, &req.body).await {
+    match passkey::register_finish(&app.ceremonies(), req.site_index, &live, &req.body).await {
         Ok(record) => {
             app.metrics
                 .passkey_registrations
@@ -91,8 +91,8 @@ pub async fn register_finish(app: &App, req: &Req<'_>) -> Result {
                 .inc();
             tracing::info!(target: "sesame::audit", event = "passkey_registered", email = %live.record.email, passkey = %record.id, name = %record.name);
             guard::notify(
-                app,
-                req.site,
+                &app.ceremonies(),
+                &req.site.site,
                 &live,
                 Change::Added,
                 &record.name,
@@ -151,7 +151,7 @@ pub async fn login_start(app: &App, req: &Req<'_>) -> Result {
         &req.site.site,
         &app.config.sites,
     );
-    let rcr = passkey::login_start(app, req.site_index, email, rd).await?;
+    let rcr = passkey::login_start(&app.ceremonies(), req.site_index, email, rd).await?;
     Ok(Resp::json(200, &rcr))
 }
 
@@ -160,7 +160,8 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
         return Err(Failure::CrossSite);
     }
-    match passkey::login_finish(app, req.site, req.site_index, &req.body).await {
+    match passkey::login_finish(&app.ceremonies(), &req.site.site, req.site_index, &req.body).await
+    {
         Ok(done) => {
             app.metrics
                 .passkey_authentications
@@ -168,7 +169,7 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Result {
                 .inc();
             let to = done.return_to.clone();
             let u = &done.user;
-            let signal = passkey::signal(app, &u.id, &u.email, u.name.as_deref())
+            let signal = passkey::signal(&app.ceremonies(), &u.id, &u.email, u.name.as_deref())
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "no passkey signal after a sign-in");
@@ -253,14 +254,19 @@ pub async fn api_passkeys(app: &App, req: &Req<'_>, id: Option<&str>) -> Result 
             // Deleting needs the same proof as adding: else an email
             // session could delete every passkey and then add its own
             // as the "first".
-            guard::may_change(app, &live, true, code_proved(app, req, &live).await)?;
+            guard::may_change(
+                &app.ceremonies(),
+                &live,
+                true,
+                code_proved(app, req, &live).await,
+            )?;
             if !app.store.delete_passkey(user, id).await? {
                 return Err(PasskeyError::NotFound.into());
             }
             tracing::info!(target: "sesame::audit", event = "passkey_deleted", email = %live.record.email, passkey = %id);
             guard::notify(
-                app,
-                req.site,
+                &app.ceremonies(),
+                &req.site.site,
                 &live,
                 Change::Deleted,
                 &name,
@@ -336,7 +342,7 @@ pub async fn proof_start(app: &App, req: &Req<'_>) -> Result {
             retry_after,
         });
     }
-    let plain = guard::send_code(app, req.site, &live).await?;
+    let plain = guard::send_code(&app.ceremonies(), &req.site.site, &live).await?;
     Ok(Resp::json(200, &json!({"sent": true})).cookie(proof_cookie(app, req, &plain)))
 }
 
@@ -362,7 +368,7 @@ pub async fn proof_finish(app: &App, req: &Req<'_>) -> Result {
         return Err(PasskeyError::BadRequest("expected {\"code\": \"six digits\"}".into()).into());
     };
     let plain = proof(app, req).await;
-    match guard::confirm_code(app, plain.as_deref(), &live, &code).await {
+    match guard::confirm_code(&app.ceremonies(), plain.as_deref(), &live, &code).await {
         Ok(Ok(proved)) => {
             Ok(Resp::json(200, &json!({"proved": true})).cookie(proof_cookie(app, req, &proved)))
         }

@@ -4,7 +4,9 @@
 //! relying party (single-use server-side state, counter compare-and-swap,
 //! backup flags, the credential's owner).
 //!
-//! HTTP lives in `endpoints/passkeys.rs`; the session is made by `Sessions`.
+//! Each step takes the [`Ceremonies`] it needs (store, keys, clock, ...),
+//! never the gateway; HTTP lives in the gateway's `endpoints/passkeys.rs`,
+//! and a sign-in's session is started by `signin`.
 
 pub mod guard;
 pub mod names;
@@ -15,11 +17,17 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use webauthn_rs::prelude::*;
 
-use crate::app::{App, SiteRt};
+use crate::clock::Clock;
+use crate::config::{Config, Site};
 use crate::email::Email;
+use crate::keys::Keys;
+use crate::mail::Outbox;
+use crate::metrics::Metrics;
+use crate::pages::Pages;
 use crate::return_to::ReturnTo;
 use crate::session::{LiveSession, NewSession};
-use crate::signin::{SignInError, StartedBy};
+use crate::signin::{SignIn, SignInError, StartedBy};
+use crate::store::DynStore;
 use crate::store::{AuthMethod, Ceremony, CeremonyKind, PasskeyRecord, StoreError, User};
 
 /// Ceremonies expire after this long.
@@ -60,6 +68,22 @@ pub enum PasskeyError {
     Store(#[from] StoreError),
 }
 
+/// What the ceremonies need, borrowed (built per request by
+/// `App::ceremonies`, or from parts in tests).
+pub struct Ceremonies<'a> {
+    /// The relying party.
+    pub passkeys: &'a RelyingParty,
+    pub config: &'a Config,
+    pub store: &'a DynStore,
+    pub keys: &'a Keys,
+    pub clock: &'a Clock,
+    pub metrics: &'a Metrics,
+    pub pages: &'a Pages,
+    pub outbox: &'a Outbox,
+    /// Where a passkey sign-in starts its session.
+    pub sign_in: SignIn<'a>,
+}
+
 /// The relying party: one `Webauthn` for every site whose host is the RP id
 /// or below it.
 pub struct RelyingParty {
@@ -68,14 +92,13 @@ pub struct RelyingParty {
 }
 
 impl RelyingParty {
-    pub fn new(rp_id: &str, rp_name: &str, sites: &[SiteRt]) -> RelyingParty {
-        let under =
-            |s: &SiteRt| s.site.host == rp_id || s.site.host.ends_with(&format!(".{rp_id}"));
+    pub fn new(rp_id: &str, rp_name: &str, sites: &[Site]) -> RelyingParty {
+        let under = |s: &Site| s.host == rp_id || s.host.ends_with(&format!(".{rp_id}"));
         let enabled: Vec<bool> = sites.iter().map(under).collect();
         let mut origins = sites
             .iter()
             .filter(|s| under(s))
-            .map(|s| s.site.public_url.clone());
+            .map(|s| s.public_url.clone());
         let webauthn = origins.next().and_then(|first| {
             let mut b = WebauthnBuilder::new(rp_id, &first).ok()?.rp_name(rp_name);
             for o in origins {
@@ -128,8 +151,12 @@ fn answered_challenge(client_data_json: &[u8]) -> Result<String, PasskeyError> {
         .map_err(|_| PasskeyError::BadRequest("clientDataJSON has no challenge".into()))
 }
 
-async fn take(app: &App, challenge: &str, kind: CeremonyKind) -> Result<Ceremony, PasskeyError> {
-    match app.store.take_ceremony(challenge, app.clock.now()).await? {
+async fn take(
+    cx: &Ceremonies<'_>,
+    challenge: &str,
+    kind: CeremonyKind,
+) -> Result<Ceremony, PasskeyError> {
+    match cx.store.take_ceremony(challenge, cx.clock.now()).await? {
         Some(c) if c.kind == kind => Ok(c),
         _ => Err(PasskeyError::Refused(
             "no such ceremony (used, expired or unknown)".into(),
@@ -138,21 +165,21 @@ async fn take(app: &App, challenge: &str, kind: CeremonyKind) -> Result<Ceremony
 }
 
 async fn put(
-    app: &App,
+    cx: &Ceremonies<'_>,
     challenge: &[u8],
     kind: CeremonyKind,
     user_id: Option<String>,
     state: String,
     return_to: String,
 ) -> Result<(), PasskeyError> {
-    app.store
+    cx.store
         .put_ceremony(&Ceremony {
             id: B64.encode(challenge),
             kind,
             user_id,
             state,
             return_to,
-            expires_at: app.clock.now() + CEREMONY_SECS,
+            expires_at: cx.clock.now() + CEREMONY_SECS,
         })
         .await?;
     Ok(())
@@ -165,20 +192,20 @@ fn passkey_of(record: &PasskeyRecord) -> Result<Passkey, PasskeyError> {
 /// Start adding a passkey for the person signed in as `live` (see
 /// [`guard::may_change`]; `code_proved`: this session typed an emailed code).
 pub async fn register_start(
-    app: &App,
+    cx: &Ceremonies<'_>,
     site_index: usize,
     live: &LiveSession,
     code_proved: bool,
 ) -> Result<CreationChallengeResponse, PasskeyError> {
-    let webauthn = app.passkeys.for_site(site_index)?;
-    let records = app.store.passkeys_of(&live.record.user_id).await?;
-    guard::may_change(app, live, !records.is_empty(), code_proved)?;
-    let user = app
+    let webauthn = cx.passkeys.for_site(site_index)?;
+    let records = cx.store.passkeys_of(&live.record.user_id).await?;
+    guard::may_change(cx, live, !records.is_empty(), code_proved)?;
+    let user = cx
         .store
         .user_by_id(&live.record.user_id)
         .await?
         .ok_or(PasskeyError::NotSignedIn)?;
-    let handle = app
+    let handle = cx
         .store
         .ensure_user_handle(&user.id, &crate::random::uuid().to_string())
         .await?;
@@ -198,7 +225,7 @@ pub async fn register_start(
         sel.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Preferred);
     }
     put(
-        app,
+        cx,
         &ccr.public_key.challenge,
         CeremonyKind::Register,
         Some(user.id),
@@ -212,16 +239,16 @@ pub async fn register_start(
 /// Finish adding a passkey: verified against the server-side state (origin,
 /// RP id, user verification, algorithms, excluded credentials).
 pub async fn register_finish(
-    app: &App,
+    cx: &Ceremonies<'_>,
     site_index: usize,
     live: &LiveSession,
     body: &[u8],
 ) -> Result<PasskeyRecord, PasskeyError> {
-    let webauthn = app.passkeys.for_site(site_index)?;
+    let webauthn = cx.passkeys.for_site(site_index)?;
     let cred: RegisterPublicKeyCredential = serde_json::from_slice(body)
         .map_err(|e| PasskeyError::BadRequest(format!("not a WebAuthn credential: {e}")))?;
     let ceremony = take(
-        app,
+        cx,
         &answered_challenge(&cred.response.client_data_json)?,
         CeremonyKind::Register,
     )
@@ -243,10 +270,10 @@ pub async fn register_finish(
         counter: cred_json["cred"]["counter"].as_i64().unwrap_or(0),
         backup_eligible: flag("backup_eligible"),
         backup_state: flag("backup_state"),
-        created_at: app.clock.now(),
+        created_at: cx.clock.now(),
         last_used_at: None,
     };
-    app.store.add_passkey(&record).await?;
+    cx.store.add_passkey(&record).await?;
     Ok(record)
 }
 
@@ -256,10 +283,13 @@ pub async fn register_finish(
 /// three of them, as people have (1 in 10 addresses gets three, 2 in 10
 /// two), each with the transports browsers report for a synced passkey, a
 /// device-bound one or a security key, or none, as some browsers register.
-fn decoy_credentials(app: &App, email: &Email) -> Vec<webauthn_rs_proto::AllowCredentials> {
+fn decoy_credentials(
+    cx: &Ceremonies<'_>,
+    email: &Email,
+) -> Vec<webauthn_rs_proto::AllowCredentials> {
     use webauthn_rs_proto::AuthenticatorTransport::{Hybrid, Internal, Nfc, Usb};
     let mac = |label: &[u8]| -> Vec<u8> {
-        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&app.keys.code_mac) else {
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&cx.keys.code_mac) else {
             return vec![0; 32];
         };
         mac.update(label);
@@ -295,18 +325,18 @@ fn decoy_credentials(app: &App, email: &Email) -> Vec<webauthn_rs_proto::AllowCr
 /// Start a passkey sign-in: email-first (`email` given: that person's
 /// passkeys, or a decoy) or discoverable (no email).
 pub async fn login_start(
-    app: &App,
+    cx: &Ceremonies<'_>,
     site_index: usize,
     email: Option<Email>,
     return_to: ReturnTo,
 ) -> Result<RequestChallengeResponse, PasskeyError> {
-    let webauthn = app.passkeys.for_site(site_index)?;
+    let webauthn = cx.passkeys.for_site(site_index)?;
     let user = match &email {
-        Some(e) => app.store.user_by_email(e).await?.filter(|u| !u.disabled),
+        Some(e) => cx.store.user_by_email(e).await?.filter(|u| !u.disabled),
         None => None,
     };
     let passkeys: Vec<Passkey> = match &user {
-        Some(u) => app
+        Some(u) => cx
             .store
             .passkeys_of(&u.id)
             .await?
@@ -326,14 +356,14 @@ pub async fn login_start(
             .map_err(|e| PasskeyError::Refused(e.to_string()))?;
         if let Some(e) = &email {
             // The shape of a person's options, with imaginary credentials.
-            rcr.public_key.allow_credentials = decoy_credentials(app, e);
+            rcr.public_key.allow_credentials = decoy_credentials(cx, e);
             rcr.public_key.extensions = None;
             rcr.mediation = None;
         }
         (rcr, CeremonyKind::Discoverable, json(&state)?)
     };
     put(
-        app,
+        cx,
         &rcr.public_key.challenge,
         kind,
         user.map(|u| u.id),
@@ -349,16 +379,16 @@ pub async fn login_start(
 /// `signalCurrentUserDetails`): the credentials the account still accepts,
 /// and the names it registers them under. `None` without passkeys.
 pub async fn signal(
-    app: &App,
+    cx: &Ceremonies<'_>,
     user_id: &str,
     email: &Email,
     name: Option<&str>,
 ) -> Result<Option<serde_json::Value>, PasskeyError> {
-    let records = app.store.passkeys_of(user_id).await?;
+    let records = cx.store.passkeys_of(user_id).await?;
     if records.is_empty() {
         return Ok(None);
     }
-    let handle = app
+    let handle = cx
         .store
         .ensure_user_handle(user_id, &crate::random::uuid().to_string())
         .await?;
@@ -366,7 +396,7 @@ pub async fn signal(
         Uuid::parse_str(&handle).map_err(|e| PasskeyError::Refused(format!("user handle: {e}")))?;
     let display = name.map_or_else(|| email.to_string(), str::to_string);
     Ok(Some(serde_json::json!({
-        "rpId": app.config.rp_id,
+        "rpId": cx.config.rp_id,
         "userId": B64.encode(handle.as_bytes()),
         "allAcceptedCredentialIds": records.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
         "name": email.as_str(),
@@ -375,6 +405,7 @@ pub async fn signal(
 }
 
 /// What a successful passkey sign-in gives.
+#[derive(Debug)]
 pub struct SignedIn {
     pub session: NewSession,
     pub user: User,
@@ -383,16 +414,16 @@ pub struct SignedIn {
 
 /// Finish a passkey sign-in and start a session.
 pub async fn login_finish(
-    app: &App,
-    site: &SiteRt,
+    cx: &Ceremonies<'_>,
+    site: &Site,
     site_index: usize,
     body: &[u8],
 ) -> Result<SignedIn, PasskeyError> {
-    let webauthn = app.passkeys.for_site(site_index)?;
+    let webauthn = cx.passkeys.for_site(site_index)?;
     let cred: PublicKeyCredential = serde_json::from_slice(body)
         .map_err(|e| PasskeyError::BadRequest(format!("not a WebAuthn assertion: {e}")))?;
     let challenge = answered_challenge(&cred.response.client_data_json)?;
-    let ceremony = match app.store.take_ceremony(&challenge, app.clock.now()).await? {
+    let ceremony = match cx.store.take_ceremony(&challenge, cx.clock.now()).await? {
         Some(c) if matches!(c.kind, CeremonyKind::Login | CeremonyKind::Discoverable) => c,
         _ => {
             return Err(PasskeyError::Refused(
@@ -405,12 +436,12 @@ pub async fn login_finish(
         id: cred_id.clone(),
         why,
     };
-    let record = app
+    let record = cx
         .store
         .passkey(&cred_id)
         .await?
         .ok_or_else(|| unverified("unknown or deleted passkey".into()))?;
-    let user = app
+    let user = cx
         .store
         .user_by_id(&record.user_id)
         .await?
@@ -426,7 +457,7 @@ pub async fn login_finish(
         let (handle, _) = webauthn
             .identify_discoverable_authentication(&cred)
             .map_err(|e| unverified(e.to_string()))?;
-        let owner = app.store.user_by_handle(&handle.to_string()).await?;
+        let owner = cx.store.user_by_handle(&handle.to_string()).await?;
         if owner.map(|o| o.id) != Some(user.id.clone()) {
             return Err(unverified(
                 "user handle does not belong to the passkey".into(),
@@ -445,7 +476,7 @@ pub async fn login_finish(
     // Counter and backup flags, against what the store holds now.
     let counter = i64::from(result.counter());
     if (counter != 0 || record.counter != 0) && counter <= record.counter {
-        app.metrics.passkey_counter_regressions.inc();
+        cx.metrics.passkey_counter_regressions.inc();
         tracing::warn!(target: "sesame::audit", event = "passkey_counter_regression", passkey = %record.id, email = %user.email,
             stored = record.counter, presented = counter, "possible cloned authenticator");
         return Err(PasskeyError::Refused(
@@ -463,17 +494,17 @@ pub async fn login_finish(
         backup_state: result.backup_state(),
         ..record.clone()
     };
-    if !app
+    if !cx
         .store
-        .passkey_used(&updated, record.counter, app.clock.now())
+        .passkey_used(&updated, record.counter, cx.clock.now())
         .await?
     {
         return Err(PasskeyError::Refused("passkey used concurrently".into()));
     }
-    let session = app
-        .sign_in()
+    let session = cx
+        .sign_in
         .start_session(
-            &site.site,
+            site,
             &user,
             AuthMethod::Passkey,
             StartedBy::Passkey(&record.id),
@@ -487,9 +518,12 @@ pub async fn login_finish(
         session,
         user,
         return_to: if ceremony.return_to.is_empty() {
-            ReturnTo::root(&site.site).as_str().to_string()
+            ReturnTo::root(site).as_str().to_string()
         } else {
             ceremony.return_to
         },
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,8 +14,8 @@
 use http::HeaderMap;
 use serde::Serialize;
 
-use super::{PasskeyError, RECENT_SIGN_IN_SECS};
-use crate::app::{App, SiteRt};
+use super::{Ceremonies, PasskeyError, RECENT_SIGN_IN_SECS};
+use crate::config::Site;
 use crate::magic_link::{code_mac, code_matches, Code};
 use crate::session::LiveSession;
 use crate::store::{AuthMethod, PendingLogin};
@@ -26,9 +26,9 @@ pub const PROOF_SECS: i64 = 15 * 60;
 const CODE_SECS: i64 = 10 * 60;
 
 /// Did this session sign in with a passkey in the last 15 minutes?
-pub fn fresh_passkey(app: &App, live: &LiveSession) -> bool {
+pub fn fresh_passkey(cx: &Ceremonies<'_>, live: &LiveSession) -> bool {
     live.record.auth_method == AuthMethod::Passkey
-        && app.clock.now() - live.record.created_at <= RECENT_SIGN_IN_SECS
+        && cx.clock.now() - live.record.created_at <= RECENT_SIGN_IN_SECS
 }
 
 /// The proof cookie's plain text while a code is awaited, and once typed.
@@ -42,14 +42,13 @@ fn proved(session: &str, until: i64) -> String {
 
 /// Is the opened proof cookie `plain` a confirmed code for `live`, still
 /// in force?
-pub fn code_proved(app: &App, plain: Option<&str>, live: &LiveSession) -> bool {
+pub fn code_proved(cx: &Ceremonies<'_>, plain: Option<&str>, live: &LiveSession) -> bool {
     let Some(rest) = plain.and_then(|p| p.strip_prefix("ok:")) else {
         return false;
     };
     match rest.rsplit_once(':') {
         Some((session, until)) => {
-            session == live.record.id_hash
-                && until.parse::<i64>().is_ok_and(|u| app.clock.now() < u)
+            session == live.record.id_hash && until.parse::<i64>().is_ok_and(|u| cx.clock.now() < u)
         }
         None => false,
     }
@@ -57,18 +56,18 @@ pub fn code_proved(app: &App, plain: Option<&str>, live: &LiveSession) -> bool {
 
 /// May `live` change passkeys now? `has_passkeys`: the account has one.
 pub fn may_change(
-    app: &App,
+    cx: &Ceremonies<'_>,
     live: &LiveSession,
     has_passkeys: bool,
     code_proved: bool,
 ) -> Result<(), PasskeyError> {
     if has_passkeys {
-        if fresh_passkey(app, live) || code_proved {
+        if fresh_passkey(cx, live) || code_proved {
             return Ok(());
         }
         return Err(PasskeyError::ProofRequired);
     }
-    if app.clock.now() - live.record.created_at > RECENT_SIGN_IN_SECS {
+    if cx.clock.now() - live.record.created_at > RECENT_SIGN_IN_SECS {
         return Err(PasskeyError::NotRecent);
     }
     Ok(())
@@ -84,11 +83,11 @@ struct CodeMail<'a> {
 /// Email a code that proves the account holder for passkey changes;
 /// returns the proof cookie's plain text that awaits it.
 pub async fn send_code(
-    app: &App,
-    site: &SiteRt,
+    cx: &Ceremonies<'_>,
+    site: &Site,
     live: &LiveSession,
 ) -> Result<String, PasskeyError> {
-    let now = app.clock.now();
+    let now = cx.clock.now();
     let id = crate::signin::new_pending_id();
     let code = Code::generate();
     // A pending login no link names and no pending-login cookie carries:
@@ -96,24 +95,24 @@ pub async fn send_code(
     let pending = PendingLogin {
         id: id.clone(),
         email: live.record.email.clone(),
-        site: site.site.name.clone(),
+        site: site.name.clone(),
         return_to: String::new(),
-        code_mac: code_mac(&app.keys, &id, &code),
+        code_mac: code_mac(cx.keys, &id, &code),
         expires_at: now + CODE_SECS,
         attempts: 0,
         views: 0,
         consumed: false,
     };
-    app.store.create_pending(&pending).await?;
+    cx.store.create_pending(&pending).await?;
     let vars = CodeMail {
-        site_name: &site.site.name,
+        site_name: &site.name,
         code: code.as_str(),
         ttl_minutes: CODE_SECS / 60,
     };
     send(
-        app,
+        cx,
         live,
-        format!("Your code to change passkeys on {}", site.site.name),
+        format!("Your code to change passkeys on {}", site.name),
         "passkey_code",
         &vars,
     );
@@ -135,7 +134,7 @@ pub enum CodeRefused {
 /// Check `code` against the one `plain` (the opened proof cookie) awaits;
 /// returns the proof cookie's plain text once it matches.
 pub async fn confirm_code(
-    app: &App,
+    cx: &Ceremonies<'_>,
     plain: Option<&str>,
     live: &LiveSession,
     code: &Code,
@@ -149,17 +148,17 @@ pub async fn confirm_code(
     if session != live.record.id_hash {
         return Ok(Err(CodeRefused::NotAsked));
     }
-    let now = app.clock.now();
-    let max = app.config.magic_link.code_attempts;
-    let Some(pending) = app.store.attempt_code(id, now, max).await? else {
+    let now = cx.clock.now();
+    let max = cx.config.magic_link.code_attempts;
+    let Some(pending) = cx.store.attempt_code(id, now, max).await? else {
         return Ok(Err(CodeRefused::Gone));
     };
-    if !code_matches(&app.keys, id, code, &pending.code_mac) {
+    if !code_matches(cx.keys, id, code, &pending.code_mac) {
         return Ok(Err(CodeRefused::Wrong {
             left: max.saturating_sub(pending.attempts),
         }));
     }
-    if app.store.consume_pending(id, now).await?.is_none() {
+    if cx.store.consume_pending(id, now).await?.is_none() {
         return Ok(Err(CodeRefused::Gone));
     }
     tracing::info!(target: "sesame::audit", event = "passkey_code_confirmed", email = %live.record.email, login = %id);
@@ -187,8 +186,8 @@ struct NoticeMail<'a> {
 /// Tell the account's address that passkey `name` was added or deleted:
 /// when, from which browser and network address, and where to look.
 pub fn notify(
-    app: &App,
-    site: &SiteRt,
+    cx: &Ceremonies<'_>,
+    site: &Site,
     live: &LiveSession,
     change: Change,
     name: &str,
@@ -207,14 +206,14 @@ pub fn notify(
         .filter(|c| !c.is_control())
         .take(200)
         .collect();
-    let mut account = site.site.public_url.clone();
+    let mut account = site.public_url.clone();
     account.set_path("/.sesame/account");
     let vars = NoticeMail {
-        site_name: &site.site.name,
+        site_name: &site.name,
         what,
         passkey: name,
         when: humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(app.clock.now().max(0) as u64),
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(cx.clock.now().max(0) as u64),
         )
         .to_string()
         .replace('T', " ")
@@ -224,21 +223,27 @@ pub fn notify(
         account_url: account.to_string(),
     };
     send(
-        app,
+        cx,
         live,
-        format!("{subject} on {}", site.site.name),
+        format!("{subject} on {}", site.name),
         "passkey_notice",
         &vars,
     );
 }
 
 /// Queue the mail made from `template` (`.txt` and `.html`) to the account.
-fn send(app: &App, live: &LiveSession, subject: String, template: &str, vars: &impl Serialize) {
+fn send(
+    cx: &Ceremonies<'_>,
+    live: &LiveSession,
+    subject: String,
+    template: &str,
+    vars: &impl Serialize,
+) {
     let mail = crate::mail::OutgoingMail {
         to: live.record.email.clone(),
         subject,
-        text: app.pages.render(&format!("{template}.txt"), vars),
-        html: app.pages.render(&format!("{template}.html"), vars),
+        text: cx.pages.render(&format!("{template}.txt"), vars),
+        html: cx.pages.render(&format!("{template}.html"), vars),
     };
-    app.outbox.enqueue(mail, &app.metrics);
+    cx.outbox.enqueue(mail, cx.metrics);
 }
