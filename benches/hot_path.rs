@@ -188,7 +188,7 @@ fn benches(c: &mut Criterion) {
                     let Decision::Allow(live) = decision else {
                         panic!("bench session must be allowed")
                     };
-                    let assertion = app.assertion(0, &live);
+                    let assertion = app.assertion(sesame::config::SiteId::new(0), &live);
                     let identity = Identity {
                         live: &live,
                         assertion: assertion.as_ref().map(|a| &a.header),
@@ -248,10 +248,10 @@ fn parts(c: &mut Criterion, r: &Rig, template: &RequestHeader) {
         },
     );
 
-    let assertion = app.assertion(0, &live);
+    let assertion = app.assertion(sesame::config::SiteId::new(0), &live);
     let xff = http::HeaderValue::from_static("192.0.2.7");
     c.bench_function("assertion: from the session", |b| {
-        b.iter(|| black_box(app.assertion(0, black_box(&live))))
+        b.iter(|| black_box(app.assertion(sesame::config::SiteId::new(0), black_box(&live))))
     });
     c.bench_function(
         "headers: strip + inject + X-Forwarded-* (clone included)",

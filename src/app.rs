@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::config::{Config, Site};
+use crate::config::{Config, Site, SiteId};
 use crate::keys::Keys;
 use crate::mail::{mailer_for, Mailer, Outbox};
 use crate::metrics::{Metrics, RequestCounters};
@@ -192,12 +192,18 @@ impl App {
     }
 
     /// The site that answers `host` (a `Host` header value, port ignored).
-    pub fn site_for_host(&self, host: &str) -> Option<(usize, &SiteRt)> {
+    pub fn site_for_host(&self, host: &str) -> Option<(SiteId, &SiteRt)> {
         let name = strip_port(host);
         self.sites
             .iter()
             .enumerate()
             .find(|(_, s)| s.site.host.eq_ignore_ascii_case(name))
+            .map(|(i, s)| (SiteId::new(i), s))
+    }
+
+    /// The site `id` names (ids come from `site_for_host`, so it exists).
+    pub fn site(&self, id: SiteId) -> &SiteRt {
+        &self.sites[id.index()]
     }
 
     /// Open one of Sesame's cookies, reloading the keys first if it names
@@ -229,18 +235,18 @@ impl App {
             .any(|s| self.keys.open_cookie(&s.session_seal, value).is_some())
     }
 
-    /// The signed assertion for `live` on site `site_index`, unless that
+    /// The signed assertion for `live` on site `site_id`, unless that
     /// site has `sign_assertion = false`.
     pub fn assertion(
         &self,
-        site_index: usize,
+        site_id: SiteId,
         live: &crate::session::LiveSession,
     ) -> Option<Arc<crate::identity::Signed>> {
-        let site = &self.sites[site_index];
+        let site = self.site(site_id);
         if !site.site.sign_assertion {
             return None;
         }
-        crate::identity::assertion(&self.keys, &self.clock, site_index, &site.site, live)
+        crate::identity::assertion(&self.keys, &self.clock, site_id, &site.site, live)
     }
 
     /// Sign-in by email, with this app's store, keys, limits and config.

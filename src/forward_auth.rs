@@ -19,7 +19,7 @@ use http::{header, HeaderMap, Method};
 use serde_json::json;
 
 use crate::app::App;
-use crate::config::ForwardAuthHeaders;
+use crate::config::{ForwardAuthHeaders, SiteId};
 use crate::endpoints::Resp;
 use crate::gateway::headers::Identity;
 use crate::metrics::Outcome;
@@ -117,7 +117,7 @@ pub async fn check(
     peer: IpAddr,
     headers: &HeaderMap,
     query: &str,
-) -> (Option<usize>, Outcome, Resp) {
+) -> (Option<SiteId>, Outcome, Resp) {
     let trusted = app.config.trusted_proxies.trusts(peer);
     let o = match read_original(headers, trusted, app.config.forward_auth_headers) {
         Ok(o) => o,
@@ -129,7 +129,7 @@ pub async fn check(
             )
         }
     };
-    let Some((site_index, site)) = o.host.and_then(|h| app.site_for_host(h)) else {
+    let Some((site_id, site)) = o.host.and_then(|h| app.site_for_host(h)) else {
         return (
             None,
             Outcome::UnknownSite,
@@ -150,14 +150,14 @@ pub async fn check(
             .with_label_values(&["cross_origin"])
             .inc();
         return (
-            Some(site_index),
+            Some(site_id),
             Outcome::Denied,
             Resp::json(403, &json!({"error": "cross_origin_websocket"})),
         );
     }
     if !o.uri.starts_with('/') {
         return (
-            Some(site_index),
+            Some(site_id),
             Outcome::BadPath,
             Resp::json(400, &json!({"error": "bad_path"})),
         );
@@ -172,7 +172,7 @@ pub async fn check(
     let login_url = || site.site.sesame_url_back_to("/login", o.uri);
     let resp = match decision {
         Decision::Allow(live) => {
-            let assertion = app.assertion(site_index, &live);
+            let assertion = app.assertion(site_id, &live);
             let identity = Identity {
                 live: &live,
                 assertion: assertion.as_ref().map(|a| &a.header),
@@ -214,7 +214,7 @@ pub async fn check(
             Resp::json(503, &json!({"error": "unavailable"})).header(header::RETRY_AFTER, "5")
         }
     };
-    (Some(site_index), outcome, resp)
+    (Some(site_id), outcome, resp)
 }
 
 #[cfg(test)]

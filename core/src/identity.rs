@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::clock::Clock;
-use crate::config::Site;
+use crate::config::{Site, SiteId};
 use crate::keys::Keys;
 use crate::session::LiveSession;
 
@@ -47,7 +47,7 @@ pub struct Signed {
 pub fn assertion(
     keys: &Keys,
     clock: &Clock,
-    site_index: usize,
+    site_id: SiteId,
     site: &Site,
     live: &LiveSession,
 ) -> Option<Arc<Signed>> {
@@ -57,7 +57,7 @@ pub fn assertion(
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Some(Some(hit)) = slots.get(site_index) {
+        if let Some(Some(hit)) = slots.get(site_id.index()) {
             if hit.expires_at - now > LIFETIME_SECS - RENEW_BEFORE_SECS {
                 return Some(hit.clone());
             }
@@ -68,10 +68,10 @@ pub fn assertion(
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     };
-    if slots.len() <= site_index {
-        slots.resize(site_index + 1, None);
+    if slots.len() <= site_id.index() {
+        slots.resize(site_id.index() + 1, None);
     }
-    slots[site_index] = Some(fresh.clone());
+    slots[site_id.index()] = Some(fresh.clone());
     Some(fresh)
 }
 

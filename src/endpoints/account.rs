@@ -105,7 +105,7 @@ pub async fn account_page(app: &App, req: &Req<'_>) -> Result {
             site_name: &req.site.site.name,
             email: me.email.as_str(),
             method: method_name(me.auth_method),
-            passkeys_available: app.passkeys.available(req.site_index),
+            passkeys_available: app.passkeys.available(req.site_id),
             passkeys: passkeys
                 .iter()
                 .map(|p| PasskeyRow {

@@ -65,10 +65,20 @@ impl From<PasskeyError> for Failure {
     }
 }
 
-/// Endpoints called by script, which answer JSON (all under `/api/`, and
-/// the passkey ceremonies; `/passkey/offer` is a page).
+/// Endpoints called by script, which answer JSON: everything under
+/// `/api/`, and the passkey ceremonies (any other path under `/passkey/`,
+/// such as the offer page, is a page).
 pub fn answers_json(path: &str) -> bool {
-    path.starts_with("/api/") || (path.starts_with("/passkey/") && path != "/passkey/offer")
+    path.starts_with("/api/")
+        || matches!(
+            path,
+            "/passkey/register/start"
+                | "/passkey/register/finish"
+                | "/passkey/proof/start"
+                | "/passkey/proof/finish"
+                | "/passkey/login/start"
+                | "/passkey/login/finish"
+        )
 }
 
 /// How a refused link or code looks: status, title, message, and whether

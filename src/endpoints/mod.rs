@@ -18,6 +18,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
 use crate::app::{App, SiteRt};
+use crate::config::SiteId;
 use crate::metrics::LimitKind;
 use crate::pages::STATIC;
 use crate::session::cookies;
@@ -36,7 +37,7 @@ pub struct Req<'a> {
     pub headers: &'a HeaderMap,
     pub body: Bytes,
     pub client_ip: IpAddr,
-    pub site_index: usize,
+    pub site_id: SiteId,
     pub site: &'a SiteRt,
 }
 

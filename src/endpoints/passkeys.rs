@@ -16,6 +16,7 @@ use crate::metrics::LimitKind;
 use crate::passkey::guard::{self, Change, CodeRefused};
 use crate::passkey::{self, PasskeyError};
 use crate::return_to::ReturnTo;
+use crate::session::cookies::CookieScope;
 use crate::session::{cookies, LiveSession};
 use crate::store::PasskeyRecord;
 
@@ -49,7 +50,7 @@ fn proof_cookie(app: &App, req: &Req, plain: &str) -> String {
         &req.site.proof_cookie,
         &sealed,
         guard::PROOF_SECS,
-        false,
+        CookieScope::HostOnly,
     )
 }
 
@@ -62,7 +63,7 @@ pub async fn register_start(app: &App, req: &Req<'_>) -> Result {
         return Err(PasskeyError::NotSignedIn.into());
     };
     let proved = code_proved(app, req, &live).await;
-    match passkey::register_start(&app.ceremonies(), req.site_index, &live, proved).await {
+    match passkey::register_start(&app.ceremonies(), req.site_id, &live, proved).await {
         Ok(ccr) => Ok(Resp::json(200, &ccr)),
         Err(e) => {
             app.metrics
@@ -83,7 +84,7 @@ pub async fn register_finish(app: &App, req: &Req<'_>) -> Result {
     let Some((_, live)) = current_session(app, req).await else {
         return Err(PasskeyError::NotSignedIn.into());
     };
-    match passkey::register_finish(&app.ceremonies(), req.site_index, &live, &req.body).await {
+    match passkey::register_finish(&app.ceremonies(), req.site_id, &live, &req.body).await {
         Ok(record) => {
             app.metrics
                 .passkey_registrations
@@ -151,7 +152,7 @@ pub async fn login_start(app: &App, req: &Req<'_>) -> Result {
         &req.site.site,
         &app.config.sites,
     );
-    let rcr = passkey::login_start(&app.ceremonies(), req.site_index, email, rd).await?;
+    let rcr = passkey::login_start(&app.ceremonies(), req.site_id, email, rd).await?;
     Ok(Resp::json(200, &rcr))
 }
 
@@ -160,8 +161,7 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
         return Err(Failure::CrossSite);
     }
-    match passkey::login_finish(&app.ceremonies(), &req.site.site, req.site_index, &req.body).await
-    {
+    match passkey::login_finish(&app.ceremonies(), &req.site.site, req.site_id, &req.body).await {
         Ok(done) => {
             app.metrics
                 .passkey_authentications

@@ -10,6 +10,7 @@ use super::{Req, Resp};
 use crate::app::App;
 use crate::email::Email;
 use crate::return_to::ReturnTo;
+use crate::session::cookies::CookieScope;
 use crate::session::{cookies, LiveSession, NewSession};
 use crate::signin::SignedIn;
 use crate::store::StoreError;
@@ -54,7 +55,7 @@ pub fn login_page(app: &App, req: &Req) -> Resp {
         "login.html",
         &LoginPage {
             site_name: &req.site.site.name,
-            passkeys: app.passkeys.available(req.site_index),
+            passkeys: app.passkeys.available(req.site_id),
             rd: rd.as_str(),
             error: None,
             email: None,
@@ -107,7 +108,7 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Result {
                 "login.html",
                 &LoginPage {
                     site_name: &req.site.site.name,
-                    passkeys: app.passkeys.available(req.site_index),
+                    passkeys: app.passkeys.available(req.site_id),
                     rd: rd.as_str(),
                     error: Some(&msg),
                     email: Some(&shown),
@@ -124,12 +125,12 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Result {
         &req.site.pending_cookie,
         &sealed,
         max_age,
-        false,
+        CookieScope::HostOnly,
     );
     let issuing = app.clone();
-    let (site_index, to, back_to) = (req.site_index, email.clone(), rd.clone());
+    let (site_id, to, back_to) = (req.site_id, email.clone(), rd.clone());
     tokio::spawn(async move {
-        let site = &issuing.sites[site_index].site;
+        let site = &issuing.site(site_id).site;
         issuing.sign_in().issue(site, to, back_to, pending_id).await;
     });
     Ok(check_email_page(app, req, &email, rd.as_str(), None, 200).cookie(pending_cookie))
@@ -196,7 +197,7 @@ async fn signed_in(app: &App, req: &Req<'_>, done: &SignedIn) -> Resp {
             cookies::OFFERED_COOKIE,
             "1",
             365 * 24 * 3600,
-            false,
+            CookieScope::HostOnly,
         );
         return session_response(app, req, &done.session, &offer).cookie(seen);
     }
@@ -207,7 +208,7 @@ async fn signed_in(app: &App, req: &Req<'_>, done: &SignedIn) -> Resp {
 /// people who have none, where passkeys work.
 async fn offer_passkey(app: &App, req: &Req<'_>, user: &crate::store::User) -> bool {
     app.config.passkey_prompt
-        && app.passkeys.available(req.site_index)
+        && app.passkeys.available(req.site_id)
         && req.cookie(cookies::OFFERED_COOKIE).is_none()
         && matches!(app.store.passkeys_of(&user.id).await, Ok(p) if p.is_empty())
 }
@@ -224,9 +225,13 @@ pub(super) fn session_response(app: &App, req: &Req, session: &NewSession, to: &
             &req.site.session_cookie,
             &sealed,
             max_age,
-            true,
+            CookieScope::CookieDomain,
         ))
-        .cookie(cookies::clear(site, &req.site.pending_cookie, false))
+        .cookie(cookies::clear(
+            site,
+            &req.site.pending_cookie,
+            CookieScope::HostOnly,
+        ))
 }
 
 /// The live session of this request, if any.
@@ -257,7 +262,7 @@ pub async fn logout(app: &App, req: &Req<'_>) -> Result {
     Ok(Resp::redirect(303, "/.sesame/login").cookie(cookies::clear(
         &req.site.site,
         &req.site.session_cookie,
-        true,
+        CookieScope::CookieDomain,
     )))
 }
 

@@ -11,6 +11,7 @@ use pingora::proxy::Session;
 use serde_json::json;
 
 use super::{forwarded_for, peer_ip, Gateway, PREFIX};
+use crate::config::SiteId;
 use crate::endpoints::{self, Req, Resp, MAX_BODY, MAX_HEADERS};
 use crate::session::LiveSession;
 
@@ -80,9 +81,9 @@ pub(super) async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
 }
 
 impl Gateway {
-    pub(super) async fn endpoint(&self, session: &mut Session, site_index: usize) -> Result<()> {
+    pub(super) async fn endpoint(&self, session: &mut Session, site_id: SiteId) -> Result<()> {
         let app = &self.app;
-        let site = &app.sites[site_index];
+        let site = app.site(site_id);
         if headers_size(session.req_header()) > MAX_HEADERS {
             return write(
                 session,
@@ -117,7 +118,7 @@ impl Gateway {
             headers: &req_header.headers,
             body,
             client_ip,
-            site_index,
+            site_id,
             site,
         };
         let resp = endpoints::handle(app, req).await;
@@ -125,9 +126,9 @@ impl Gateway {
     }
 
     /// 302 to the login page for a browser navigation, 401 JSON otherwise.
-    pub(super) fn login_response(&self, session: &Session, site_index: usize) -> Resp {
+    pub(super) fn login_response(&self, session: &Session, site_id: SiteId) -> Resp {
         let req = session.req_header();
-        let login = sesame_url(&self.app.sites[site_index].site, "/login", req);
+        let login = sesame_url(&self.app.site(site_id).site, "/login", req);
         if is_navigation(req) {
             Resp::redirect(302, &login)
         } else {
@@ -141,9 +142,9 @@ impl Gateway {
 
     /// The site wants a passkey sign-in: a browser goes to the step-up page,
     /// anything else gets 403 JSON naming it.
-    pub(super) fn step_up_response(&self, session: &Session, site_index: usize) -> Resp {
+    pub(super) fn step_up_response(&self, session: &Session, site_id: SiteId) -> Resp {
         let req = session.req_header();
-        let url = sesame_url(&self.app.sites[site_index].site, "/stepup", req);
+        let url = sesame_url(&self.app.site(site_id).site, "/stepup", req);
         if is_navigation(req) {
             Resp::redirect(302, &url)
         } else {
@@ -154,7 +155,12 @@ impl Gateway {
         }
     }
 
-    pub(super) fn upstream_error(&self, session: &Session, site: Option<usize>, code: u16) -> Resp {
+    pub(super) fn upstream_error(
+        &self,
+        session: &Session,
+        site: Option<SiteId>,
+        code: u16,
+    ) -> Resp {
         let app = &self.app;
         let (title, message) = match code {
             504 => ("The app is not answering", "The app behind this site took too long to answer. Please try again in a moment."),
@@ -163,8 +169,7 @@ impl Gateway {
         };
         match site {
             Some(i) if accepts_html(session.req_header()) => {
-                endpoints::ErrorPage::new(&app.sites[i].site.name, title, message)
-                    .respond(app, code)
+                endpoints::ErrorPage::new(&app.site(i).site.name, title, message).respond(app, code)
             }
             _ => Resp::json(
                 code,
@@ -174,13 +179,13 @@ impl Gateway {
     }
 
     /// The store is down and this session was not verified recently enough.
-    pub(super) fn unavailable_response(&self, session: &Session, site_index: usize) -> Resp {
+    pub(super) fn unavailable_response(&self, session: &Session, site_id: SiteId) -> Resp {
         let app = &self.app;
         let resp = if accepts_html(session.req_header()) {
             endpoints::ErrorPage {
                 retry_after: Some(5),
                 ..endpoints::ErrorPage::new(
-                    &app.sites[site_index].site.name,
+                    &app.site(site_id).site.name,
                     "Please try again shortly",
                     "Sign-in is unavailable for a moment. Nothing was lost.",
                 )
@@ -192,9 +197,9 @@ impl Gateway {
         resp.header(header::RETRY_AFTER, "5")
     }
 
-    pub(super) fn denied_response(&self, site_index: usize, live: &LiveSession) -> Resp {
+    pub(super) fn denied_response(&self, site_id: SiteId, live: &LiveSession) -> Resp {
         let app = &self.app;
-        let site = &app.sites[site_index].site;
+        let site = &app.site(site_id).site;
         let message = format!(
             "You are signed in as {}, who may not use {}. Sign out to use another account.",
             live.record.email, site.name

@@ -20,6 +20,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use serde_json::json;
 
 use crate::app::App;
+use crate::config::SiteId;
 use crate::endpoints::Resp;
 use crate::forward_auth;
 use crate::metrics::Outcome;
@@ -34,7 +35,7 @@ pub struct Gateway {
 
 #[derive(Default)]
 pub struct Ctx {
-    site: Option<usize>,
+    site: Option<SiteId>,
     identity: Option<Arc<LiveSession>>,
     /// The path the decision was made for, when it differs from the wire's.
     checked_path: Option<String>,
@@ -88,7 +89,7 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let Some(i) = ctx.site else { return Ok(()) };
-        let site = &self.app.sites[i];
+        let site = &self.app.site(i);
         if let Some(path) = ctx.checked_path.take() {
             let uri = match up.uri.query() {
                 Some(q) => format!("{path}?{q}"),
@@ -139,7 +140,7 @@ impl Gateway {
         upgrade::strip_hop_by_hop(&mut up_req);
         self.upstream_request(session, &mut up_req, ctx)?;
         upgrade::set_websocket_handshake(&mut up_req)?;
-        let Some(peer) = self.app.sites[i].upstreams.peer() else {
+        let Some(peer) = self.app.site(i).upstreams.peer() else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream");
         };
         let count = |result: &str| self.app.metrics.upgrades.with_label_values(&[result]).inc();
@@ -149,7 +150,7 @@ impl Gateway {
             Ok(upgrade::Relayed::BadAnswer) => {
                 count("bad_answer");
                 tracing::warn!(
-                    site = %self.app.sites[i].site.name,
+                    site = %self.app.site(i).site.name,
                     "the app answered a WebSocket handshake with a 101 that does not complete it; closed"
                 );
                 ctx.outcome = Some(Outcome::UpstreamDown);
@@ -224,7 +225,7 @@ impl ProxyHttp for Gateway {
             write(session, resp).await?;
             return Ok(true);
         }
-        let Some((site_index, site)) =
+        let Some((site_id, site)) =
             request_host(session.req_header()).and_then(|h| self.app.site_for_host(h))
         else {
             ctx.outcome = Some(Outcome::UnknownSite);
@@ -239,11 +240,11 @@ impl ProxyHttp for Gateway {
             .await?;
             return Ok(true);
         };
-        ctx.site = Some(site_index);
+        ctx.site = Some(site_id);
         let path = session.req_header().uri.path();
         if path == PREFIX || path.starts_with("/.sesame/") {
             ctx.outcome = Some(Outcome::Endpoint);
-            self.endpoint(session, site_index).await?;
+            self.endpoint(session, site_id).await?;
             return Ok(true);
         }
         let upgrade = upgrade::classify(session.req_header());
@@ -315,18 +316,18 @@ impl ProxyHttp for Gateway {
                 return Ok(false);
             }
             Decision::Login => {
-                let r = self.login_response(session, site_index);
+                let r = self.login_response(session, site_id);
                 if r.status == 302 {
                     ctx.outcome = Some(Outcome::LoginRedirect);
                 }
                 r
             }
-            Decision::Deny(live) => self.denied_response(site_index, &live),
+            Decision::Deny(live) => self.denied_response(site_id, &live),
             Decision::BadPath => {
                 Resp::new(400, "text/plain; charset=utf-8", "ambiguous path encoding")
             }
-            Decision::Unavailable => self.unavailable_response(session, site_index),
-            Decision::StepUp(_) => self.step_up_response(session, site_index),
+            Decision::Unavailable => self.unavailable_response(session, site_id),
+            Decision::StepUp(_) => self.step_up_response(session, site_id),
         };
         write(session, resp).await?;
         Ok(true)
@@ -336,7 +337,7 @@ impl ProxyHttp for Gateway {
         let Some(i) = ctx.site else {
             return Error::e_explain(ErrorType::InternalError, "no site chosen");
         };
-        match self.app.sites[i].upstreams.peer() {
+        match self.app.site(i).upstreams.peer() {
             Some(peer) => Ok(Box::new(peer)),
             None => Error::e_explain(ErrorType::ConnectNoRoute, "no upstream"),
         }
@@ -401,7 +402,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let outcome = ctx.outcome.unwrap_or(Outcome::Error);
         match ctx.site {
-            Some(i) => self.app.sites[i].requests.count(outcome),
+            Some(i) => self.app.site(i).requests.count(outcome),
             None => self
                 .app
                 .metrics

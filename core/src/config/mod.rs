@@ -333,6 +333,22 @@ pub enum RuleAction {
     Public,
 }
 
+/// A configured site, by its place in the file: `site[0]` is
+/// `SiteId::new(0)`. What the gateway's per-site tables are indexed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SiteId(usize);
+
+impl SiteId {
+    pub const fn new(index: usize) -> SiteId {
+        SiteId(index)
+    }
+
+    /// Its place among the configured sites.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 impl Site {
     /// True if the person may use this site (empty allow lists admit everyone signed in).
     pub fn admits(&self, email: &Email, groups: &[String]) -> bool {
@@ -379,7 +395,6 @@ impl Config {
         Config::from_toml(&text)
     }
 
-    /// Parse and validate config text.
     /// Whether `text`, a part of a config file, has only known keys with
     /// values of the right types (nothing is validated beyond that, and
     /// missing keys are fine): for the examples in the docs.
@@ -390,6 +405,7 @@ impl Config {
             .map_err(|e| format!("{}: {}", e.path(), e.inner().message().trim()))
     }
 
+    /// Parse and validate config text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
         Config::from_toml_with(text, &System)
     }

@@ -206,8 +206,6 @@ pub fn notify(
         .filter(|c| !c.is_control())
         .take(200)
         .collect();
-    let mut account = site.public_url.clone();
-    account.set_path("/.sesame/account");
     let vars = NoticeMail {
         site_name: &site.name,
         what,
@@ -220,7 +218,7 @@ pub fn notify(
         .replace('Z', " UTC"),
         browser,
         address: client.to_string(),
-        account_url: account.to_string(),
+        account_url: site.sesame_url("/account", &[]),
     };
     send(
         cx,

@@ -18,7 +18,7 @@ use sha2::Sha256;
 use webauthn_rs::prelude::*;
 
 use crate::clock::Clock;
-use crate::config::{Config, Site};
+use crate::config::{Config, Site, SiteId};
 use crate::email::Email;
 use crate::keys::Keys;
 use crate::mail::Outbox;
@@ -119,12 +119,12 @@ impl RelyingParty {
     }
 
     /// Whether passkeys work on this site.
-    pub fn available(&self, site_index: usize) -> bool {
-        self.for_site(site_index).is_ok()
+    pub fn available(&self, site: SiteId) -> bool {
+        self.for_site(site).is_ok()
     }
 
-    fn for_site(&self, site_index: usize) -> Result<&Webauthn, PasskeyError> {
-        match (&self.webauthn, self.sites.get(site_index)) {
+    fn for_site(&self, site: SiteId) -> Result<&Webauthn, PasskeyError> {
+        match (&self.webauthn, self.sites.get(site.index())) {
             (Some(w), Some(true)) => Ok(w),
             _ => Err(PasskeyError::NotAvailable),
         }
@@ -193,11 +193,11 @@ fn passkey_of(record: &PasskeyRecord) -> Result<Passkey, PasskeyError> {
 /// [`guard::may_change`]; `code_proved`: this session typed an emailed code).
 pub async fn register_start(
     cx: &Ceremonies<'_>,
-    site_index: usize,
+    site_id: SiteId,
     live: &LiveSession,
     code_proved: bool,
 ) -> Result<CreationChallengeResponse, PasskeyError> {
-    let webauthn = cx.passkeys.for_site(site_index)?;
+    let webauthn = cx.passkeys.for_site(site_id)?;
     let records = cx.store.passkeys_of(&live.record.user_id).await?;
     guard::may_change(cx, live, !records.is_empty(), code_proved)?;
     let user = cx
@@ -240,11 +240,11 @@ pub async fn register_start(
 /// RP id, user verification, algorithms, excluded credentials).
 pub async fn register_finish(
     cx: &Ceremonies<'_>,
-    site_index: usize,
+    site_id: SiteId,
     live: &LiveSession,
     body: &[u8],
 ) -> Result<PasskeyRecord, PasskeyError> {
-    let webauthn = cx.passkeys.for_site(site_index)?;
+    let webauthn = cx.passkeys.for_site(site_id)?;
     let cred: RegisterPublicKeyCredential = serde_json::from_slice(body)
         .map_err(|e| PasskeyError::BadRequest(format!("not a WebAuthn credential: {e}")))?;
     let ceremony = take(
@@ -326,11 +326,11 @@ fn decoy_credentials(
 /// passkeys, or a decoy) or discoverable (no email).
 pub async fn login_start(
     cx: &Ceremonies<'_>,
-    site_index: usize,
+    site_id: SiteId,
     email: Option<Email>,
     return_to: ReturnTo,
 ) -> Result<RequestChallengeResponse, PasskeyError> {
-    let webauthn = cx.passkeys.for_site(site_index)?;
+    let webauthn = cx.passkeys.for_site(site_id)?;
     let user = match &email {
         Some(e) => cx.store.user_by_email(e).await?.filter(|u| !u.disabled),
         None => None,
@@ -416,10 +416,10 @@ pub struct SignedIn {
 pub async fn login_finish(
     cx: &Ceremonies<'_>,
     site: &Site,
-    site_index: usize,
+    site_id: SiteId,
     body: &[u8],
 ) -> Result<SignedIn, PasskeyError> {
-    let webauthn = cx.passkeys.for_site(site_index)?;
+    let webauthn = cx.passkeys.for_site(site_id)?;
     let cred: PublicKeyCredential = serde_json::from_slice(body)
         .map_err(|e| PasskeyError::BadRequest(format!("not a WebAuthn assertion: {e}")))?;
     let challenge = answered_challenge(&cred.response.client_data_json)?;

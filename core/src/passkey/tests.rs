@@ -9,8 +9,11 @@ use webauthn_authenticator_rs::prelude::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 use super::*;
-use crate::config::Signup;
+use crate::config::{Signup, SiteId};
 use crate::testing::Rig;
+
+const WIKI: SiteId = SiteId::new(0);
+const GIT: SiteId = SiteId::new(1);
 
 fn origin() -> Url {
     Url::parse("https://wiki.example.com").unwrap()
@@ -26,12 +29,12 @@ fn email(s: &str) -> Email {
 
 /// Add a passkey for `live` with `key` (the session is fresh and has none).
 async fn register(rig: &Rig, live: &LiveSession, key: &mut SoftPasskey) -> PasskeyRecord {
-    let ccr = register_start(&rig.ceremonies(), 0, live, false)
+    let ccr = register_start(&rig.ceremonies(), WIKI, live, false)
         .await
         .unwrap();
     let cred = key.do_registration(origin(), ccr).unwrap();
     let body = serde_json::to_vec(&cred).unwrap();
-    register_finish(&rig.ceremonies(), 0, live, &body)
+    register_finish(&rig.ceremonies(), WIKI, live, &body)
         .await
         .unwrap()
 }
@@ -40,7 +43,7 @@ async fn register(rig: &Rig, live: &LiveSession, key: &mut SoftPasskey) -> Passk
 async fn assert_with(rig: &Rig, key: &mut SoftPasskey, who: Option<&str>) -> Vec<u8> {
     let rcr = login_start(
         &rig.ceremonies(),
-        0,
+        WIKI,
         who.map(email),
         ReturnTo::root(rig.site(0)),
     )
@@ -61,7 +64,7 @@ async fn a_passkey_added_after_an_email_sign_in_signs_in_once_per_ceremony() {
     assert_eq!(listed, vec![record.clone()]);
 
     let body = assert_with(&rig, &mut key, Some("ada@example.com")).await;
-    let done = login_finish(&rig.ceremonies(), rig.site(0), 0, &body)
+    let done = login_finish(&rig.ceremonies(), rig.site(0), WIKI, &body)
         .await
         .unwrap();
     assert_eq!(done.user.email.as_str(), "ada@example.com");
@@ -72,7 +75,7 @@ async fn a_passkey_added_after_an_email_sign_in_signs_in_once_per_ceremony() {
     assert!(used.last_used_at.is_some());
 
     // The same assertion again: its ceremony is used up.
-    let again = login_finish(&rig.ceremonies(), rig.site(0), 0, &body).await;
+    let again = login_finish(&rig.ceremonies(), rig.site(0), WIKI, &body).await;
     assert!(matches!(again, Err(PasskeyError::Refused(_))), "{again:?}");
     assert_eq!(
         rig.metrics.sessions_created.get(),
@@ -89,7 +92,7 @@ async fn a_ceremony_expires_after_five_minutes() {
     register(&rig, &live, &mut key).await;
     let body = assert_with(&rig, &mut key, Some("bo@example.com")).await;
     rig.clock.advance(Duration::from_secs(CEREMONY_SECS as u64));
-    let late = login_finish(&rig.ceremonies(), rig.site(0), 0, &body).await;
+    let late = login_finish(&rig.ceremonies(), rig.site(0), WIKI, &body).await;
     assert!(matches!(late, Err(PasskeyError::Refused(_))), "{late:?}");
 }
 
@@ -100,7 +103,7 @@ async fn adding_a_passkey_needs_a_recent_sign_in_then_a_proof() {
     // Past 15 minutes, an email session may not add the first passkey.
     rig.clock
         .advance(Duration::from_secs(RECENT_SIGN_IN_SECS as u64 + 1));
-    let old = register_start(&rig.ceremonies(), 0, &live, false).await;
+    let old = register_start(&rig.ceremonies(), WIKI, &live, false).await;
     assert!(matches!(old, Err(PasskeyError::NotRecent)), "{old:?}");
 
     let live = rig.signed_in("cy@example.com").await;
@@ -108,18 +111,18 @@ async fn adding_a_passkey_needs_a_recent_sign_in_then_a_proof() {
     register(&rig, &live, &mut first).await;
     // One passkey on the account: a second needs a passkey sign-in or a
     // code, not just an email session...
-    let second = register_start(&rig.ceremonies(), 0, &live, false).await;
+    let second = register_start(&rig.ceremonies(), WIKI, &live, false).await;
     assert!(
         matches!(second, Err(PasskeyError::ProofRequired)),
         "{second:?}"
     );
     // ... with a typed code it may ...
-    assert!(register_start(&rig.ceremonies(), 0, &live, true)
+    assert!(register_start(&rig.ceremonies(), WIKI, &live, true)
         .await
         .is_ok());
     // ... and a fresh passkey sign-in may, by itself.
     let body = assert_with(&rig, &mut first, Some("cy@example.com")).await;
-    let done = login_finish(&rig.ceremonies(), rig.site(0), 0, &body)
+    let done = login_finish(&rig.ceremonies(), rig.site(0), WIKI, &body)
         .await
         .unwrap();
     let by_passkey = rig
@@ -144,12 +147,12 @@ async fn a_ceremony_of_one_person_does_not_register_for_another() {
     let rig = Rig::new(Signup::Open).await;
     let ada = rig.signed_in("ada@example.com").await;
     let eve = rig.signed_in("eve@example.com").await;
-    let ccr = register_start(&rig.ceremonies(), 0, &ada, false)
+    let ccr = register_start(&rig.ceremonies(), WIKI, &ada, false)
         .await
         .unwrap();
     let cred = key().do_registration(origin(), ccr).unwrap();
     let body = serde_json::to_vec(&cred).unwrap();
-    let r = register_finish(&rig.ceremonies(), 0, &eve, &body).await;
+    let r = register_finish(&rig.ceremonies(), WIKI, &eve, &body).await;
     assert!(matches!(r, Err(PasskeyError::Refused(_))), "{r:?}");
     assert!(rig
         .store
@@ -176,7 +179,7 @@ async fn a_counter_that_goes_backwards_is_refused_and_counted() {
         .await
         .unwrap());
     let body = assert_with(&rig, &mut key, Some("dee@example.com")).await;
-    let r = login_finish(&rig.ceremonies(), rig.site(0), 0, &body).await;
+    let r = login_finish(&rig.ceremonies(), rig.site(0), WIKI, &body).await;
     assert!(matches!(r, Err(PasskeyError::Refused(_))), "{r:?}");
     assert_eq!(rig.metrics.passkey_counter_regressions.get(), 1);
 }
@@ -193,7 +196,7 @@ async fn a_deleted_passkey_is_an_unknown_credential_the_browser_is_told_to_forge
         .delete_passkey(&live.record.user_id, &record.id)
         .await
         .unwrap());
-    match login_finish(&rig.ceremonies(), rig.site(0), 0, &body).await {
+    match login_finish(&rig.ceremonies(), rig.site(0), WIKI, &body).await {
         Err(PasskeyError::UnknownCredential { id, .. }) => assert_eq!(id, record.id),
         other => panic!("{other:?}"),
     }
@@ -214,7 +217,7 @@ async fn an_address_without_passkeys_gets_the_same_decoy_each_time() {
         async move {
             login_start(
                 &rig.ceremonies(),
-                0,
+                WIKI,
                 Some(email(who)),
                 ReturnTo::root(rig.site(0)),
             )
@@ -227,7 +230,7 @@ async fn an_address_without_passkeys_gets_the_same_decoy_each_time() {
     assert_eq!(ids(&start("nobody@example.com").await), first);
     assert_ne!(ids(&start("someone@example.com").await), first);
     // Discoverable: no credentials named.
-    let open = login_start(&rig.ceremonies(), 0, None, ReturnTo::root(rig.site(0)))
+    let open = login_start(&rig.ceremonies(), WIKI, None, ReturnTo::root(rig.site(0)))
         .await
         .unwrap();
     assert!(open.public_key.allow_credentials.is_empty());
@@ -236,11 +239,11 @@ async fn an_address_without_passkeys_gets_the_same_decoy_each_time() {
 #[tokio::test]
 async fn passkeys_work_only_on_sites_under_the_rp_id() {
     let rig = Rig::new(Signup::Open).await;
-    assert!(rig.rp.available(0));
+    assert!(rig.rp.available(WIKI));
     assert!(
-        !rig.rp.available(1),
+        !rig.rp.available(GIT),
         "git.example.com is not under wiki.example.com"
     );
-    let r = login_start(&rig.ceremonies(), 1, None, ReturnTo::root(rig.site(1))).await;
+    let r = login_start(&rig.ceremonies(), GIT, None, ReturnTo::root(rig.site(1))).await;
     assert!(matches!(r, Err(PasskeyError::NotAvailable)), "{r:?}");
 }

@@ -65,14 +65,14 @@ pub enum Kind {
 /// replayed on another site, or a pending cookie presented as a session
 /// cookie, does not open.
 pub fn seal_scope(kind: Kind, site: &Site) -> String {
-    let kind = match kind {
+    let label = match kind {
         Kind::Session => "session",
         Kind::Pending => "pending",
         Kind::Proof => "proof",
     };
     match (kind, &site.cookie_domain) {
-        ("session", Some(d)) => format!("sesame/{kind}/domain/{d}"),
-        _ => format!("sesame/{kind}/host/{}", site.host),
+        (Kind::Session, Some(d)) => format!("sesame/{label}/domain/{d}"),
+        _ => format!("sesame/{label}/host/{}", site.host),
     }
 }
 
@@ -139,25 +139,33 @@ pub fn find<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Where the browser sends a cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieScope {
+    /// To this site's host only.
+    HostOnly,
+    /// To the site's cookie domain when it has one (the session cookie,
+    /// shared by the sites under `session.cookie_domain`), else host only.
+    CookieDomain,
+}
+
 /// A `Set-Cookie` value with the attributes Sesame always uses.
-pub fn set(site: &Site, name: &str, value: &str, max_age_secs: i64, domain_wide: bool) -> String {
+pub fn set(site: &Site, name: &str, value: &str, max_age_secs: i64, scope: CookieScope) -> String {
     let mut c = Cookie::new(name.to_string(), value.to_string());
     c.set_path("/");
     c.set_http_only(true);
     c.set_same_site(SameSite::Lax);
     c.set_secure(site.secure);
     c.set_max_age(cookie::time::Duration::seconds(max_age_secs.max(0)));
-    if domain_wide {
-        if let Some(d) = &site.cookie_domain {
-            c.set_domain(d.clone());
-        }
+    if let (CookieScope::CookieDomain, Some(d)) = (scope, &site.cookie_domain) {
+        c.set_domain(d.clone());
     }
     c.to_string()
 }
 
 /// A `Set-Cookie` value that deletes cookie `name`.
-pub fn clear(site: &Site, name: &str, domain_wide: bool) -> String {
-    set(site, name, "", 0, domain_wide)
+pub fn clear(site: &Site, name: &str, scope: CookieScope) -> String {
+    set(site, name, "", 0, scope)
 }
 
 #[cfg(test)]
