@@ -465,3 +465,6 @@ mod ceremony_kind_tests {
         assert_eq!(CeremonyKind::parse(""), None);
     }
 }
+
+#[cfg(test)]
+mod promises;

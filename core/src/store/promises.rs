@@ -1,0 +1,277 @@
+//! The store's promises, on a real SQLite file (the integration suite runs
+//! the same through the gateway on PostgreSQL too): every single-use step
+//! happens once, limits hold, and what a session carries is the user's
+//! identity as the store has it.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::StoreConfig;
+
+async fn store() -> (tempfile::TempDir, DynStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&StoreConfig::Sqlite {
+        path: dir.path().join("sesame.db"),
+    })
+    .await
+    .unwrap();
+    (dir, store)
+}
+
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+
+fn pending(id: &str, expires_at: i64) -> PendingLogin {
+    PendingLogin {
+        id: id.into(),
+        email: email("ada@example.com"),
+        site: "wiki".into(),
+        return_to: "https://wiki.example.com/".into(),
+        code_mac: vec![7; 32],
+        expires_at,
+        attempts: 0,
+        views: 0,
+        consumed: false,
+    }
+}
+
+fn user(id: &str, address: &str, groups: &[&str]) -> User {
+    User {
+        id: id.into(),
+        email: email(address),
+        name: Some("Ada".into()),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        disabled: false,
+        created_at: 0,
+    }
+}
+
+fn session(id_hash: &str, user: &User, expires_at: i64) -> SessionRecord {
+    SessionRecord {
+        id_hash: id_hash.into(),
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        name: None,
+        groups: vec!["from-the-record".into()],
+        auth_method: AuthMethod::Code,
+        created_at: 10,
+        expires_at,
+        last_seen: 10,
+        revoked: false,
+    }
+}
+
+#[tokio::test]
+async fn a_pending_sign_in_is_consumed_exactly_once_when_raced() {
+    let (_dir, store) = store().await;
+    store.create_pending(&pending("p1", 1_000)).await.unwrap();
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.consume_pending("p1", 10).await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        if r.await.unwrap().is_some() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+    assert!(store.pending("p1").await.unwrap().unwrap().consumed);
+    // Expired or unknown: nothing to consume.
+    store.create_pending(&pending("p2", 100)).await.unwrap();
+    assert!(store.consume_pending("p2", 100).await.unwrap().is_none());
+    assert!(store.consume_pending("nope", 10).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn code_attempts_stop_at_the_limit_and_after_use_or_expiry() {
+    let (_dir, store) = store().await;
+    store.create_pending(&pending("p1", 1_000)).await.unwrap();
+    for n in 1..=3 {
+        let p = store.attempt_code("p1", 10, 3).await.unwrap().unwrap();
+        assert_eq!(p.attempts, n);
+    }
+    assert!(store.attempt_code("p1", 10, 3).await.unwrap().is_none());
+    assert_eq!(store.pending("p1").await.unwrap().unwrap().attempts, 3);
+
+    store.create_pending(&pending("p2", 1_000)).await.unwrap();
+    store.consume_pending("p2", 10).await.unwrap().unwrap();
+    assert!(store.attempt_code("p2", 10, 3).await.unwrap().is_none());
+    store.create_pending(&pending("p3", 100)).await.unwrap();
+    assert!(store.attempt_code("p3", 100, 3).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn views_are_counted_and_the_sweep_reports_links_opened_but_never_used() {
+    let (_dir, store) = store().await;
+    for id in ["viewed", "used", "untouched"] {
+        store.create_pending(&pending(id, 100)).await.unwrap();
+    }
+    store.view_pending("viewed").await.unwrap();
+    let p = store.view_pending("viewed").await.unwrap().unwrap();
+    assert_eq!(p.views, 2);
+    store.view_pending("used").await.unwrap();
+    store.consume_pending("used", 10).await.unwrap().unwrap();
+    assert_eq!(
+        store.sweep_pending(50).await.unwrap(),
+        0,
+        "none expired yet"
+    );
+    assert!(store.pending("viewed").await.unwrap().is_some());
+    assert_eq!(store.sweep_pending(100).await.unwrap(), 1);
+    for id in ["viewed", "used", "untouched"] {
+        assert!(store.pending(id).await.unwrap().is_none(), "{id} swept");
+    }
+}
+
+#[tokio::test]
+async fn a_session_carries_the_users_identity_as_stored_and_ends_once() {
+    let (_dir, store) = store().await;
+    let ada = user("u_1", "ada@example.com", &["staff"]);
+    store.add_user(&ada).await.unwrap();
+    assert!(matches!(
+        store.add_user(&ada).await,
+        Err(StoreError::Exists)
+    ));
+    let s = store
+        .create_session(&session("h1", &ada, 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.groups,
+        vec!["staff".to_string()],
+        "the user's, not the record's"
+    );
+    assert_eq!(s.name.as_deref(), Some("Ada"));
+    assert_eq!(store.session("h1").await.unwrap().unwrap(), s);
+
+    assert_eq!(
+        store
+            .list_sessions(Some(&ada.email), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .list_sessions(Some(&ada.email), 1_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired"
+    );
+    assert!(store.revoke_session("h1").await.unwrap());
+    assert!(!store.revoke_session("h1").await.unwrap(), "once");
+    assert!(store.session("h1").await.unwrap().unwrap().revoked);
+    assert!(store.list_sessions(None, 10).await.unwrap().is_empty());
+
+    // A disabled user gets no session, and loses the ones it had.
+    store
+        .create_session(&session("h2", &ada, 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.set_user_disabled(&ada.email, true).await.unwrap());
+    assert!(store.session("h2").await.unwrap().unwrap().revoked);
+    assert!(store
+        .create_session(&session("h3", &ada, 1_000))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store
+        .set_user_disabled(&email("nobody@example.com"), true)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn a_passkeys_counter_moves_by_compare_and_swap() {
+    let (_dir, store) = store().await;
+    let ada = user("u_1", "ada@example.com", &[]);
+    store.add_user(&ada).await.unwrap();
+    let record = PasskeyRecord {
+        id: "cred".into(),
+        user_id: ada.id.clone(),
+        name: "Passkey".into(),
+        credential: "{}".into(),
+        counter: 1,
+        backup_eligible: true,
+        backup_state: true,
+        created_at: 0,
+        last_used_at: None,
+    };
+    store.add_passkey(&record).await.unwrap();
+    let next = PasskeyRecord {
+        counter: 2,
+        ..record.clone()
+    };
+    assert!(store.passkey_used(&next, 1, 50).await.unwrap());
+    // A second sign-in that read counter 1 too loses.
+    assert!(!store.passkey_used(&next, 1, 51).await.unwrap());
+    let now = store.passkey("cred").await.unwrap().unwrap();
+    assert_eq!((now.counter, now.last_used_at), (2, Some(50)));
+    // Only its owner renames or deletes it.
+    assert!(!store
+        .rename_passkey("u_other", "cred", "Mine")
+        .await
+        .unwrap());
+    assert!(store
+        .rename_passkey(&ada.id, "cred", "Laptop")
+        .await
+        .unwrap());
+    assert!(!store.delete_passkey("u_other", "cred").await.unwrap());
+    assert!(store.delete_passkey(&ada.id, "cred").await.unwrap());
+    assert!(store.passkeys_of(&ada.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_ceremony_is_taken_once_and_not_after_it_expires() {
+    let (_dir, store) = store().await;
+    let ceremony = |id: &str| Ceremony {
+        id: id.into(),
+        kind: CeremonyKind::Discoverable,
+        user_id: None,
+        state: "{}".into(),
+        return_to: String::new(),
+        expires_at: 100,
+    };
+    store.put_ceremony(&ceremony("c1")).await.unwrap();
+    store.put_ceremony(&ceremony("c2")).await.unwrap();
+    let taken = store.take_ceremony("c1", 10).await.unwrap().unwrap();
+    assert_eq!(taken.kind, CeremonyKind::Discoverable);
+    assert!(store.take_ceremony("c1", 10).await.unwrap().is_none());
+    assert!(store.take_ceremony("c2", 100).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn rate_limit_hits_count_per_key_and_window() {
+    let (_dir, store) = store().await;
+    for n in 1..=3 {
+        assert_eq!(store.count_hit("email:a", 0).await.unwrap(), n);
+    }
+    assert_eq!(store.count_hit("email:b", 0).await.unwrap(), 1);
+    assert_eq!(store.count_hit("email:a", 60).await.unwrap(), 1);
+    assert_eq!(
+        store.hits("email:a", 0).await.unwrap(),
+        3,
+        "reading counts nothing"
+    );
+    assert_eq!(store.hits("email:c", 0).await.unwrap(), 0);
+    store.sweep_rate_limits(60).await.unwrap();
+    assert_eq!(store.hits("email:a", 0).await.unwrap(), 0);
+    assert_eq!(store.hits("email:a", 60).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_first_secret_written_is_everyones() {
+    let (_dir, store) = store().await;
+    let first = store.ensure_secret("s", &[1; 32]).await.unwrap();
+    let second = store.ensure_secret("s", &[2; 32]).await.unwrap();
+    assert_eq!(first, vec![1; 32]);
+    assert_eq!(second, first);
+}
