@@ -96,7 +96,7 @@ pub async fn user_list(store: &DynStore) -> Out {
 
 pub async fn user_remove(store: &DynStore, raw: &str) -> Out {
     let email = email(raw)?;
-    match store.remove_user(&email).await? {
+    match store.remove_user(&email, now()).await? {
         true => Ok(vec![format!("removed {email}; their sessions are revoked")]),
         false => Err(missing(&email)),
     }
@@ -104,7 +104,7 @@ pub async fn user_remove(store: &DynStore, raw: &str) -> Out {
 
 pub async fn user_set_disabled(store: &DynStore, raw: &str, disabled: bool) -> Out {
     let email = email(raw)?;
-    match store.set_user_disabled(&email, disabled).await? {
+    match store.set_user_disabled(&email, disabled, now()).await? {
         true if disabled => Ok(vec![format!(
             "disabled {email}; their sessions are revoked"
         )]),
@@ -156,7 +156,7 @@ pub async fn session_list(store: &DynStore, user: Option<&str>) -> Out {
 
 pub async fn session_revoke_user(store: &DynStore, raw: &str) -> Out {
     let email = email(raw)?;
-    let n = store.revoke_user_sessions(&email).await?;
+    let n = store.revoke_user_sessions(&email, now()).await?;
     Ok(vec![format!("revoked {n} session(s) of {email}")])
 }
 
@@ -175,7 +175,7 @@ pub async fn session_revoke_id(store: &DynStore, prefix: &str) -> Out {
         .collect();
     match matching.as_slice() {
         [one] => {
-            store.revoke_session(&one.id_hash).await?;
+            store.revoke_session(&one.id_hash, now()).await?;
             Ok(vec![format!(
                 "revoked session {} of {}",
                 short(&one.id_hash),

@@ -169,7 +169,9 @@ impl Keys {
             first.kid = format!("{}-1", purpose.as_str());
             store.ensure_key(&first).await?;
         }
-        let code_mac = store.ensure_secret("code_mac.v1", &fresh(32)).await?;
+        let code_mac = store
+            .ensure_secret("code_mac.v1", &fresh(32), clock.now())
+            .await?;
         let keys = Keys {
             set: RwLock::new(Arc::new(KeySet::default())),
             code_mac,

@@ -312,7 +312,11 @@ pub async fn api_sessions(app: &App, req: &Req<'_>) -> Result {
         Method::DELETE => {
             let mut ended = 0;
             for s in sessions.iter().filter(|s| s.id_hash != me.id_hash) {
-                if app.store.revoke_session(&s.id_hash).await? {
+                if app
+                    .store
+                    .revoke_session(&s.id_hash, app.clock.now())
+                    .await?
+                {
                     ended += 1;
                 }
                 app.sessions

@@ -781,13 +781,13 @@ async fn a_sign_in_racing_disable_or_set_groups_keeps_no_old_state() {
     assert_eq!(s.record.groups, vec!["guests".to_string()]);
     assert_eq!(db.session(&s.record.id_hash).await.unwrap().unwrap().groups, vec!["guests".to_string()]);
     // ...or disables the account.
-    assert!(db.set_user_disabled(&email, true).await.unwrap());
+    assert!(db.set_user_disabled(&email, true, clock.now()).await.unwrap());
     assert!(sessions.create(&read, AuthMethod::Passkey).await.unwrap().is_none());
     assert!(db.list_sessions(Some(&email), clock.now()).await.unwrap().is_empty());
     // ...or removes it.
-    assert!(db.set_user_disabled(&email, false).await.unwrap());
+    assert!(db.set_user_disabled(&email, false, clock.now()).await.unwrap());
     let read = db.user_by_email(&email).await.unwrap().unwrap();
-    assert!(db.remove_user(&email).await.unwrap());
+    assert!(db.remove_user(&email, clock.now()).await.unwrap());
     assert!(sessions.create(&read, AuthMethod::Passkey).await.unwrap().is_none());
 }
 }

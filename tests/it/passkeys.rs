@@ -166,7 +166,7 @@ async fn a_deleted_passkey_and_a_disabled_user_cannot_sign_in() {
     let (mut q, _) = app.with_passkey("off@example.com").await;
     let rcr = app.login_options(&q.b, json!({"email": "off@example.com"})).await;
     let store = app.store.open().await;
-    store.set_user_disabled(&sesame::email::Email::parse("off@example.com").unwrap(), true).await.unwrap();
+    store.set_user_disabled(&sesame::email::Email::parse("off@example.com").unwrap(), true, app.clock.now()).await.unwrap();
     let assertion = q.key.do_authentication(app.origin(), rcr).unwrap();
     assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401);
 }
@@ -490,7 +490,7 @@ async fn the_forget_this_passkey_hint_tells_no_real_passkey_from_a_decoy() {
     // keeps its passkey.
     let rcr = app.login_options(&browser(), json!({"email": "real@example.com"})).await;
     let store = app.store.open().await;
-    store.set_user_disabled(&sesame::email::Email::parse("real@example.com").unwrap(), true).await.unwrap();
+    store.set_user_disabled(&sesame::email::Email::parse("real@example.com").unwrap(), true, app.clock.now()).await.unwrap();
     let genuine = p.key.do_authentication(app.origin(), rcr).unwrap();
     let r = app.finish_login(&browser(), &genuine).await;
     assert_eq!(r.status(), 401);

@@ -388,7 +388,10 @@ impl Sessions {
             return Ok(None);
         };
         let id_hash = hash_id(id);
-        let revoked = self.store.revoke_session(&id_hash).await?;
+        let revoked = self
+            .store
+            .revoke_session(&id_hash, self.clock.now())
+            .await?;
         // After the store write, before the cache removal (see `load`).
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let record = match self.cache.remove(id) {

@@ -234,7 +234,11 @@ async fn signup_decides_first_sign_ins_and_a_disabled_user_is_refused() {
     rig.add_user("old@example.com").await;
     let m = rig.ask("old@example.com").await;
     rig.store
-        .set_user_disabled(&Email::parse("old@example.com").unwrap(), true)
+        .set_user_disabled(
+            &Email::parse("old@example.com").unwrap(),
+            true,
+            rig.clock.now(),
+        )
         .await
         .unwrap();
     let r = rig.sign_in().consume_link(rig.site(0), &m.token).await;
@@ -356,7 +360,7 @@ async fn a_session_for_a_user_disabled_since_it_was_read_is_not_started() {
     assert_eq!(s.record.user_id, user.id);
     assert_eq!(rig.metrics.sessions_created.get(), 1);
     rig.store
-        .set_user_disabled(&user.email, true)
+        .set_user_disabled(&user.email, true, rig.clock.now())
         .await
         .unwrap();
     let r = rig

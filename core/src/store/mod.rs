@@ -198,7 +198,7 @@ impl fmt::Debug for PendingLogin {
 pub trait Store: Send + Sync + 'static {
     /// Return the secret called `name`, creating it from `fresh` if there is
     /// none yet. The first writer wins, so every process gets the same secret.
-    async fn ensure_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>>;
+    async fn ensure_secret(&self, name: &str, fresh: &[u8], now: i64) -> StoreResult<Vec<u8>>;
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -206,7 +206,7 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// Remove a user and revoke their sessions; false if there was none.
-    async fn remove_user(&self, email: &Email) -> StoreResult<bool>;
+    async fn remove_user(&self, email: &Email, now: i64) -> StoreResult<bool>;
 
     async fn create_pending(&self, login: &PendingLogin) -> StoreResult<()>;
     /// Count one opening of the confirm page and return the login as it now is.
@@ -237,10 +237,11 @@ pub trait Store: Send + Sync + 'static {
     /// one transaction (one write to disk for all of them); a time earlier
     /// than the one stored changes nothing.
     async fn touch_sessions(&self, touches: &[(String, i64)]) -> StoreResult<()>;
-    async fn revoke_session(&self, id_hash: &str) -> StoreResult<bool>;
+    async fn revoke_session(&self, id_hash: &str, now: i64) -> StoreResult<bool>;
 
     /// Disable (revoking their sessions) or enable a user; false if unknown.
-    async fn set_user_disabled(&self, email: &Email, disabled: bool) -> StoreResult<bool>;
+    async fn set_user_disabled(&self, email: &Email, disabled: bool, now: i64)
+        -> StoreResult<bool>;
     /// Replace a user's groups, in their live sessions too; false if unknown.
     async fn set_user_groups(&self, email: &Email, groups: &[String]) -> StoreResult<bool>;
     /// Sessions not revoked and not past their lifetime, newest first,
@@ -251,7 +252,7 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> StoreResult<Vec<SessionRecord>>;
     /// Revoke every session of a user; returns how many were live.
-    async fn revoke_user_sessions(&self, email: &Email) -> StoreResult<u64>;
+    async fn revoke_user_sessions(&self, email: &Email, now: i64) -> StoreResult<u64>;
 
     /// Count one hit of a rate-limit `key` in the window starting at
     /// `window_start`; returns the count including this hit (atomic).

@@ -165,8 +165,8 @@ async fn a_session_carries_the_users_identity_as_stored_and_ends_once() {
             .is_empty(),
         "expired"
     );
-    assert!(store.revoke_session("h1").await.unwrap());
-    assert!(!store.revoke_session("h1").await.unwrap(), "once");
+    assert!(store.revoke_session("h1", 20).await.unwrap());
+    assert!(!store.revoke_session("h1", 20).await.unwrap(), "once");
     assert!(store.session("h1").await.unwrap().unwrap().revoked);
     assert!(store.list_sessions(None, 10).await.unwrap().is_empty());
 
@@ -176,7 +176,7 @@ async fn a_session_carries_the_users_identity_as_stored_and_ends_once() {
         .await
         .unwrap()
         .unwrap();
-    assert!(store.set_user_disabled(&ada.email, true).await.unwrap());
+    assert!(store.set_user_disabled(&ada.email, true, 30).await.unwrap());
     assert!(store.session("h2").await.unwrap().unwrap().revoked);
     assert!(store
         .create_session(&session("h3", &ada, 1_000))
@@ -184,7 +184,7 @@ async fn a_session_carries_the_users_identity_as_stored_and_ends_once() {
         .unwrap()
         .is_none());
     assert!(!store
-        .set_user_disabled(&email("nobody@example.com"), true)
+        .set_user_disabled(&email("nobody@example.com"), true, 30)
         .await
         .unwrap());
 }
@@ -270,8 +270,8 @@ async fn rate_limit_hits_count_per_key_and_window() {
 #[tokio::test]
 async fn the_first_secret_written_is_everyones() {
     let (_dir, store) = store().await;
-    let first = store.ensure_secret("s", &[1; 32]).await.unwrap();
-    let second = store.ensure_secret("s", &[2; 32]).await.unwrap();
+    let first = store.ensure_secret("s", &[1; 32], 0).await.unwrap();
+    let second = store.ensure_secret("s", &[2; 32], 1).await.unwrap();
     assert_eq!(first, vec![1; 32]);
     assert_eq!(second, first);
 }

@@ -55,6 +55,43 @@ fn groups(row: &impl Cols) -> StoreResult<Vec<String>> {
         .map_err(|e| StoreError::Other(format!("bad groups in store: {e}")))
 }
 
+// The columns each row reader needs, named: never `*`, so a statement
+// SQLite re-prepares after a migration widened a table keeps its width.
+macro_rules! pending_cols {
+    () => {
+        "id, email, site, return_to, code_mac, expires_at, attempts, views, consumed_at"
+    };
+}
+pub(super) use pending_cols;
+
+macro_rules! session_cols {
+    () => {
+        "id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen, revoked_at"
+    };
+}
+pub(super) use session_cols;
+
+macro_rules! passkey_cols {
+    () => {
+        "id, user_id, name, credential, counter, backup_eligible, backup_state, created_at, last_used_at"
+    };
+}
+pub(super) use passkey_cols;
+
+macro_rules! key_cols {
+    () => {
+        "kid, purpose, secret, created_at"
+    };
+}
+pub(super) use key_cols;
+
+macro_rules! ceremony_cols {
+    () => {
+        "id, kind, user_id, state, return_to, expires_at"
+    };
+}
+pub(super) use ceremony_cols;
+
 pub(super) fn groups_json(groups: &[String]) -> String {
     serde_json::to_string(groups).unwrap_or_else(|_| "[]".into())
 }
@@ -151,11 +188,11 @@ macro_rules! impl_store {
     ($store:ty, $user_lock:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
-            async fn ensure_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
+            async fn ensure_secret(&self, name: &str, fresh: &[u8], now: i64) -> StoreResult<Vec<u8>> {
                 sqlx::query("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
                     .bind(name)
                     .bind(fresh)
-                    .bind(shared::now_secs())
+                    .bind(now)
                     .execute(&self.pool)
                     .await?;
                 Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
@@ -203,7 +240,7 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn remove_user(&self, email: &Email) -> StoreResult<bool> {
+            async fn remove_user(&self, email: &Email, now: i64) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 let id: Option<String> = sqlx::query_scalar("DELETE FROM users WHERE email = $1 RETURNING id")
                     .bind(email.as_str())
@@ -211,7 +248,7 @@ macro_rules! impl_store {
                     .await?;
                 if let Some(id) = &id {
                     sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-                        .bind(shared::now_secs())
+                        .bind(now)
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
@@ -240,7 +277,7 @@ macro_rules! impl_store {
             }
 
             async fn view_pending(&self, id: &str) -> StoreResult<Option<PendingLogin>> {
-                sqlx::query("UPDATE pending_logins SET views = views + 1 WHERE id = $1 RETURNING *")
+                sqlx::query(concat!("UPDATE pending_logins SET views = views + 1 WHERE id = $1 RETURNING ", $crate::store::shared::pending_cols!()))
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?
@@ -250,7 +287,7 @@ macro_rules! impl_store {
             }
 
             async fn pending(&self, id: &str) -> StoreResult<Option<PendingLogin>> {
-                sqlx::query("SELECT * FROM pending_logins WHERE id = $1")
+                sqlx::query(concat!("SELECT ", $crate::store::shared::pending_cols!(), " FROM pending_logins WHERE id = $1"))
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?
@@ -261,8 +298,8 @@ macro_rules! impl_store {
 
             async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>> {
                 sqlx::query(
-                    "UPDATE pending_logins SET consumed_at = $1 \
-                     WHERE id = $2 AND consumed_at IS NULL AND expires_at > $1 RETURNING *",
+                    concat!("UPDATE pending_logins SET consumed_at = $1 \
+                     WHERE id = $2 AND consumed_at IS NULL AND expires_at > $1 RETURNING ", $crate::store::shared::pending_cols!()),
                 )
                 .bind(now)
                 .bind(id)
@@ -275,8 +312,8 @@ macro_rules! impl_store {
 
             async fn attempt_code(&self, id: &str, now: i64, max_attempts: u32) -> StoreResult<Option<PendingLogin>> {
                 sqlx::query(
-                    "UPDATE pending_logins SET attempts = attempts + 1 \
-                     WHERE id = $1 AND consumed_at IS NULL AND expires_at > $2 AND attempts < $3 RETURNING *",
+                    concat!("UPDATE pending_logins SET attempts = attempts + 1 \
+                     WHERE id = $1 AND consumed_at IS NULL AND expires_at > $2 AND attempts < $3 RETURNING ", $crate::store::shared::pending_cols!()),
                 )
                 .bind(id)
                 .bind(now)
@@ -314,7 +351,8 @@ macro_rules! impl_store {
                     "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen) \
                      SELECT $1, id, email, name, groups_json, $2, $3, $4, $5 FROM users WHERE id = $6 AND disabled = 0",
                     $user_lock,
-                    " RETURNING *"
+                    " RETURNING ",
+                    $crate::store::shared::session_cols!()
                 ))
                 .bind(&s.id_hash)
                 .bind(s.auth_method.as_str())
@@ -330,7 +368,7 @@ macro_rules! impl_store {
             }
 
             async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
-                sqlx::query("SELECT * FROM sessions WHERE id_hash = $1")
+                sqlx::query(concat!("SELECT ", $crate::store::shared::session_cols!(), " FROM sessions WHERE id_hash = $1"))
                     .bind(id_hash)
                     .fetch_optional(&self.pool)
                     .await?
@@ -352,9 +390,9 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn revoke_session(&self, id_hash: &str) -> StoreResult<bool> {
+            async fn revoke_session(&self, id_hash: &str, now: i64) -> StoreResult<bool> {
                 let r = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL")
-                    .bind(shared::now_secs())
+                    .bind(now)
                     .bind(id_hash)
                     .execute(&self.pool)
                     .await?;
@@ -364,7 +402,7 @@ macro_rules! impl_store {
                 Ok(r.rows_affected() > 0)
             }
 
-            async fn set_user_disabled(&self, email: &Email, disabled: bool) -> StoreResult<bool> {
+            async fn set_user_disabled(&self, email: &Email, disabled: bool, now: i64) -> StoreResult<bool> {
                 // One transaction: no session is created for the user
                 // between the flag and the revocation (see create_session).
                 let mut tx = self.pool.begin().await?;
@@ -375,7 +413,7 @@ macro_rules! impl_store {
                     .await?;
                 if let (Some(id), true) = (&id, disabled) {
                     sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-                        .bind(shared::now_secs())
+                        .bind(now)
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
@@ -411,8 +449,8 @@ macro_rules! impl_store {
 
             async fn list_sessions(&self, user: Option<&Email>, now: i64) -> StoreResult<Vec<SessionRecord>> {
                 sqlx::query(
-                    "SELECT * FROM sessions WHERE revoked_at IS NULL AND expires_at > $1 \
-                     AND ($2 IS NULL OR email = $2) ORDER BY created_at DESC",
+                    concat!("SELECT ", $crate::store::shared::session_cols!(), " FROM sessions WHERE revoked_at IS NULL AND expires_at > $1 \
+                     AND ($2 IS NULL OR email = $2) ORDER BY created_at DESC"),
                 )
                 .bind(now)
                 .bind(user.map(|e| e.as_str().to_string()))
@@ -423,11 +461,11 @@ macro_rules! impl_store {
                 .collect()
             }
 
-            async fn revoke_user_sessions(&self, email: &Email) -> StoreResult<u64> {
+            async fn revoke_user_sessions(&self, email: &Email, now: i64) -> StoreResult<u64> {
                 let ids: Vec<String> = sqlx::query_scalar(
                     "UPDATE sessions SET revoked_at = $1 WHERE email = $2 AND revoked_at IS NULL RETURNING user_id",
                 )
-                .bind(shared::now_secs())
+                .bind(now)
                 .bind(email.as_str())
                 .fetch_all(&self.pool)
                 .await?;
@@ -466,7 +504,7 @@ macro_rules! impl_store {
             }
 
             async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
-                sqlx::query("SELECT * FROM keys")
+                sqlx::query(concat!("SELECT ", $crate::store::shared::key_cols!(), " FROM keys"))
                     .fetch_all(&self.pool)
                     .await?
                     .iter()
@@ -563,7 +601,7 @@ macro_rules! impl_store {
             }
 
             async fn passkeys_of(&self, user_id: &str) -> StoreResult<Vec<PasskeyRecord>> {
-                sqlx::query("SELECT * FROM passkeys WHERE user_id = $1 ORDER BY created_at, id")
+                sqlx::query(concat!("SELECT ", $crate::store::shared::passkey_cols!(), " FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"))
                     .bind(user_id)
                     .fetch_all(&self.pool)
                     .await?
@@ -573,7 +611,7 @@ macro_rules! impl_store {
             }
 
             async fn passkey(&self, id: &str) -> StoreResult<Option<PasskeyRecord>> {
-                sqlx::query("SELECT * FROM passkeys WHERE id = $1")
+                sqlx::query(concat!("SELECT ", $crate::store::shared::passkey_cols!(), " FROM passkeys WHERE id = $1"))
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?
@@ -602,7 +640,7 @@ macro_rules! impl_store {
             }
 
             async fn list_passkeys(&self) -> StoreResult<Vec<PasskeyRecord>> {
-                sqlx::query("SELECT * FROM passkeys ORDER BY user_id, created_at, id")
+                sqlx::query(concat!("SELECT ", $crate::store::shared::passkey_cols!(), " FROM passkeys ORDER BY user_id, created_at, id"))
                     .fetch_all(&self.pool)
                     .await?
                     .iter()
@@ -651,7 +689,7 @@ macro_rules! impl_store {
             }
 
             async fn take_ceremony(&self, id: &str, now: i64) -> StoreResult<Option<Ceremony>> {
-                let row = sqlx::query("DELETE FROM ceremonies WHERE id = $1 RETURNING *")
+                let row = sqlx::query(concat!("DELETE FROM ceremonies WHERE id = $1 RETURNING ", $crate::store::shared::ceremony_cols!()))
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
@@ -666,9 +704,10 @@ macro_rules! impl_store {
 }
 pub(super) use impl_store;
 
-/// Wall-clock seconds for bookkeeping columns (`created_at`, `revoked_at`);
-/// decisions use the injected clock, passed in by the caller.
-#[allow(clippy::disallowed_methods)] // bookkeeping only, see above
+/// Wall-clock seconds for `schema_migrations.applied_at`, written while the
+/// store opens (before any clock is handed in). Every other write is given
+/// its `now` by the caller.
+#[allow(clippy::disallowed_methods)] // bookkeeping of the migrations only
 pub(super) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -18,8 +18,8 @@ impl Store for PausedStore {
         read
     }
 
-    async fn ensure_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
-        self.inner.ensure_secret(name, fresh).await
+    async fn ensure_secret(&self, name: &str, fresh: &[u8], now: i64) -> StoreResult<Vec<u8>> {
+        self.inner.ensure_secret(name, fresh, now).await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
@@ -33,8 +33,8 @@ impl Store for PausedStore {
     async fn list_users(&self) -> StoreResult<Vec<User>> {
         self.inner.list_users().await
     }
-    async fn remove_user(&self, email: &Email) -> StoreResult<bool> {
-        self.inner.remove_user(email).await
+    async fn remove_user(&self, email: &Email, now: i64) -> StoreResult<bool> {
+        self.inner.remove_user(email, now).await
     }
     async fn create_pending(&self, login: &PendingLogin) -> StoreResult<()> {
         self.inner.create_pending(login).await
@@ -57,17 +57,22 @@ impl Store for PausedStore {
     async fn touch_sessions(&self, touches: &[(String, i64)]) -> StoreResult<()> {
         self.inner.touch_sessions(touches).await
     }
-    async fn revoke_session(&self, id_hash: &str) -> StoreResult<bool> {
-        self.inner.revoke_session(id_hash).await
+    async fn revoke_session(&self, id_hash: &str, now: i64) -> StoreResult<bool> {
+        self.inner.revoke_session(id_hash, now).await
     }
-    async fn set_user_disabled(&self, email: &Email, disabled: bool) -> StoreResult<bool> {
-        self.inner.set_user_disabled(email, disabled).await
+    async fn set_user_disabled(
+        &self,
+        email: &Email,
+        disabled: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.inner.set_user_disabled(email, disabled, now).await
     }
     async fn set_user_groups(&self, email: &Email, groups: &[String]) -> StoreResult<bool> {
         self.inner.set_user_groups(email, groups).await
     }
-    async fn revoke_user_sessions(&self, email: &Email) -> StoreResult<u64> {
-        self.inner.revoke_user_sessions(email).await
+    async fn revoke_user_sessions(&self, email: &Email, now: i64) -> StoreResult<u64> {
+        self.inner.revoke_user_sessions(email, now).await
     }
     async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<i64> {
         self.inner.count_hit(key, window_start).await
