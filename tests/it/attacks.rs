@@ -708,7 +708,7 @@ async fn stored_passkey_ceremonies_are_bounded_whatever_the_addresses() {
 // ---------- races ----------
 
 use sesame::email::Email;
-use sesame::store::{AuthMethod, DynStore, Store, User};
+use sesame::store::{AuthMethod, DynStore, User, UserStore};
 
 /// A real store whose next session read, once armed, waits after reading
 /// (its answer is from before whatever happens meanwhile) until released.

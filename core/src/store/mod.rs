@@ -1,15 +1,20 @@
-//! The `Store` trait: everything Sesame keeps beyond one request (users,
-//! sessions, pending logins, keys), behind one async interface.
+//! The store: everything Sesame keeps beyond one request, behind async
+//! traits by kind of data ([`UserStore`], [`PendingStore`], [`SessionStore`],
+//! [`RateLimitStore`], [`KeyStore`], [`PasskeyStore`]) that [`Store`] joins.
+//! The records are in `records.rs`.
 //!
-//! Callers never see SQL; implementations (today SQLite, `sqlite.rs`) make
-//! every single-use step atomic in the database itself, so that it also holds
-//! across processes. Caching is the caller's business, not the store's.
+//! Callers never see SQL. The implementations (SQLite in `sqlite.rs`,
+//! PostgreSQL in `postgres.rs`, their shared SQL in `queries/`) make every
+//! single-use step atomic in the database itself, so that it also holds
+//! across processes, and are given the time of every write. Caching is the
+//! caller's business, not the store's.
 
 pub mod postgres;
+mod queries;
+mod records;
 mod shared;
 pub mod sqlite;
 
-use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -41,181 +46,50 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: String,
-    pub email: Email,
-    pub name: Option<String>,
-    pub groups: Vec<String>,
-    pub disabled: bool,
-    pub created_at: i64,
-}
+pub use records::*;
 
-/// How a session was signed in; sent to apps as `Sesame-Auth-Method`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    MagicLink,
-    Code,
-    Passkey,
-}
-
-impl AuthMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::MagicLink => "magic_link",
-            AuthMethod::Code => "code",
-            AuthMethod::Passkey => "passkey",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AuthMethod> {
-        match s {
-            "magic_link" => Some(AuthMethod::MagicLink),
-            "code" => Some(AuthMethod::Code),
-            "passkey" => Some(AuthMethod::Passkey),
-            _ => None,
-        }
-    }
-}
-
-/// A server-side session. `id_hash` is SHA-256 of the session id, so a copy of
-/// the database does not hold live session ids.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    pub id_hash: String,
-    pub user_id: String,
-    pub email: Email,
-    pub name: Option<String>,
-    pub groups: Vec<String>,
-    pub auth_method: AuthMethod,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub last_seen: i64,
-    pub revoked: bool,
-}
-
-/// A registered passkey. `credential` is webauthn-rs's serialised `Passkey`
-/// (public key, counter, flags): nothing secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PasskeyRecord {
-    /// Base64url of the credential id.
-    pub id: String,
-    pub user_id: String,
-    pub name: String,
-    pub credential: String,
-    pub counter: i64,
-    pub backup_eligible: bool,
-    pub backup_state: bool,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-}
-
-/// Which WebAuthn ceremony a stored state belongs to (stored as text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CeremonyKind {
-    /// Adding a passkey to a signed-in account.
-    Register,
-    /// Signing in with the passkeys of an address given first.
-    Login,
-    /// Signing in with whatever passkey the browser offers.
-    Discoverable,
-}
-
-impl CeremonyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CeremonyKind::Register => "register",
-            CeremonyKind::Login => "login",
-            CeremonyKind::Discoverable => "discoverable",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<CeremonyKind> {
-        [
-            CeremonyKind::Register,
-            CeremonyKind::Login,
-            CeremonyKind::Discoverable,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
-
-/// Server-side state of a WebAuthn ceremony, keyed by its challenge.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Ceremony {
-    pub id: String,
-    pub kind: CeremonyKind,
-    pub user_id: Option<String>,
-    pub state: String,
-    pub return_to: String,
-    pub expires_at: i64,
-}
-
-impl fmt::Debug for Ceremony {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ceremony")
-            .field("kind", &self.kind)
-            .field("user_id", &self.user_id)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A link-and-code sign-in that was asked for and not yet used.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PendingLogin {
-    /// Also the `jti` of the magic-link token.
-    pub id: String,
-    pub email: Email,
-    pub site: String,
-    pub return_to: String,
-    /// HMAC of the emailed code; never the code itself.
-    pub code_mac: Vec<u8>,
-    pub expires_at: i64,
-    /// Wrong and right codes typed.
-    pub attempts: u32,
-    /// Times its confirm page was opened.
-    pub views: u32,
-    pub consumed: bool,
-}
-
-impl fmt::Debug for PendingLogin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PendingLogin")
-            .field("id", &self.id)
-            .field("email", &self.email)
-            .field("site", &self.site)
-            .field("expires_at", &self.expires_at)
-            .field("attempts", &self.attempts)
-            .field("views", &self.views)
-            .field("consumed", &self.consumed)
-            .finish_non_exhaustive()
-    }
-}
-
+/// Users: who may sign in, their groups, and their WebAuthn handle.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Return the secret called `name`, creating it from `fresh` if there is
-    /// none yet. The first writer wins, so every process gets the same secret.
-    async fn ensure_secret(&self, name: &str, fresh: &[u8], now: i64) -> StoreResult<Vec<u8>>;
-    /// Cheap round trip for `/readyz`.
-    async fn ping(&self) -> StoreResult<()>;
-
+pub trait UserStore: Send + Sync {
     async fn add_user(&self, user: &User) -> StoreResult<()>;
+
     async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
+
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+
     /// Remove a user and revoke their sessions; false if there was none.
     async fn remove_user(&self, email: &Email, now: i64) -> StoreResult<bool>;
 
+    /// Disable (revoking their sessions) or enable a user; false if unknown.
+    async fn set_user_disabled(&self, email: &Email, disabled: bool, now: i64)
+        -> StoreResult<bool>;
+
+    /// Replace a user's groups, in their live sessions too; false if unknown.
+    async fn set_user_groups(&self, email: &Email, groups: &[String]) -> StoreResult<bool>;
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+
+    async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>>;
+
+    /// The user's WebAuthn handle, set to `fresh` if they had none yet.
+    async fn ensure_user_handle(&self, user_id: &str, fresh: &str) -> StoreResult<String>;
+}
+
+/// Pending sign-ins (a link and code asked for), each step atomic.
+#[async_trait]
+pub trait PendingStore: Send + Sync {
     async fn create_pending(&self, login: &PendingLogin) -> StoreResult<()>;
+
     /// Count one opening of the confirm page and return the login as it now is.
     async fn view_pending(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
+
     /// The pending login as it is, counting nothing.
     async fn pending(&self, id: &str) -> StoreResult<Option<PendingLogin>>;
+
     /// Atomically mark a live pending login as used; `None` if it was already
     /// used, expired or never existed. Exactly one caller wins.
     async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>>;
+
     /// Atomically count one code attempt; `None` if the login is used,
     /// expired, unknown, or has no attempts left.
     async fn attempt_code(
@@ -224,26 +98,29 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         max_attempts: u32,
     ) -> StoreResult<Option<PendingLogin>>;
+
     /// Delete expired pending logins; returns how many had their confirm page
     /// opened but were never used (suspected mail-scanner hits).
     async fn sweep_pending(&self, now: i64) -> StoreResult<u64>;
+}
 
+/// Sessions: created with the user's identity as stored, revoked once.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// Store a new session for `session.user_id`, with the user's email,
     /// name and groups as the store has them at that moment (the record's
     /// own are not used); `None` if the user is gone or disabled.
     async fn create_session(&self, session: &SessionRecord) -> StoreResult<Option<SessionRecord>>;
+
     async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>>;
+
     /// Record when sessions were last used, `(id_hash, last_seen)` each, in
     /// one transaction (one write to disk for all of them); a time earlier
     /// than the one stored changes nothing.
     async fn touch_sessions(&self, touches: &[(String, i64)]) -> StoreResult<()>;
+
     async fn revoke_session(&self, id_hash: &str, now: i64) -> StoreResult<bool>;
 
-    /// Disable (revoking their sessions) or enable a user; false if unknown.
-    async fn set_user_disabled(&self, email: &Email, disabled: bool, now: i64)
-        -> StoreResult<bool>;
-    /// Replace a user's groups, in their live sessions too; false if unknown.
-    async fn set_user_groups(&self, email: &Email, groups: &[String]) -> StoreResult<bool>;
     /// Sessions not revoked and not past their lifetime, newest first,
     /// optionally of one user.
     async fn list_sessions(
@@ -251,42 +128,62 @@ pub trait Store: Send + Sync + 'static {
         user: Option<&Email>,
         now: i64,
     ) -> StoreResult<Vec<SessionRecord>>;
+
     /// Revoke every session of a user; returns how many were live.
     async fn revoke_user_sessions(&self, email: &Email, now: i64) -> StoreResult<u64>;
+}
 
+/// Rate-limit windows, counted atomically across instances.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
     /// Count one hit of a rate-limit `key` in the window starting at
     /// `window_start`; returns the count including this hit (atomic).
     async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<i64>;
+
     /// The hits counted for `key` in the window starting at `window_start`
     /// (0 if none), counting nothing.
     async fn hits(&self, key: &str, window_start: i64) -> StoreResult<i64>;
+
     /// Forget rate-limit windows that started before `before`.
     async fn sweep_rate_limits(&self, before: i64) -> StoreResult<()>;
+}
 
+/// Key records (cookies, links, assertions), rotated and retired.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     /// Every key, any purpose, in no particular order.
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+
     /// Insert a key unless one with its id exists (first start, raced by several instances).
     async fn ensure_key(&self, key: &KeyRecord) -> StoreResult<()>;
+
     /// Add a key (a rotation) and tell the other instances.
     async fn add_key(&self, key: &KeyRecord) -> StoreResult<()>;
+
     /// Delete a key at once (`sesame keys retire`) and tell the other
     /// instances; false if there was none.
     async fn remove_key(&self, kid: &str) -> StoreResult<bool>;
+}
 
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
-    async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>>;
-    /// The user's WebAuthn handle, set to `fresh` if they had none yet.
-    async fn ensure_user_handle(&self, user_id: &str, fresh: &str) -> StoreResult<String>;
-
+/// Passkeys and the server-side state of WebAuthn ceremonies.
+#[async_trait]
+pub trait PasskeyStore: Send + Sync {
     async fn add_passkey(&self, passkey: &PasskeyRecord) -> StoreResult<()>;
+
     async fn passkeys_of(&self, user_id: &str) -> StoreResult<Vec<PasskeyRecord>>;
+
     async fn passkey(&self, id: &str) -> StoreResult<Option<PasskeyRecord>>;
+
     async fn rename_passkey(&self, user_id: &str, id: &str, name: &str) -> StoreResult<bool>;
+
     async fn delete_passkey(&self, user_id: &str, id: &str) -> StoreResult<bool>;
+
     /// Every passkey, of every user (for the admin command).
     async fn list_passkeys(&self) -> StoreResult<Vec<PasskeyRecord>>;
+
     /// Delete a passkey whoever owns it (admin); false if there was none.
     async fn revoke_passkey(&self, id: &str) -> StoreResult<bool>;
+
     /// Record a sign-in with a passkey, only if its counter is still
     /// `seen_counter` (compare and swap); false if another sign-in won.
     async fn passkey_used(
@@ -297,9 +194,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     async fn put_ceremony(&self, ceremony: &Ceremony) -> StoreResult<()>;
+
     /// Take a ceremony's state out of the store: single use, `None` if it
     /// was used, expired or never existed.
     async fn take_ceremony(&self, id: &str, now: i64) -> StoreResult<Option<Ceremony>>;
+}
+
+/// Everything Sesame keeps, by kind of data ([`UserStore`], [`PendingStore`],
+/// [`SessionStore`], [`RateLimitStore`], [`KeyStore`], [`PasskeyStore`]),
+/// plus the store-wide steps. `DynStore` is one of these.
+#[async_trait]
+pub trait Store:
+    UserStore
+    + PendingStore
+    + SessionStore
+    + RateLimitStore
+    + KeyStore
+    + PasskeyStore
+    + Send
+    + Sync
+    + 'static
+{
+    /// Return the secret called `name`, creating it from `fresh` if there is
+    /// none yet. The first writer wins, so every process gets the same secret.
+    async fn ensure_secret(&self, name: &str, fresh: &[u8], now: i64) -> StoreResult<Vec<u8>>;
+
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
 
     /// Deliver what other processes revoked or changed, until the store is
     /// dropped. Stores shared by several processes (PostgreSQL) implement
@@ -318,57 +239,6 @@ pub enum Invalidation {
     Keys,
     /// Everything: notifications may have been missed.
     All,
-}
-
-/// What a key is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum KeyPurpose {
-    /// Seals session and pending-login cookies (AES-256-GCM, 64-byte master).
-    Cookie,
-    /// Signs magic-link tokens (HS256).
-    Link,
-    /// Signs the `Sesame-Assertion` sent to apps (EdDSA, Ed25519 seed).
-    Assertion,
-}
-
-impl KeyPurpose {
-    pub const ALL: [KeyPurpose; 3] = [KeyPurpose::Cookie, KeyPurpose::Link, KeyPurpose::Assertion];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyPurpose::Cookie => "cookie",
-            KeyPurpose::Link => "link",
-            KeyPurpose::Assertion => "assertion",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<KeyPurpose> {
-        match s {
-            "cookie" => Some(KeyPurpose::Cookie),
-            "link" => Some(KeyPurpose::Link),
-            "assertion" => Some(KeyPurpose::Assertion),
-            _ => None,
-        }
-    }
-}
-
-/// One key. `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub kid: String,
-    pub purpose: KeyPurpose,
-    pub secret: Vec<u8>,
-    pub created_at: i64,
-}
-
-impl fmt::Debug for KeyRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyRecord")
-            .field("kid", &self.kid)
-            .field("purpose", &self.purpose)
-            .field("created_at", &self.created_at)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Invalidation {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
-use super::shared::{self, impl_store};
+use super::queries::impl_store;
+use super::shared;
 use super::{
     Ceremony, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord, StoreError,
     StoreResult, User,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 
-use super::shared::{self, impl_store};
+use super::queries::impl_store;
+use super::shared;
 use super::{
     Ceremony, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord, StoreError,
     StoreResult, User,

@@ -1,5 +1,5 @@
-//! [`PausedStore`]'s `Store`: the session read that can be held back, and
-//! the rest handed to the real store as it is.
+//! [`PausedStore`]'s store traits: the session read that can be held back,
+//! and the rest handed to the real store as it is.
 
 use sesame::email::Email;
 use sesame::store::*;
@@ -8,22 +8,16 @@ use super::PausedStore;
 
 #[async_trait::async_trait]
 impl Store for PausedStore {
-    async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
-        let read = self.inner.session(id_hash).await;
-        let armed = self.armed.lock().unwrap().take();
-        if let Some((reached, release)) = armed {
-            let _ = reached.send(());
-            let _ = release.await;
-        }
-        read
-    }
-
     async fn ensure_secret(&self, name: &str, fresh: &[u8], now: i64) -> StoreResult<Vec<u8>> {
         self.inner.ensure_secret(name, fresh, now).await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }
+}
+
+#[async_trait::async_trait]
+impl UserStore for PausedStore {
     async fn add_user(&self, user: &User) -> StoreResult<()> {
         self.inner.add_user(user).await
     }
@@ -36,6 +30,30 @@ impl Store for PausedStore {
     async fn remove_user(&self, email: &Email, now: i64) -> StoreResult<bool> {
         self.inner.remove_user(email, now).await
     }
+    async fn set_user_disabled(
+        &self,
+        email: &Email,
+        disabled: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.inner.set_user_disabled(email, disabled, now).await
+    }
+    async fn set_user_groups(&self, email: &Email, groups: &[String]) -> StoreResult<bool> {
+        self.inner.set_user_groups(email, groups).await
+    }
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+        self.inner.user_by_id(id).await
+    }
+    async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>> {
+        self.inner.user_by_handle(handle).await
+    }
+    async fn ensure_user_handle(&self, user_id: &str, fresh: &str) -> StoreResult<String> {
+        self.inner.ensure_user_handle(user_id, fresh).await
+    }
+}
+
+#[async_trait::async_trait]
+impl PendingStore for PausedStore {
     async fn create_pending(&self, login: &PendingLogin) -> StoreResult<()> {
         self.inner.create_pending(login).await
     }
@@ -51,6 +69,27 @@ impl Store for PausedStore {
     async fn sweep_pending(&self, now: i64) -> StoreResult<u64> {
         self.inner.sweep_pending(now).await
     }
+    async fn attempt_code(
+        &self,
+        id: &str,
+        now: i64,
+        max_attempts: u32,
+    ) -> StoreResult<Option<PendingLogin>> {
+        self.inner.attempt_code(id, now, max_attempts).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for PausedStore {
+    async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+        let read = self.inner.session(id_hash).await;
+        let armed = self.armed.lock().unwrap().take();
+        if let Some((reached, release)) = armed {
+            let _ = reached.send(());
+            let _ = release.await;
+        }
+        read
+    }
     async fn create_session(&self, session: &SessionRecord) -> StoreResult<Option<SessionRecord>> {
         self.inner.create_session(session).await
     }
@@ -60,26 +99,33 @@ impl Store for PausedStore {
     async fn revoke_session(&self, id_hash: &str, now: i64) -> StoreResult<bool> {
         self.inner.revoke_session(id_hash, now).await
     }
-    async fn set_user_disabled(
-        &self,
-        email: &Email,
-        disabled: bool,
-        now: i64,
-    ) -> StoreResult<bool> {
-        self.inner.set_user_disabled(email, disabled, now).await
-    }
-    async fn set_user_groups(&self, email: &Email, groups: &[String]) -> StoreResult<bool> {
-        self.inner.set_user_groups(email, groups).await
-    }
     async fn revoke_user_sessions(&self, email: &Email, now: i64) -> StoreResult<u64> {
         self.inner.revoke_user_sessions(email, now).await
     }
+    async fn list_sessions(
+        &self,
+        user: Option<&Email>,
+        now: i64,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.inner.list_sessions(user, now).await
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimitStore for PausedStore {
     async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<i64> {
         self.inner.count_hit(key, window_start).await
     }
     async fn sweep_rate_limits(&self, before: i64) -> StoreResult<()> {
         self.inner.sweep_rate_limits(before).await
     }
+    async fn hits(&self, key: &str, window_start: i64) -> StoreResult<i64> {
+        self.inner.hits(key, window_start).await
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for PausedStore {
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
         self.inner.keys().await
     }
@@ -89,15 +135,13 @@ impl Store for PausedStore {
     async fn add_key(&self, key: &KeyRecord) -> StoreResult<()> {
         self.inner.add_key(key).await
     }
-    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
-        self.inner.user_by_id(id).await
+    async fn remove_key(&self, kid: &str) -> StoreResult<bool> {
+        self.inner.remove_key(kid).await
     }
-    async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>> {
-        self.inner.user_by_handle(handle).await
-    }
-    async fn ensure_user_handle(&self, user_id: &str, fresh: &str) -> StoreResult<String> {
-        self.inner.ensure_user_handle(user_id, fresh).await
-    }
+}
+
+#[async_trait::async_trait]
+impl PasskeyStore for PausedStore {
     async fn add_passkey(&self, passkey: &PasskeyRecord) -> StoreResult<()> {
         self.inner.add_passkey(passkey).await
     }
@@ -124,27 +168,6 @@ impl Store for PausedStore {
     }
     async fn take_ceremony(&self, id: &str, now: i64) -> StoreResult<Option<Ceremony>> {
         self.inner.take_ceremony(id, now).await
-    }
-    async fn hits(&self, key: &str, window_start: i64) -> StoreResult<i64> {
-        self.inner.hits(key, window_start).await
-    }
-    async fn remove_key(&self, kid: &str) -> StoreResult<bool> {
-        self.inner.remove_key(kid).await
-    }
-    async fn attempt_code(
-        &self,
-        id: &str,
-        now: i64,
-        max_attempts: u32,
-    ) -> StoreResult<Option<PendingLogin>> {
-        self.inner.attempt_code(id, now, max_attempts).await
-    }
-    async fn list_sessions(
-        &self,
-        user: Option<&Email>,
-        now: i64,
-    ) -> StoreResult<Vec<SessionRecord>> {
-        self.inner.list_sessions(user, now).await
     }
     async fn passkey_used(
         &self,

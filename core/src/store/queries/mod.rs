@@ -1,0 +1,51 @@
+//! The SQL of every store operation, written once for SQLite and
+//! PostgreSQL (they share the dialect Sesame uses; `$user_lock` is what
+//! differs), one file per kind of data. `impl_store!` implements every
+//! store trait for a store type with a `pool` and `announce`.
+
+pub(super) mod keys;
+pub(super) mod limits;
+pub(super) mod passkeys;
+pub(super) mod pending;
+pub(super) mod sessions;
+pub(super) mod users;
+
+/// Implements `Store` for `$store`, whose `pool` field is a sqlx pool.
+macro_rules! impl_store {
+    // `$user_lock`: what locks a user row read by a statement that depends
+    // on it (`" FOR SHARE"` where the store has row locks).
+    ($store:ty, $user_lock:literal) => {
+        $crate::store::queries::users::impl_user_store!($store);
+        $crate::store::queries::pending::impl_pending_store!($store);
+        $crate::store::queries::sessions::impl_session_store!($store, $user_lock);
+        $crate::store::queries::limits::impl_rate_limit_store!($store);
+        $crate::store::queries::keys::impl_key_store!($store);
+        $crate::store::queries::passkeys::impl_passkey_store!($store);
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn ensure_secret(&self, name: &str, fresh: &[u8], now: i64) -> StoreResult<Vec<u8>> {
+                sqlx::query("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(fresh)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn feed_invalidations(&self, sink: &(dyn Fn(Invalidation) + Send + Sync)) {
+                self.listen(sink).await
+            }
+        }
+    };
+}
+pub(in crate::store) use impl_store;

@@ -1,0 +1,100 @@
+//! The SQL of [`SessionStore`](crate::store::SessionStore), shared by SQLite and PostgreSQL
+//! (`impl_store!` in `mod.rs` expands it for each): Sessions: created from the user row as it is at that moment (locked where the store has row locks), touched in batches, revoked once.
+
+macro_rules! impl_session_store {
+    ($store:ty, $user_lock:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::SessionStore for $store {
+            async fn create_session(&self, s: &SessionRecord) -> StoreResult<Option<SessionRecord>> {
+                // The identity is copied from the user's row as it is now, in
+                // the same statement, and only while the user is enabled: a
+                // sign-in that read the user before a `user disable` or
+                // `set-groups` cannot store what that read saw. PostgreSQL
+                // also locks the row, so the insert waits for such a change
+                // (and the change for the insert) to commit.
+                sqlx::query(concat!(
+                    "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen) \
+                     SELECT $1, id, email, name, groups_json, $2, $3, $4, $5 FROM users WHERE id = $6 AND disabled = 0",
+                    $user_lock,
+                    " RETURNING ",
+                    $crate::store::shared::session_cols!()
+                ))
+                .bind(&s.id_hash)
+                .bind(s.auth_method.as_str())
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .bind(s.last_seen)
+                .bind(&s.user_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(shared::session)
+                .transpose()
+            }
+
+            async fn session(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+                sqlx::query(concat!("SELECT ", $crate::store::shared::session_cols!(), " FROM sessions WHERE id_hash = $1"))
+                    .bind(id_hash)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(shared::session)
+                    .transpose()
+            }
+
+            async fn touch_sessions(&self, touches: &[(String, i64)]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for (id_hash, last_seen) in touches {
+                    sqlx::query("UPDATE sessions SET last_seen = $1 WHERE id_hash = $2 AND last_seen < $1")
+                        .bind(last_seen)
+                        .bind(id_hash)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn revoke_session(&self, id_hash: &str, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                if r.rows_affected() > 0 {
+                    self.announce(&Invalidation::Session(id_hash.to_string())).await;
+                }
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn list_sessions(&self, user: Option<&Email>, now: i64) -> StoreResult<Vec<SessionRecord>> {
+                sqlx::query(
+                    concat!("SELECT ", $crate::store::shared::session_cols!(), " FROM sessions WHERE revoked_at IS NULL AND expires_at > $1 \
+                     AND ($2 IS NULL OR email = $2) ORDER BY created_at DESC"),
+                )
+                .bind(now)
+                .bind(user.map(|e| e.as_str().to_string()))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(shared::session)
+                .collect()
+            }
+
+            async fn revoke_user_sessions(&self, email: &Email, now: i64) -> StoreResult<u64> {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1 WHERE email = $2 AND revoked_at IS NULL RETURNING user_id",
+                )
+                .bind(now)
+                .bind(email.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                if let Some(id) = ids.first() {
+                    self.announce(&Invalidation::User(id.clone())).await;
+                }
+                Ok(ids.len() as u64)
+            }
+        }
+    };
+}
+pub(in crate::store) use impl_session_store;

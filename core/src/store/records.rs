@@ -1,0 +1,211 @@
+//! What the store keeps, as records: users, sessions, passkeys, ceremonies,
+//! pending sign-ins and keys, with the modes stored as text (`AuthMethod`,
+//! `CeremonyKind`, `KeyPurpose`). Secrets in them never reach `Debug`.
+
+use std::fmt;
+
+use crate::email::Email;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: Email,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// How a session was signed in; sent to apps as `Sesame-Auth-Method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    MagicLink,
+    Code,
+    Passkey,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::MagicLink => "magic_link",
+            AuthMethod::Code => "code",
+            AuthMethod::Passkey => "passkey",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AuthMethod> {
+        match s {
+            "magic_link" => Some(AuthMethod::MagicLink),
+            "code" => Some(AuthMethod::Code),
+            "passkey" => Some(AuthMethod::Passkey),
+            _ => None,
+        }
+    }
+}
+
+/// A server-side session. `id_hash` is SHA-256 of the session id, so a copy of
+/// the database does not hold live session ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub user_id: String,
+    pub email: Email,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    pub auth_method: AuthMethod,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_seen: i64,
+    pub revoked: bool,
+}
+
+/// A registered passkey. `credential` is webauthn-rs's serialised `Passkey`
+/// (public key, counter, flags): nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    /// Base64url of the credential id.
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub credential: String,
+    pub counter: i64,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// Which WebAuthn ceremony a stored state belongs to (stored as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyKind {
+    /// Adding a passkey to a signed-in account.
+    Register,
+    /// Signing in with the passkeys of an address given first.
+    Login,
+    /// Signing in with whatever passkey the browser offers.
+    Discoverable,
+}
+
+impl CeremonyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyKind::Register => "register",
+            CeremonyKind::Login => "login",
+            CeremonyKind::Discoverable => "discoverable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CeremonyKind> {
+        [
+            CeremonyKind::Register,
+            CeremonyKind::Login,
+            CeremonyKind::Discoverable,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Server-side state of a WebAuthn ceremony, keyed by its challenge.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ceremony {
+    pub id: String,
+    pub kind: CeremonyKind,
+    pub user_id: Option<String>,
+    pub state: String,
+    pub return_to: String,
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for Ceremony {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ceremony")
+            .field("kind", &self.kind)
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A link-and-code sign-in that was asked for and not yet used.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingLogin {
+    /// Also the `jti` of the magic-link token.
+    pub id: String,
+    pub email: Email,
+    pub site: String,
+    pub return_to: String,
+    /// HMAC of the emailed code; never the code itself.
+    pub code_mac: Vec<u8>,
+    pub expires_at: i64,
+    /// Wrong and right codes typed.
+    pub attempts: u32,
+    /// Times its confirm page was opened.
+    pub views: u32,
+    pub consumed: bool,
+}
+
+impl fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("site", &self.site)
+            .field("expires_at", &self.expires_at)
+            .field("attempts", &self.attempts)
+            .field("views", &self.views)
+            .field("consumed", &self.consumed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyPurpose {
+    /// Seals session and pending-login cookies (AES-256-GCM, 64-byte master).
+    Cookie,
+    /// Signs magic-link tokens (HS256).
+    Link,
+    /// Signs the `Sesame-Assertion` sent to apps (EdDSA, Ed25519 seed).
+    Assertion,
+}
+
+impl KeyPurpose {
+    pub const ALL: [KeyPurpose; 3] = [KeyPurpose::Cookie, KeyPurpose::Link, KeyPurpose::Assertion];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyPurpose::Cookie => "cookie",
+            KeyPurpose::Link => "link",
+            KeyPurpose::Assertion => "assertion",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyPurpose> {
+        match s {
+            "cookie" => Some(KeyPurpose::Cookie),
+            "link" => Some(KeyPurpose::Link),
+            "assertion" => Some(KeyPurpose::Assertion),
+            _ => None,
+        }
+    }
+}
+
+/// One key. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub purpose: KeyPurpose,
+    pub secret: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("kid", &self.kid)
+            .field("purpose", &self.purpose)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
