@@ -58,7 +58,7 @@ pub async fn user_add(
         return Err(AdminError("--name must not hold control characters".into()));
     }
     let user = User {
-        id: format!("u_{}", random_id(12)),
+        id: format!("u_{}", random_id(12)).into(),
         email: email.clone(),
         name,
         groups,

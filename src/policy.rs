@@ -239,7 +239,7 @@ mod tests {
 
     fn person(email: &str, groups: &[&str], method: AuthMethod) -> Who {
         let record = SessionRecord {
-            id_hash: "h".repeat(64),
+            id_hash: "h".repeat(64).into(),
             user_id: "u_1".into(),
             email: Email::parse(email).unwrap(),
             name: None,

@@ -41,7 +41,7 @@ fn main() {
         let mut cookies = Vec::with_capacity(n);
         for i in 0..n {
             let user = User {
-                id: format!("u_load{i}"),
+                id: format!("u_load{i}").into(),
                 email: sesame::email::Email::parse(&format!("user{i}@example.com"))
                     .unwrap_or_else(|e| fail(e.to_string())),
                 name: Some(format!("User {i}")),

@@ -187,7 +187,7 @@ impl Rig {
         self.sign_in()
             .issue(self.site(0), email, rd, id.clone())
             .await;
-        id
+        id.to_string()
     }
 
     /// Ask, issue and read the mail.
@@ -232,7 +232,7 @@ impl Rig {
     pub(crate) async fn add_user(&self, email: &str) {
         self.store
             .add_user(&User {
-                id: format!("u_{email}"),
+                id: format!("u_{email}").into(),
                 email: Email::parse(email).unwrap(),
                 name: None,
                 groups: vec![],

@@ -109,7 +109,7 @@ pub async fn account_page(app: &App, req: &Req<'_>) -> Result {
             passkeys: passkeys
                 .iter()
                 .map(|p| PasskeyRow {
-                    id: p.id.clone(),
+                    id: p.id.to_string(),
                     name: p.name.clone(),
                     kind: if p.backup_eligible {
                         "synced"

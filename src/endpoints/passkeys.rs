@@ -320,7 +320,7 @@ pub async fn api_sessions(app: &App, req: &Req<'_>) -> Result {
                     ended += 1;
                 }
                 app.sessions
-                    .invalidate(&crate::store::Invalidation::Session(s.id_hash.clone()));
+                    .invalidate(&crate::store::Invalidation::Session(s.id_hash.to_string()));
             }
             app.metrics.sessions_revoked.inc_by(ended);
             tracing::info!(target: "sesame::audit", event = "sessions_revoked", email = %me.email, count = ended, reason = "sign_out_elsewhere");

@@ -147,7 +147,7 @@ pub async fn confirm_page(app: &App, req: &Req<'_>) -> Result {
     let link = app.sign_in().confirm(&req.site.site, &raw).await?;
     let auto = pending_id(app, req)
         .await
-        .is_some_and(|id| id == link.pending_id);
+        .is_some_and(|id| link.pending_id == id);
     let html = app.pages.render(
         "confirm.html",
         &ConfirmPage {

@@ -125,7 +125,7 @@ async fn many_sessions_seen_at_once_are_all_served() {
     let mut cookies = Vec::new();
     for i in 0..300 {
         let user = sesame::store::User {
-            id: format!("u_burst{i}"),
+            id: format!("u_burst{i}").into(),
             email: sesame::email::Email::parse(&format!("burst{i}@example.com")).unwrap(),
             name: None,
             groups: vec![],

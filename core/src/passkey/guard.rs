@@ -48,7 +48,7 @@ pub fn code_proved(cx: &Ceremonies<'_>, plain: Option<&str>, live: &LiveSession)
     };
     match rest.rsplit_once(':') {
         Some((session, until)) => {
-            session == live.record.id_hash && until.parse::<i64>().is_ok_and(|u| cx.clock.now() < u)
+            live.record.id_hash == session && until.parse::<i64>().is_ok_and(|u| cx.clock.now() < u)
         }
         None => false,
     }
@@ -145,7 +145,7 @@ pub async fn confirm_code(
     else {
         return Ok(Err(CodeRefused::NotAsked));
     };
-    if session != live.record.id_hash {
+    if live.record.id_hash != session {
         return Ok(Err(CodeRefused::NotAsked));
     }
     let now = cx.clock.now();

@@ -28,7 +28,7 @@ use crate::return_to::ReturnTo;
 use crate::session::{LiveSession, NewSession};
 use crate::signin::{SignIn, SignInError, StartedBy};
 use crate::store::DynStore;
-use crate::store::{AuthMethod, Ceremony, CeremonyKind, PasskeyRecord, StoreError, User};
+use crate::store::{AuthMethod, Ceremony, CeremonyKind, PasskeyRecord, StoreError, User, UserId};
 
 /// Ceremonies expire after this long.
 const CEREMONY_SECS: i64 = 5 * 60;
@@ -168,7 +168,7 @@ async fn put(
     cx: &Ceremonies<'_>,
     challenge: &[u8],
     kind: CeremonyKind,
-    user_id: Option<String>,
+    user_id: Option<UserId>,
     state: String,
     return_to: String,
 ) -> Result<(), PasskeyError> {
@@ -263,7 +263,7 @@ pub async fn register_finish(
     let cred_json: serde_json::Value = serde_json::to_value(&passkey).unwrap_or_default();
     let flag = |k: &str| cred_json["cred"][k].as_bool().unwrap_or(false);
     let record = PasskeyRecord {
-        id: B64.encode(passkey.cred_id()),
+        id: B64.encode(passkey.cred_id()).into(),
         user_id: live.record.user_id.clone(),
         name: names::default_name(&cred.response.attestation_object),
         credential: json(&passkey)?,

@@ -197,7 +197,7 @@ async fn a_deleted_passkey_is_an_unknown_credential_the_browser_is_told_to_forge
         .await
         .unwrap());
     match login_finish(&rig.ceremonies(), rig.site(0), WIKI, &body).await {
-        Err(PasskeyError::UnknownCredential { id, .. }) => assert_eq!(id, record.id),
+        Err(PasskeyError::UnknownCredential { id, .. }) => assert_eq!(record.id, id),
         other => panic!("{other:?}"),
     }
 }

@@ -200,7 +200,7 @@ impl Sessions {
         let now = self.clock.now();
         let expires_at = now + self.config.lifetime.as_secs() as i64;
         let record = SessionRecord {
-            id_hash: hash_id(&id),
+            id_hash: hash_id(&id).into(),
             user_id: user.id.clone(),
             email: user.email.clone(),
             name: user.name.clone(),
@@ -255,7 +255,7 @@ impl Sessions {
             self.activity
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(live.record.id_hash.clone(), now);
+                .insert(live.record.id_hash.to_string(), now);
         }
         Ok(live)
     }

@@ -23,7 +23,7 @@ use crate::pages::Pages;
 use crate::ratelimit::{client_key, RateLimiter};
 use crate::return_to::ReturnTo;
 use crate::session::{NewSession, Sessions};
-use crate::store::{AuthMethod, DynStore, PendingLogin, StoreError, User};
+use crate::store::{AuthMethod, DynStore, PendingId, PendingLogin, StoreError, User};
 use pending::PendingState;
 
 /// Why a step of sign-in did not go through.
@@ -90,7 +90,7 @@ pub struct SignedIn {
 #[derive(Debug)]
 pub struct Confirmable {
     /// The pending sign-in (also the token's `jti`).
-    pub pending_id: String,
+    pub pending_id: PendingId,
     /// The address, masked (`a…@example.com`).
     pub masked_email: String,
 }
@@ -130,8 +130,8 @@ pub struct SignIn<'a> {
 }
 
 /// A fresh id for a pending sign-in (also the token's `jti`).
-pub fn new_pending_id() -> String {
-    random_id(18)
+pub fn new_pending_id() -> PendingId {
+    random_id(18).into()
 }
 
 impl SignIn<'_> {
@@ -144,7 +144,7 @@ impl SignIn<'_> {
     /// both rate limits; returns the id the sign-in will have. Nothing says
     /// whether the address may sign in: [`SignIn::issue`] decides that after
     /// the answer has gone out.
-    pub async fn request(&self, email: &Email, client: IpAddr) -> Result<String, SignInError> {
+    pub async fn request(&self, email: &Email, client: IpAddr) -> Result<PendingId, SignInError> {
         if let Err(retry_after) = self.limits.client.hit(&client_key(client)).await? {
             return Err(self.limited(LimitKind::Client, retry_after));
         }
@@ -172,7 +172,13 @@ impl SignIn<'_> {
     /// its link and code, if the address may sign in; otherwise store a
     /// decoy no code matches, so the code form answers alike. Runs after the
     /// answer went out: nothing here reaches the asker.
-    pub async fn issue(&self, site: &Site, email: Email, return_to: ReturnTo, pending_id: String) {
+    pub async fn issue(
+        &self,
+        site: &Site,
+        email: Email,
+        return_to: ReturnTo,
+        pending_id: PendingId,
+    ) {
         let allowed = match self.may_sign_in(&email).await {
             Ok(allowed) => allowed,
             Err(e) => {
@@ -211,7 +217,7 @@ impl SignIn<'_> {
             return;
         }
         let claims = token::Claims {
-            jti: pending_id.clone(),
+            jti: pending_id.to_string(),
             sub: email.as_str().to_string(),
             aud: site.origin.clone(),
             iat: now,
@@ -260,7 +266,7 @@ impl SignIn<'_> {
                 masked_email: Email::parse(&claims.sub)
                     .map(|e| e.masked())
                     .unwrap_or_default(),
-                pending_id: claims.jti,
+                pending_id: claims.jti.into(),
             })
         }
         .await;
@@ -373,7 +379,7 @@ impl SignIn<'_> {
             Some(u) => u,
             None if signup_admits(self.signup, &pending.email) => {
                 let user = User {
-                    id: format!("u_{}", random_id(12)),
+                    id: format!("u_{}", random_id(12)).into(),
                     email: pending.email.clone(),
                     name: None,
                     groups: vec![],

@@ -9,6 +9,7 @@
 //! across processes, and are given the time of every write. Caching is the
 //! caller's business, not the store's.
 
+mod ids;
 pub mod postgres;
 mod queries;
 mod records;
@@ -46,6 +47,7 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+pub use ids::*;
 pub use records::*;
 
 /// Users: who may sign in, their groups, and their WebAuthn handle.

@@ -4,11 +4,12 @@
 
 use std::fmt;
 
+use super::ids::{PasskeyId, PendingId, SessionHash, UserId};
 use crate::email::Email;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    pub id: String,
+    pub id: UserId,
     pub email: Email,
     pub name: Option<String>,
     pub groups: Vec<String>,
@@ -47,8 +48,8 @@ impl AuthMethod {
 /// the database does not hold live session ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
-    pub id_hash: String,
-    pub user_id: String,
+    pub id_hash: SessionHash,
+    pub user_id: UserId,
     pub email: Email,
     pub name: Option<String>,
     pub groups: Vec<String>,
@@ -64,8 +65,8 @@ pub struct SessionRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasskeyRecord {
     /// Base64url of the credential id.
-    pub id: String,
-    pub user_id: String,
+    pub id: PasskeyId,
+    pub user_id: UserId,
     pub name: String,
     pub credential: String,
     pub counter: i64,
@@ -111,7 +112,7 @@ impl CeremonyKind {
 pub struct Ceremony {
     pub id: String,
     pub kind: CeremonyKind,
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub state: String,
     pub return_to: String,
     pub expires_at: i64,
@@ -131,7 +132,7 @@ impl fmt::Debug for Ceremony {
 #[derive(Clone, PartialEq, Eq)]
 pub struct PendingLogin {
     /// Also the `jti` of the magic-link token.
-    pub id: String,
+    pub id: PendingId,
     pub email: Email,
     pub site: String,
     pub return_to: String,

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::{
     AuthMethod, Ceremony, CeremonyKind, KeyPurpose, KeyRecord, PasskeyRecord, PendingLogin,
-    SessionRecord, StoreError, StoreResult, User,
+    SessionRecord, StoreError, StoreResult, User, UserId,
 };
 use crate::email::Email;
 
@@ -101,7 +101,7 @@ pub(super) fn groups_json(groups: &[String]) -> String {
 /// before that re-prepares wider than the column list sqlx kept for it).
 pub(super) fn user(row: &impl Cols) -> StoreResult<User> {
     Ok(User {
-        id: row.text("id")?,
+        id: row.text("id")?.into(),
         email: email(row, "email")?,
         name: row.opt_text("name")?,
         groups: groups(row)?,
@@ -112,7 +112,7 @@ pub(super) fn user(row: &impl Cols) -> StoreResult<User> {
 
 pub(super) fn pending(row: &impl Cols) -> StoreResult<PendingLogin> {
     Ok(PendingLogin {
-        id: row.text("id")?,
+        id: row.text("id")?.into(),
         email: email(row, "email")?,
         site: row.text("site")?,
         return_to: row.text("return_to")?,
@@ -137,8 +137,8 @@ pub(super) fn key(row: &impl Cols) -> StoreResult<KeyRecord> {
 
 pub(super) fn passkey(row: &impl Cols) -> StoreResult<PasskeyRecord> {
     Ok(PasskeyRecord {
-        id: row.text("id")?,
-        user_id: row.text("user_id")?,
+        id: row.text("id")?.into(),
+        user_id: row.text("user_id")?.into(),
         name: row.text("name")?,
         credential: row.text("credential")?,
         counter: row.int("counter")?,
@@ -157,7 +157,7 @@ pub(super) fn ceremony(row: &impl Cols) -> StoreResult<Ceremony> {
             CeremonyKind::parse(&kind)
                 .ok_or_else(|| StoreError::Other(format!("bad ceremony kind in store: {kind}")))?
         },
-        user_id: row.opt_text("user_id")?,
+        user_id: row.opt_text("user_id")?.map(UserId::from),
         state: row.text("state")?,
         return_to: row.text("return_to")?,
         expires_at: row.int("expires_at")?,
@@ -167,8 +167,8 @@ pub(super) fn ceremony(row: &impl Cols) -> StoreResult<Ceremony> {
 pub(super) fn session(row: &impl Cols) -> StoreResult<SessionRecord> {
     let method = row.text("auth_method")?;
     Ok(SessionRecord {
-        id_hash: row.text("id_hash")?,
-        user_id: row.text("user_id")?,
+        id_hash: row.text("id_hash")?.into(),
+        user_id: row.text("user_id")?.into(),
         email: email(row, "email")?,
         name: row.opt_text("name")?,
         groups: groups(row)?,

@@ -10,8 +10,8 @@ macro_rules! impl_passkey_store {
                     "INSERT INTO passkeys (id, user_id, name, credential, counter, backup_eligible, backup_state, created_at, last_used_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
-                .bind(&p.id)
-                .bind(&p.user_id)
+                .bind(p.id.as_str())
+                .bind(p.user_id.as_str())
                 .bind(&p.name)
                 .bind(&p.credential)
                 .bind(p.counter)
@@ -90,7 +90,7 @@ macro_rules! impl_passkey_store {
                 .bind(p.backup_eligible as i64)
                 .bind(p.backup_state as i64)
                 .bind(now)
-                .bind(&p.id)
+                .bind(p.id.as_str())
                 .bind(seen_counter)
                 .execute(&self.pool)
                 .await?;
@@ -103,7 +103,7 @@ macro_rules! impl_passkey_store {
                 )
                 .bind(&c.id)
                 .bind(c.kind.as_str())
-                .bind(&c.user_id)
+                .bind(c.user_id.as_deref())
                 .bind(&c.state)
                 .bind(&c.return_to)
                 .bind(c.expires_at)

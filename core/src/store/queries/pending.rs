@@ -10,7 +10,7 @@ macro_rules! impl_pending_store {
                     "INSERT INTO pending_logins (id, email, site, return_to, code_mac, expires_at, attempts, views) \
                      VALUES ($1, $2, $3, $4, $5, $6, 0, 0)",
                 )
-                .bind(&p.id)
+                .bind(p.id.as_str())
                 .bind(p.email.as_str())
                 .bind(&p.site)
                 .bind(&p.return_to)

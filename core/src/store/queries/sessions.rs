@@ -19,12 +19,12 @@ macro_rules! impl_session_store {
                     " RETURNING ",
                     $crate::store::shared::session_cols!()
                 ))
-                .bind(&s.id_hash)
+                .bind(s.id_hash.as_str())
                 .bind(s.auth_method.as_str())
                 .bind(s.created_at)
                 .bind(s.expires_at)
                 .bind(s.last_seen)
-                .bind(&s.user_id)
+                .bind(s.user_id.as_str())
                 .fetch_optional(&self.pool)
                 .await?
                 .as_ref()

@@ -9,7 +9,7 @@ macro_rules! impl_user_store {
                 sqlx::query(
                     "INSERT INTO users (id, email, name, groups_json, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
-                .bind(&u.id)
+                .bind(u.id.as_str())
                 .bind(u.email.as_str())
                 .bind(&u.name)
                 .bind(shared::groups_json(&u.groups))
