@@ -10,6 +10,9 @@
 
 pub mod guard;
 pub mod names;
+mod relying_party;
+
+pub use relying_party::RelyingParty;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -82,53 +85,6 @@ pub struct Ceremonies<'a> {
     pub outbox: &'a Outbox,
     /// Where a passkey sign-in starts its session.
     pub sign_in: SignIn<'a>,
-}
-
-/// The relying party: one `Webauthn` for every site whose host is the RP id
-/// or below it.
-pub struct RelyingParty {
-    webauthn: Option<Webauthn>,
-    sites: Vec<bool>,
-}
-
-impl RelyingParty {
-    pub fn new(rp_id: &str, rp_name: &str, sites: &[Site]) -> RelyingParty {
-        let under = |s: &Site| s.host == rp_id || s.host.ends_with(&format!(".{rp_id}"));
-        let enabled: Vec<bool> = sites.iter().map(under).collect();
-        let mut origins = sites
-            .iter()
-            .filter(|s| under(s))
-            .map(|s| s.public_url.clone());
-        let webauthn = origins.next().and_then(|first| {
-            let mut b = WebauthnBuilder::new(rp_id, &first).ok()?.rp_name(rp_name);
-            for o in origins {
-                b = b.append_allowed_origin(&o);
-            }
-            match b.build() {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, rp_id, "passkeys are disabled: the relying party could not be set up");
-                    None
-                }
-            }
-        });
-        RelyingParty {
-            webauthn,
-            sites: enabled,
-        }
-    }
-
-    /// Whether passkeys work on this site.
-    pub fn available(&self, site: SiteId) -> bool {
-        self.for_site(site).is_ok()
-    }
-
-    fn for_site(&self, site: SiteId) -> Result<&Webauthn, PasskeyError> {
-        match (&self.webauthn, self.sites.get(site.index())) {
-            (Some(w), Some(true)) => Ok(w),
-            _ => Err(PasskeyError::NotAvailable),
-        }
-    }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, PasskeyError> {
