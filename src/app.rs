@@ -212,9 +212,8 @@ impl App {
         match self.keys.try_open_cookie(name, value) {
             Ok(plain) => plain,
             Err(crate::keys::UnknownKid) => {
-                self.keys
-                    .reload_for_unknown(&self.store, self.clock.now())
-                    .await;
+                // Boxed, as a rare store read (see `Sessions::check`).
+                Box::pin(self.keys.reload_for_unknown(&self.store, self.clock.now())).await;
                 self.keys.open_cookie(name, value)
             }
         }

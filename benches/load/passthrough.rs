@@ -2,8 +2,9 @@
 //! Pingora version and build profile as Sesame, no auth, nothing added. What
 //! Sesame costs is measured against this.
 //!
-//! `passthrough LISTEN UPSTREAM [THREADS]`, e.g.
-//! `passthrough 127.0.0.1:7001 127.0.0.1:7000 1`.
+//! `passthrough LISTEN UPSTREAM [THREADS [nosteal]]`, e.g.
+//! `passthrough 127.0.0.1:7001 127.0.0.1:7000 1`; `nosteal` turns off
+//! Pingora's work stealing (one single-threaded runtime per thread).
 
 use std::net::SocketAddr;
 
@@ -34,7 +35,7 @@ impl ProxyHttp for Passthrough {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: passthrough LISTEN UPSTREAM [THREADS]";
+    let usage = "usage: passthrough LISTEN UPSTREAM [THREADS [nosteal]]";
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -46,6 +47,7 @@ fn main() {
     let threads = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(1);
     let conf = ServerConf {
         threads,
+        work_stealing: args.get(4).map(String::as_str) != Some("nosteal"),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

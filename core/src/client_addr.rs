@@ -91,9 +91,31 @@ impl TrustedProxies {
         {
             format!("{}, {peer}", forwarded_for.join(", "))
         } else {
-            peer.to_string()
+            ip_text(peer)
         }
     }
+}
+
+/// `ip` as `Display` writes it; IPv4 without the formatting machinery, which
+/// costs about a microsecond (this runs on every proxied request).
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut s = String::with_capacity(15);
+    for (i, o) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -102,6 +124,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ip_text_is_display() {
+        for o in 0..=255u8 {
+            for ip in [
+                IpAddr::from([o, 0, 255, o]),
+                IpAddr::from([10, o, 1, 99]),
+                IpAddr::from([o; 4]),
+            ] {
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        assert_eq!(ip_text(ip("::1")), "::1");
+        assert_eq!(ip_text(ip("2001:db8::ff")), "2001:db8::ff");
     }
 
     #[test]

@@ -43,15 +43,27 @@ pub(super) fn headers_size(req: &RequestHeader) -> usize {
         + req.uri.to_string().len()
 }
 
+/// Send `resp`. The header is built as plain `http` parts: pingora's own
+/// `append_header` parses each name again and keeps a second map with its
+/// spelling (about 300 instructions a header; header names are lower case
+/// either way).
 pub(super) async fn write(session: &mut Session, resp: Resp) -> Result<()> {
-    let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 1))?;
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = http::StatusCode::from_u16(resp.status)
+        .or_err(ErrorType::InternalError, "not an HTTP status")?;
+    parts.headers.reserve(resp.headers.len() + 1);
     for (k, v) in resp.headers {
-        h.append_header(k, v)?;
+        parts
+            .headers
+            .try_append(k, v)
+            .or_err(ErrorType::InternalError, "too many headers")?;
     }
-    h.insert_header(header::CONTENT_LENGTH, resp.body.len())?;
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, resp.body.len().into());
     let has_body = !resp.body.is_empty();
     session
-        .write_response_header(Box::new(h), !has_body)
+        .write_response_header(Box::new(ResponseHeader::from(parts)), !has_body)
         .await?;
     if has_body {
         session.write_response_body(Some(resp.body), true).await?;

@@ -244,7 +244,9 @@ impl ProxyHttp for Gateway {
         let path = session.req_header().uri.path();
         if path == PREFIX || path.starts_with("/.sesame/") {
             ctx.outcome = Some(Outcome::Endpoint);
-            self.endpoint(session, site_id).await?;
+            // Boxed: the endpoints' state is far larger than a proxied
+            // request's, and this future is copied into a box per request.
+            Box::pin(self.endpoint(session, site_id)).await?;
             return Ok(true);
         }
         let upgrade = upgrade::classify(session.req_header());
@@ -303,14 +305,14 @@ impl ProxyHttp for Gateway {
             Decision::Allow(live) => {
                 ctx.identity = Some(live);
                 if upgrade == upgrade::Upgrade::WebSocket {
-                    self.relay_upgrade(session, ctx).await?;
+                    Box::pin(self.relay_upgrade(session, ctx)).await?;
                     return Ok(true);
                 }
                 return Ok(false);
             }
             Decision::Public => {
                 if upgrade == upgrade::Upgrade::WebSocket {
-                    self.relay_upgrade(session, ctx).await?;
+                    Box::pin(self.relay_upgrade(session, ctx)).await?;
                     return Ok(true);
                 }
                 return Ok(false);

@@ -234,8 +234,10 @@ impl Sessions {
         }
         let live = match self.cache.get(id) {
             Some(live) if now - live.loaded_at < CACHE_TTL.as_secs() as i64 => live,
-            Some(stale) => self.refresh(id, stale, now).await?,
-            None => self.load_once(id, now).await?,
+            // Boxed: a store read's state would otherwise be carried (and
+            // copied) by every request that finds its session cached.
+            Some(stale) => Box::pin(self.refresh(id, stale, now)).await?,
+            None => Box::pin(self.load_once(id, now)).await?,
         };
         if live.record.revoked {
             return Err(Rejected::Revoked);
