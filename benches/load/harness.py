@@ -14,7 +14,7 @@ Scenarios, interleaved in every round:
   e  Caddy forward_auth -> Sesame /.sesame/auth -> upstream
   b1 the passthrough as a user runs it: pinned with `taskset -a` after it
      started, 32 connections, `Host: localhost:PORT`
-  b1n the same with Pingora's work stealing off, as Sesame runs its workers
+  b1n the same with Pingora's work stealing off (what it would gain)
   c1 Sesame the same way: one session cookie, default config (assertion
      signed), `threads = 1`
   cT the same with the default thread count (one per CPU the process saw
@@ -66,7 +66,7 @@ NAMES = {
     "d": "nginx auth_request + Sesame",
     "e": "Caddy forward_auth + Sesame",
     "b1": "plain Pingora, as a user runs it (pinned after start, 32 connections, Host with port)",
-    "b1n": "the same, Pingora's work stealing off (as Sesame runs)",
+    "b1n": "the same, Pingora's work stealing off",
     "c1": "Sesame the same way, one session, default config, threads = 1",
     "cT": "the same, default threads (pinned to one CPU after start)",
 }
