@@ -812,22 +812,17 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rig = Rig(args)
     rig.start_upstream()
-    if args.memory_only:
+    if args.memory_only or args.instructions_only:
+        # One kind of measurement alone: printed, results/ left as is.
         try:
-            mem = memory(rig)
+            got = memory(rig) if args.memory_only else instructions(rig)
         finally:
             rig.upstream.stop()
-        for run, m in mem.items():
-            print(f"{MEMORY_RUNS[run]}: {m['peak_rss'] / 2**20:.1f} MiB, {m['rps_at_1000_conns']:.0f} req/s")
-        shutil.rmtree(rig.work, ignore_errors=True)
-        return
-    if args.instructions_only:
-        try:
-            instr = instructions(rig)
-        finally:
-            rig.upstream.stop()
-        for run, n in instr.items():
-            print(f"{INSTR_RUNS[run]}: {n:,} instructions/request ({n / instr['b']:.3f} of (b))")
+        for run, m in got.items():
+            if args.memory_only:
+                print(f"{MEMORY_RUNS[run]}: {m['peak_rss'] / 2**20:.1f} MiB, {m['rps_at_1000_conns']:.0f} req/s")
+            else:
+                print(f"{INSTR_RUNS[run]}: {m:,} instructions/request ({m / got['b']:.3f} of (b))")
         shutil.rmtree(rig.work, ignore_errors=True)
         return
     try:
