@@ -140,7 +140,9 @@ fn listen_addrs(config: &Config, opts: &Options) -> Vec<SocketAddr> {
     addrs
 }
 
-fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
+/// `work_stealing`: Pingora's runtime flavour for the services (see
+/// [`start`] for why it is not always the config's).
+fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepared, StartError> {
     for a in listen_addrs(&config, opts) {
         check_free(a)?;
     }
@@ -222,11 +224,7 @@ fn prepare(config: Config, opts: &Options) -> Result<Prepared, StartError> {
 
     let conf = ServerConf {
         threads: app.config.threads,
-        // Work stealing stays on for now: without it Pingora's runtimes
-        // (one single-threaded runtime per worker) used 20-30 % less CPU per
-        // proxied request on a 2-CPU VM (docs/src/performance.md), but with
-        // it off the integration tests (many servers in one process) fail
-        // under parallel load; not yet understood.
+        work_stealing,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
@@ -345,15 +343,18 @@ impl ShutdownSignalWatch for Shutdown {
 /// Run until SIGTERM (graceful) or SIGINT. Call from `main`, outside any
 /// tokio runtime: Pingora runs its own.
 pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
+    let work_stealing = config.work_stealing;
     let Prepared {
         server,
         app,
         background,
-    } = prepare(config, &opts)?;
+    } = prepare(config, &opts, work_stealing)?;
     tracing::info!(
         listen = ?app.config.listen,
         admin = %app.config.admin_listen,
         sites = app.sites.len(),
+        threads = app.config.threads,
+        work_stealing,
         "sesame is running"
     );
     let (_tx, rx) = watch::channel(false);
@@ -366,13 +367,24 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
 
 /// Start in a background thread; returns once every listener (the gateway's,
 /// the admin one, the demo app's) accepts connections.
+///
+/// Several gateways may run in one process, one after another or at once,
+/// so they run with work stealing on whatever `server.work_stealing` says.
+/// Pingora's other flavour (one single-threaded runtime per worker) finds
+/// its worker's runtimes through a `thread_local::ThreadLocal` slot, and
+/// that crate hands the slot of an exited thread to the next new thread
+/// with its value still in it: after one gateway has stopped, the worker
+/// threads of the next would spawn their listeners and connections onto
+/// the stopped gateway's runtimes, where they are dropped unrun. One
+/// `sesame run` per process never meets it (its workers live as long as
+/// the process). docs/src/performance.md has the upstream fix.
 pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
     let addrs = listen_addrs(&config, &opts);
     let Prepared {
         server,
         app,
         background,
-    } = prepare(config, &opts)?;
+    } = prepare(config, &opts, true)?;
     let (tx, rx) = watch::channel(false);
     let thread = std::thread::spawn(move || {
         server.run(RunArgs {

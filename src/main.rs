@@ -223,8 +223,12 @@ fn init_logging() {
             tracing_subscriber::EnvFilter::new("info,pingora=warn,pingora_load_balancing=error")
         });
     let json = std::env::var("SESAME_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colours only for a person at a terminal: a file or the journal gets
+    // plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -38,6 +38,7 @@ mod docs;
 mod forward_auth;
 mod intercept;
 mod keys;
+mod lifecycle;
 mod limits;
 mod link;
 mod mail;

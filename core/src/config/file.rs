@@ -39,6 +39,7 @@ pub struct ServerFile {
     pub listen: Option<Vec<String>>,
     pub admin_listen: Option<String>,
     pub threads: Option<usize>,
+    pub work_stealing: Option<bool>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     pub forward_auth_headers: Option<super::ForwardAuthHeaders>,

@@ -77,6 +77,10 @@ pub struct Config {
     /// at `/.sesame/auth`.
     pub forward_auth_headers: ForwardAuthHeaders,
     pub threads: usize,
+    /// Whether the proxy's worker threads take requests from each other
+    /// (one tokio runtime for all of them) or each runs its own event loop
+    /// (the default, cheaper per request).
+    pub work_stealing: bool,
     /// HTTPS listeners (`[[server.tls]]`, grouped by address).
     pub tls: Vec<TlsListener>,
     /// How often certificate files are checked for changes.

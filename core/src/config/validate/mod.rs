@@ -231,6 +231,7 @@ impl<'a> Validator<'a> {
             trusted_proxies: crate::client_addr::TrustedProxies(trusted),
             forward_auth_headers: f.server.forward_auth_headers.unwrap_or_default(),
             threads,
+            work_stealing: f.server.work_stealing.unwrap_or(false),
             tls,
             tls_reload_interval,
             rp_id,
