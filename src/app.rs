@@ -345,6 +345,7 @@ impl App {
 
     /// Delete expired pending logins and count the unconfirmed ones.
     pub async fn sweep(&self) {
+        self.sessions.sweep_cache();
         if let Err(e) = self
             .store
             .sweep_rate_limits(

@@ -54,11 +54,11 @@ impl Identity<'_> {
         let n = &site.site.headers;
         let v = &self.live.values;
         [
-            Some((n.user.clone(), v.user.clone())),
-            Some((n.email.clone(), v.email.clone())),
-            v.name.clone().map(|name| (n.name.clone(), name)),
-            Some((n.groups.clone(), v.groups.clone())),
-            Some((n.auth_method.clone(), v.auth_method.clone())),
+            Some((n.user.clone(), v.user())),
+            Some((n.email.clone(), v.email())),
+            v.name().map(|name| (n.name.clone(), name)),
+            Some((n.groups.clone(), v.groups())),
+            Some((n.auth_method.clone(), v.auth_method())),
             self.assertion.map(|a| (n.assertion.clone(), a.clone())),
         ]
         .into_iter()
@@ -75,11 +75,7 @@ impl Identity<'_> {
         let n = &site.site.headers;
         let empty = || HeaderValue::from_static("");
         let missing = [
-            self.live
-                .values
-                .name
-                .is_none()
-                .then(|| (n.name.clone(), empty())),
+            (!self.live.values.has_name()).then(|| (n.name.clone(), empty())),
             self.assertion
                 .is_none()
                 .then(|| (n.assertion.clone(), empty())),

@@ -6,6 +6,7 @@
 //! store. Cookie attributes live in `cookies.rs`; who may sign in is decided
 //! elsewhere.
 
+mod cache;
 pub mod cookies;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -13,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
@@ -44,16 +44,19 @@ pub struct LiveSession {
     loaded_at: i64,
 }
 
-/// Header values of one identity.
+/// Header values of one identity, built once per load of the record: the
+/// values sit one after another in one shared buffer, and each request
+/// takes its headers as slices of it (a reference count each, no copy).
 #[derive(Debug, Clone)]
 pub struct IdentityValues {
-    pub user: HeaderValue,
-    pub email: HeaderValue,
-    /// `None` when there is no name.
-    pub name: Option<HeaderValue>,
-    /// Comma-joined groups.
-    pub groups: HeaderValue,
-    pub auth_method: HeaderValue,
+    /// User, email, name, groups (comma-joined), one after another.
+    text: bytes::Bytes,
+    /// Where each of them ends in `text` (each starts where the one before
+    /// ends).
+    ends: [u32; 4],
+    /// `false` when there is no name.
+    has_name: bool,
+    auth_method: AuthMethod,
 }
 
 impl IdentityValues {
@@ -63,20 +66,75 @@ impl IdentityValues {
     /// path refuses; only a hand-edited store row holds them) is left out,
     /// never altered: a group `adm\x01in` must not reach the app as `admin`.
     pub fn of(record: &SessionRecord) -> IdentityValues {
-        let value = |s: &str| HeaderValue::from_bytes(s.as_bytes()).ok();
+        let carries = |s: &str| HeaderValue::from_bytes(s.as_bytes()).is_ok();
         let groups: Vec<&str> = record
             .groups
             .iter()
             .map(String::as_str)
             .filter(|g| !g.chars().any(char::is_control))
             .collect();
-        IdentityValues {
-            user: value(&record.user_id).unwrap_or(HeaderValue::from_static("")),
-            email: value(record.email.as_str()).unwrap_or(HeaderValue::from_static("")),
-            name: record.name.as_deref().and_then(value),
-            groups: value(&groups.join(",")).unwrap_or(HeaderValue::from_static("")),
-            auth_method: HeaderValue::from_static(record.auth_method.as_str()),
+        let groups = groups.join(",");
+        let name = record.name.as_deref().filter(|n| carries(n));
+        let values = [
+            Some(record.user_id.as_str()).filter(|u| carries(u)),
+            Some(record.email.as_str()).filter(|e| carries(e)),
+            name,
+            Some(groups.as_str()).filter(|g| carries(g)),
+        ];
+        let total: usize = values.iter().flatten().map(|v| v.len()).sum();
+        // Beyond 4 GiB of identity text (never), every value is left out.
+        let Ok(_) = u32::try_from(total) else {
+            return IdentityValues {
+                text: bytes::Bytes::new(),
+                ends: [0; 4],
+                has_name: false,
+                auth_method: record.auth_method,
+            };
+        };
+        let mut text = Vec::with_capacity(total);
+        let mut ends = [0; 4];
+        for (end, value) in ends.iter_mut().zip(values) {
+            text.extend_from_slice(value.unwrap_or("").as_bytes());
+            *end = text.len() as u32;
         }
+        IdentityValues {
+            text: bytes::Bytes::from(text),
+            ends,
+            has_name: name.is_some(),
+            auth_method: record.auth_method,
+        }
+    }
+
+    /// The `i`th value of `text`.
+    fn value(&self, i: usize) -> HeaderValue {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let bytes = self.text.slice(start..self.ends[i] as usize);
+        // Checked when built; an empty value if it somehow is not one.
+        HeaderValue::from_maybe_shared(bytes).unwrap_or(HeaderValue::from_static(""))
+    }
+
+    pub fn user(&self) -> HeaderValue {
+        self.value(0)
+    }
+
+    pub fn email(&self) -> HeaderValue {
+        self.value(1)
+    }
+
+    pub fn name(&self) -> Option<HeaderValue> {
+        self.has_name.then(|| self.value(2))
+    }
+
+    pub fn has_name(&self) -> bool {
+        self.has_name
+    }
+
+    pub fn groups(&self) -> HeaderValue {
+        self.value(3)
+    }
+
+    pub fn auth_method(&self) -> HeaderValue {
+        HeaderValue::from_static(self.auth_method.as_str())
     }
 }
 
@@ -111,7 +169,7 @@ pub struct Sessions {
     /// False while the store is known to be unreachable (set by a probe).
     store_up: Arc<AtomicBool>,
     clock: Clock,
-    cache: Cache<String, Arc<LiveSession>, foldhash::fast::RandomState>,
+    cache: cache::SessionCache,
     /// Activity to record in the store, `id_hash -> last_seen`, written by
     /// [`Sessions::write_activity`] in one transaction: a burst of sessions
     /// seen for the first time (a restart with many people active) costs one
@@ -156,12 +214,11 @@ impl Sessions {
         clock: Clock,
     ) -> Sessions {
         Sessions {
-            cache: Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(CACHE_TTL + config.outage_grace)
-                .support_invalidation_closures()
-                // Keys are random session ids: a fast hash, seeded per process.
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            // After its TTL and the outage grace, an entry is of no use.
+            cache: cache::SessionCache::new(
+                200_000,
+                (CACHE_TTL + config.outage_grace).as_secs() as i64,
+            ),
             config,
             store,
             store_up,
@@ -349,11 +406,11 @@ impl Sessions {
                 }
             };
             let live = Arc::new(LiveSession::new(record, now));
-            self.cache.insert(id.to_string(), live.clone());
+            self.cache.insert(id, live.clone(), now);
             if self.epoch.load(Ordering::SeqCst) == epoch {
                 return Ok(live);
             }
-            self.cache.invalidate(id);
+            self.cache.remove(id);
             rounds += 1;
             if rounds == 3 {
                 return Ok(live);
@@ -361,26 +418,26 @@ impl Sessions {
         }
     }
 
+    /// How many sessions are held in memory.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Drop cached sessions too old to be used even through an outage.
+    pub fn sweep_cache(&self) {
+        self.cache.sweep(self.clock.now());
+    }
+
     /// Drop cached sessions that the store says changed elsewhere.
     pub fn invalidate(&self, what: &Invalidation) {
         if *what != Invalidation::Keys {
             self.epoch.fetch_add(1, Ordering::SeqCst);
         }
-        let result = match what.clone() {
-            Invalidation::Keys => return,
-            Invalidation::All => {
-                self.cache.invalidate_all();
-                return;
-            }
-            Invalidation::Session(h) => self
-                .cache
-                .invalidate_entries_if(move |_, live| live.record.id_hash == h),
-            Invalidation::User(u) => self
-                .cache
-                .invalidate_entries_if(move |_, live| live.record.user_id == u),
-        };
-        if result.is_err() {
-            self.cache.invalidate_all();
+        match what {
+            Invalidation::Keys => {}
+            Invalidation::All => self.cache.clear(),
+            Invalidation::Session(h) => self.cache.remove_if(|live| live.record.id_hash == *h),
+            Invalidation::User(u) => self.cache.remove_if(|live| live.record.user_id == *u),
         }
     }
 
@@ -431,10 +488,11 @@ mod tests {
             Some("Zoë Ångström 山田"),
             &["Équipe", "ops"],
         ));
-        assert_eq!(v.email.as_bytes(), "josé@exämple.com".as_bytes());
-        assert_eq!(v.name.unwrap().as_bytes(), "Zoë Ångström 山田".as_bytes());
-        assert_eq!(v.groups.as_bytes(), "Équipe,ops".as_bytes());
-        assert_eq!(v.user, "u_1");
+        assert_eq!(v.email().as_bytes(), "josé@exämple.com".as_bytes());
+        assert_eq!(v.name().unwrap().as_bytes(), "Zoë Ångström 山田".as_bytes());
+        assert_eq!(v.groups().as_bytes(), "Équipe,ops".as_bytes());
+        assert_eq!(v.user(), "u_1");
+        assert_eq!(v.auth_method(), "magic_link");
     }
 
     #[test]
@@ -444,7 +502,8 @@ mod tests {
             Some("Ada\rLovelace"),
             &["adm\u{1}in", "ops"],
         ));
-        assert!(v.name.is_none());
-        assert_eq!(v.groups, "ops");
+        assert!(v.name().is_none());
+        assert_eq!(v.groups(), "ops");
+        assert_eq!(v.email(), "a@example.com");
     }
 }
