@@ -14,7 +14,7 @@ Scenarios, interleaved in every round:
   e  Caddy forward_auth -> Sesame /.sesame/auth -> upstream
   b1 the passthrough as a user runs it: pinned with `taskset -a` after it
      started, 32 connections, `Host: localhost:PORT`
-  b1n the same with Pingora's work stealing off (what it would gain)
+  b1n the same with Pingora's work stealing off (as Sesame runs by default)
   c1 Sesame the same way: one session cookie, default config (assertion
      signed), `threads = 1`
   cT the same with the default thread count (one per CPU the process saw
@@ -28,7 +28,9 @@ requests served. Memory: peak RSS at 1,000 kept-alive connections, with
 100,000 live sessions in the store, all used during the run. Instructions
 per request (repeatable, whatever else the machine does): valgrind's
 callgrind over 2,000 kept-alive requests after 300 to warm up, for (b),
-(c1), the same without the assertion, and the forward-auth check.
+(c1), the same without the assertion, and the forward-auth check; and
+scaling with work, the same count for (c1) with 1, 10 and 100 path rules on
+its site and with 1, 10 and 50 sites.
 
 Writes benches/load/results/{results.md,raw.json,latency.svg}.
 """
@@ -259,6 +261,18 @@ upstream = ["127.0.0.1:{self.up_port}"]
             self.user_conf[name] = os.path.join(self.work, f"sesame-{name}.toml")
             with open(self.user_conf[name], "w") as f:
                 f.write(user.replace("{threads}", threads) + extra)
+        # Scaling with work: the (c1) setup with N path rules on its site (a
+        # request under none of them, so every rule is looked at), or N
+        # sites (the request for the last one, as a lookup finds it last);
+        # each with its own store and one session.
+        self.scale = {}
+        upstream = f'upstream = ["127.0.0.1:{self.up_port}"]\n'
+        for n in SCALE_RULES:
+            rules = "".join(f'[[site.rule]]\npath = "/area{i}"\nallow_groups = ["staff"]\n' for i in range(n))
+            self.scale_setup(f"rules{n}", '[[site]]\nname = "app"\npublic_url = "http://localhost"\n' + upstream + rules, 0, "localhost")
+        for n in SCALE_SITES:
+            sites = "".join(f'[[site]]\nname = "app {i}"\npublic_url = "http://s{i}.localhost"\n' + upstream for i in range(n))
+            self.scale_setup(f"sites{n}", sites, n - 1, f"s{n - 1}.localhost")
         user_cookie = os.path.join(self.work, "cookie-user.txt")
         subprocess.run([SEED, self.user_conf["c1"], "1", user_cookie], check=True)
         with open(user_cookie) as f:
@@ -289,6 +303,27 @@ end
 """
             )
         self.upstream = None
+
+    def scale_setup(self, name, sites, site_index, host):
+        conf = os.path.join(self.work, f"sesame-{name}.toml")
+        with open(conf, "w") as f:
+            f.write(
+                f"""[server]
+listen = ["127.0.0.1:{self.u_port}"]
+admin_listen = "127.0.0.1:{free_port()}"
+threads = 1
+[store]
+url = "sqlite://{self.work}/sesame-{name}.db"
+[mail]
+transport = "console"
+"""
+                + sites
+            )
+        out = os.path.join(self.work, f"cookie-{name}.txt")
+        subprocess.run([SEED, conf, "1", out, str(site_index)], check=True, capture_output=True)
+        with open(out) as f:
+            cookie = f.read().splitlines()[0]
+        self.scale[name] = {"conf": conf, "cookie": cookie, "host": host}
 
     def start_upstream(self):
         body = f"""    server {{
@@ -571,12 +606,16 @@ def memory(rig):
     return res
 
 
+SCALE_RULES = [1, 10, 100]
+SCALE_SITES = [1, 10, 50]
 INSTR_RUNS = {
     "b": "(b) plain Pingora passthrough",
     "c1": "(c1) Sesame, signed in",
     "c1n": "the same, sign_assertion = false",
     "auth": "forward-auth check (`/.sesame/auth` with the session, as nginx asks)",
 }
+INSTR_RUNS.update({f"rules{n}": f"(c1) with {n} path rule{'s' if n > 1 else ''} on the site" for n in SCALE_RULES})
+INSTR_RUNS.update({f"sites{n}": f"(c1) with {n} site{'s' if n > 1 else ''}, the last one asked" for n in SCALE_SITES})
 
 
 def keepalive_requests(port, path, headers, n):
@@ -591,13 +630,20 @@ def keepalive_requests(port, path, headers, n):
     c.close()
 
 
+def rig_scale_runs():
+    return {f"rules{n}" for n in SCALE_RULES} | {f"sites{n}" for n in SCALE_SITES}
+
+
 def instructions(rig):
     """Instructions per request of one request type, under callgrind: the
     same count for the same binary and input, however busy the machine."""
     out = {}
     for run in INSTR_RUNS:
+        scale = rig.scale.get(run)
         if run == "b":
             cmd = [PASSTHROUGH, f"127.0.0.1:{rig.u_port}", f"127.0.0.1:{rig.up_port}", "1"]
+        elif scale:
+            cmd = [SESAME, "run", "-c", scale["conf"]]
         else:
             cmd = [SESAME, "run", "-c", rig.user_conf["c1n" if run == "c1n" else "c1"]]
         dump = os.path.join(rig.work, f"callgrind.{run}")
@@ -610,9 +656,11 @@ def instructions(rig):
         )
         try:
             wait_port(rig.u_port, p, timeout=120)
-            headers = {"Host": f"localhost:{rig.u_port}"}
+            headers = {"Host": f"{scale['host'] if scale else 'localhost'}:{rig.u_port}"}
             path = "/"
-            if run != "b":
+            if scale:
+                headers["Cookie"] = scale["cookie"]
+            elif run != "b":
                 headers["Cookie"] = rig.user_cookie
             if run == "auth":
                 path = "/.sesame/auth"
@@ -711,7 +759,18 @@ def report(args, rounds, mem, s, started, instr=None):
         lines.append("|---|---|---|---|")
         ib = instr["b"]
         for k, label in INSTR_RUNS.items():
+            if k in rig_scale_runs():
+                continue
             lines.append(f"| {label} | {instr[k]:,} | {instr[k] / ib:.3f} | {instr[k] - ib:+,} |")
+        lines.append("")
+        lines.append("## Scaling with work (callgrind, as above: the (c1) setup, its site with N path rules, or N sites)\n")
+        lines.append("| run | instructions/request | vs 1 | added vs 1 |")
+        lines.append("|---|---|---|---|")
+        for kind, ns in (("rules", SCALE_RULES), ("sites", SCALE_SITES)):
+            one = instr[f"{kind}{ns[0]}"]
+            for n in ns:
+                k = f"{kind}{n}"
+                lines.append(f"| {INSTR_RUNS[k]} | {instr[k]:,} | {instr[k] / one:.3f} | {instr[k] - one:+,} |")
         lines.append("")
     lines.append("## Latency (oha, fixed rate, latency correction)\n")
     lines.append("| | scenario | load | p50 µs | p90 µs | p99 µs | p99.9 µs | added p50 vs (b) | added p99 vs (b) |")
@@ -756,6 +815,12 @@ def report(args, rounds, mem, s, started, instr=None):
             f"{(mem['c']['peak_rss'] - mem['b']['peak_rss']) / 2**20:+.1f} MiB",
         ),
     ]
+    if instr:
+        for kind, ns in (("rules", SCALE_RULES), ("sites", SCALE_SITES)):
+            one, most = instr[f"{kind}{ns[0]}"], instr[f"{kind}{ns[-1]}"]
+            goals.append(
+                (f"cost flat: {INSTR_RUNS[kind + str(ns[-1])]} within 5 % of 1 (instructions)", most <= one * 1.05, f"{most / one:.3f}")
+            )
     lines.append("\n## Goals (issue 14)\n")
     lines.append("| goal | result | met |")
     lines.append("|---|---|---|")

@@ -3,7 +3,9 @@
 //! sealed with the store's own cookie key, so a load generator can send
 //! requests as N different signed-in people.
 //!
-//! `seed CONFIG N OUT` (run before `sesame run -c CONFIG` on a SQLite store).
+//! `seed CONFIG N OUT [SITE]` (run before `sesame run -c CONFIG` on a SQLite
+//! store): the cookies are for the config's first site, or the SITEth
+//! (counted from 0).
 
 use std::io::Write;
 use std::path::Path;
@@ -21,7 +23,13 @@ fn fail(msg: String) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(config), Some(n), Some(out)) = (args.get(1), args.get(2), args.get(3)) else {
-        fail("usage: seed CONFIG N OUT".into());
+        fail("usage: seed CONFIG N OUT [SITE]".into());
+    };
+    let site: usize = match args.get(4) {
+        None => 0,
+        Some(s) => s
+            .parse()
+            .unwrap_or_else(|_| fail(format!("SITE must be a number, not {s:?}"))),
     };
     let n: usize = n
         .parse()
@@ -36,7 +44,9 @@ fn main() {
         let app = App::build(config, Clock::system())
             .await
             .unwrap_or_else(|e| fail(e.to_string()));
-        let site = &app.sites[0];
+        let Some(site) = app.sites.get(site) else {
+            fail(format!("the config has no site {site}"));
+        };
         let now = app.clock.now();
         let mut cookies = Vec::with_capacity(n);
         for i in 0..n {
