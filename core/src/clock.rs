@@ -30,4 +30,10 @@ impl Clock {
         self.offset_secs
             .fetch_add(by.as_secs() as i64, Ordering::Relaxed);
     }
+
+    /// Move this clock back, as a wall clock stepped back by NTP goes.
+    pub fn set_back(&self, by: Duration) {
+        self.offset_secs
+            .fetch_sub(by.as_secs() as i64, Ordering::Relaxed);
+    }
 }

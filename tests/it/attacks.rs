@@ -763,6 +763,46 @@ async fn a_revocation_racing_a_cache_fill_is_final() {
     assert_eq!(sessions.check(&plain).await.err(), Some(sesame::session::Rejected::Revoked));
 }
 
+async fn a_wall_clock_stepped_back_does_not_keep_a_session_cached() {
+    let store = TestStore::new(backend()).await;
+    let db = store.open().await;
+    let clock = sesame::clock::Clock::system();
+    let session_config = sesame::config::Config::from_toml("[[site]]\npublic_url = \"http://localhost\"\nupstream = [\"127.0.0.1:1\"]\n").unwrap().session;
+    let sessions = sesame::session::Sessions::new(session_config, db.clone(), Arc::new(std::sync::atomic::AtomicBool::new(true)), clock.clone());
+    let user = User { id: "u_clock".into(), email: Email::parse("clock@example.com").unwrap(), name: None, groups: vec![], disabled: false, created_at: clock.now() };
+    db.add_user(&user).await.unwrap();
+    let s = sessions.create(&user, AuthMethod::MagicLink).await.unwrap().unwrap();
+    assert!(sessions.check(&s.cookie_plain).await.is_ok(), "cached");
+    // Revoked where this instance is not told (a lost notification)...
+    assert!(db.revoke_session(&s.record.id_hash, clock.now()).await.unwrap());
+    // ...and the wall clock steps back an hour: the cached copy is not
+    // younger than a minute now, it is of unknown age, and read again.
+    clock.set_back(std::time::Duration::from_secs(3600));
+    assert_eq!(sessions.check(&s.cookie_plain).await.err(), Some(sesame::session::Rejected::Revoked));
+}
+
+async fn a_session_gone_from_the_store_is_not_served_through_an_outage() {
+    let store = TestStore::new(backend()).await;
+    let db = store.open().await;
+    let clock = sesame::clock::Clock::system();
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let session_config = sesame::config::Config::from_toml("[[site]]\npublic_url = \"http://localhost\"\nupstream = [\"127.0.0.1:1\"]\n").unwrap().session;
+    let sessions = sesame::session::Sessions::new(session_config, db.clone(), up.clone(), clock.clone());
+    let user = User { id: "u_gone".into(), email: Email::parse("gone@example.com").unwrap(), name: None, groups: vec![], disabled: false, created_at: clock.now() };
+    db.add_user(&user).await.unwrap();
+    let s = sessions.create(&user, AuthMethod::MagicLink).await.unwrap().unwrap();
+    assert!(sessions.check(&s.cookie_plain).await.is_ok(), "cached");
+    // The row goes (a database restored from a backup older than the
+    // session); the next re-read finds nothing...
+    store.execute(&format!("DELETE FROM sessions WHERE id_hash = '{}'", &*s.record.id_hash)).await;
+    clock.advance(sesame::session::CACHE_TTL + std::time::Duration::from_secs(1));
+    assert_eq!(sessions.check(&s.cookie_plain).await.err(), Some(sesame::session::Rejected::Unknown));
+    // ...and when the store then goes down, within the outage grace, the
+    // copy cached before is not served.
+    up.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(sessions.check(&s.cookie_plain).await.is_err());
+}
+
 async fn a_sign_in_racing_disable_or_set_groups_keeps_no_old_state() {
     let store = TestStore::new(backend()).await;
     let db = store.open().await;

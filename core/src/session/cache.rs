@@ -7,7 +7,8 @@
 //! re-read it, or keep using it through a store outage. What the cache
 //! itself does is bound memory: [`SessionCache::sweep`] drops entries older
 //! than `keep`, and an insert into a full shard first drops the old ones,
-//! then, if that freed nothing, an arbitrary one.
+//! then arbitrary ones, down to fifteen sixteenths of the shard (a session
+//! dropped is read from the store again when next seen).
 //!
 //! A general cache (moka, which Sesame used before) keeps per entry an
 //! access-order node, a write-order node, timestamps and a frequency sketch
@@ -68,12 +69,16 @@ impl SessionCache {
     pub fn insert(&self, id: &str, live: Arc<LiveSession>, now: i64) {
         let mut shard = Self::write(self.shard(id));
         if shard.len() >= self.per_shard && !shard.contains_key(id) {
-            shard.retain(|_, l| now - l.loaded_at < self.keep);
-            if shard.len() >= self.per_shard {
-                if let Some(any) = shard.keys().next().cloned() {
-                    shard.remove(&any);
-                }
-            }
+            shard.retain(|_, l| usable(now, l, self.keep));
+            // Then down to fifteen sixteenths, arbitrarily chosen, so that
+            // the next inserts find room without a pass over the shard.
+            let room = self.per_shard - self.per_shard / 16 - 1;
+            let mut excess = shard.len().saturating_sub(room);
+            shard.retain(|_, _| {
+                let drop = excess > 0;
+                excess = excess.saturating_sub(1);
+                !drop
+            });
         }
         shard.insert(id.into(), live);
     }
@@ -95,14 +100,20 @@ impl SessionCache {
         }
     }
 
-    /// Drop the entries loaded `keep` or longer before `now`.
+    /// Drop the entries loaded `keep` or longer before `now` (or after it:
+    /// the clock went back, and the session check reads those again).
     pub fn sweep(&self, now: i64) {
-        self.remove_if(|l| now - l.loaded_at >= self.keep);
+        self.remove_if(|l| !usable(now, l, self.keep));
     }
 
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| Self::read(s).len()).sum()
     }
+}
+
+/// Loaded less than `keep` seconds before `now`.
+fn usable(now: i64, live: &LiveSession, keep: i64) -> bool {
+    (0..keep).contains(&now.saturating_sub(live.loaded_at))
 }
 
 #[cfg(test)]

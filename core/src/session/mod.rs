@@ -42,6 +42,9 @@ pub struct LiveSession {
     persisted_seen: AtomicI64,
     /// When (clock seconds) the record was read from the store.
     loaded_at: i64,
+    /// `Sessions::epoch` when the store read began: a change noted at a
+    /// later epoch makes this entry unusable.
+    epoch: u64,
 }
 
 /// Header values of one identity, built once per load of the record: the
@@ -147,6 +150,7 @@ impl LiveSession {
             last_seen: AtomicI64::new(record.last_seen),
             persisted_seen: AtomicI64::new(record.last_seen),
             loaded_at,
+            epoch: 0,
             record,
         }
     }
@@ -179,6 +183,15 @@ pub struct Sessions {
     /// being read wait for that read instead of making their own (a page's
     /// parallel requests after a restart, or when the cache entry is due).
     reading: std::sync::Mutex<std::collections::HashMap<String, Arc<Reading>>>,
+    /// Sessions and users changed elsewhere (revoked, signed out, edited),
+    /// by the epoch the change bumped to: a cached entry read at an earlier
+    /// epoch is read again. Kept as long as such an entry could be used
+    /// (`CACHE_TTL` + outage grace), then swept. Checking two small maps
+    /// on a read, rather than scanning the cache at each change, keeps a
+    /// run of sign-outs from costing a pass over every cached session each.
+    changed: std::sync::RwLock<Changed>,
+    /// Whether `changed` holds anything (the common case, no: no lookup).
+    any_changed: AtomicBool,
     /// Bumped by every revocation and invalidation before it takes entries
     /// out of the cache. A store read that saw it change may have read the
     /// record from before that change, so what it read is not kept.
@@ -186,6 +199,25 @@ pub struct Sessions {
 }
 
 type Reading = tokio::sync::OnceCell<Result<Arc<LiveSession>, Rejected>>;
+
+/// What changed, by the epoch it bumped to and when (clock seconds).
+#[derive(Default)]
+struct Changed {
+    /// By the hash of the session id.
+    sessions: std::collections::HashMap<String, (u64, i64)>,
+    /// By user id.
+    users: std::collections::HashMap<String, (u64, i64)>,
+}
+
+/// `a - b` seconds is in `0..limit`: false when the clock went back.
+fn within(a: i64, b: i64, limit: i64) -> bool {
+    (0..limit).contains(&a.saturating_sub(b))
+}
+
+/// How long a cached entry may be of use, in seconds.
+fn keep_secs(config: &SessionConfig) -> i64 {
+    i64::try_from(CACHE_TTL.saturating_add(config.outage_grace).as_secs()).unwrap_or(i64::MAX)
+}
 
 /// A freshly minted session: its cookie plaintext and record.
 pub struct NewSession {
@@ -215,10 +247,9 @@ impl Sessions {
     ) -> Sessions {
         Sessions {
             // After its TTL and the outage grace, an entry is of no use.
-            cache: cache::SessionCache::new(
-                200_000,
-                (CACHE_TTL + config.outage_grace).as_secs() as i64,
-            ),
+            cache: cache::SessionCache::new(200_000, keep_secs(&config)),
+            changed: Default::default(),
+            any_changed: AtomicBool::new(false),
             config,
             store,
             store_up,
@@ -289,8 +320,11 @@ impl Sessions {
         if exp <= now {
             return Err(Rejected::Expired);
         }
-        let live = match self.cache.get(id) {
-            Some(live) if now - live.loaded_at < CACHE_TTL.as_secs() as i64 => live,
+        // An entry changed elsewhere since it was read counts as absent: read
+        // again, and never used through an outage.
+        let cached = self.cache.get(id).filter(|l| !self.changed_since_read(l));
+        let live = match cached {
+            Some(live) if within(now, live.loaded_at, CACHE_TTL.as_secs() as i64) => live,
             // Boxed: a store read's state would otherwise be carried (and
             // copied) by every request that finds its session cached.
             Some(stale) => Box::pin(self.refresh(id, stale, now)).await?,
@@ -335,12 +369,17 @@ impl Sessions {
                 Ok(fresh)
             }
             Err(Rejected::StoreUnavailable)
-                if now - stale.loaded_at
-                    < (CACHE_TTL + self.config.outage_grace).as_secs() as i64 =>
+                if within(now, stale.loaded_at, keep_secs(&self.config)) =>
             {
                 Ok(stale)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                if e == Rejected::Unknown {
+                    // Gone from the store: not to be used in an outage later.
+                    self.cache.remove(id);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -405,7 +444,9 @@ impl Sessions {
                     return Err(Rejected::StoreUnavailable);
                 }
             };
-            let live = Arc::new(LiveSession::new(record, now));
+            let mut live = LiveSession::new(record, now);
+            live.epoch = epoch;
+            let live = Arc::new(live);
             self.cache.insert(id, live.clone(), now);
             if self.epoch.load(Ordering::SeqCst) == epoch {
                 return Ok(live);
@@ -423,21 +464,56 @@ impl Sessions {
         self.cache.len()
     }
 
-    /// Drop cached sessions too old to be used even through an outage.
+    /// Drop cached sessions too old to be used even through an outage, and
+    /// the changes noted before any entry still usable was read.
     pub fn sweep_cache(&self) {
-        self.cache.sweep(self.clock.now());
+        let now = self.clock.now();
+        self.cache.sweep(now);
+        let keep = keep_secs(&self.config);
+        let mut changed = self.changed.write().unwrap_or_else(|e| e.into_inner());
+        // A change from the clock's future (it went back) is kept.
+        changed
+            .sessions
+            .retain(|_, &mut (_, at)| now.saturating_sub(at) < keep);
+        changed
+            .users
+            .retain(|_, &mut (_, at)| now.saturating_sub(at) < keep);
+        if changed.sessions.is_empty() && changed.users.is_empty() {
+            self.any_changed.store(false, Ordering::Release);
+        }
+    }
+
+    /// Was `live`'s session or user changed after `live` was read?
+    fn changed_since_read(&self, live: &LiveSession) -> bool {
+        if !self.any_changed.load(Ordering::Acquire) {
+            return false;
+        }
+        let changed = self.changed.read().unwrap_or_else(|e| e.into_inner());
+        let after = |at: Option<&(u64, i64)>| at.is_some_and(|&(epoch, _)| live.epoch < epoch);
+        after(changed.sessions.get(live.record.id_hash.as_str()))
+            || after(changed.users.get(live.record.user_id.as_str()))
     }
 
     /// Drop cached sessions that the store says changed elsewhere.
     pub fn invalidate(&self, what: &Invalidation) {
-        if *what != Invalidation::Keys {
-            self.epoch.fetch_add(1, Ordering::SeqCst);
+        if *what == Invalidation::Keys {
+            return;
         }
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = self.clock.now();
+        let note = |f: &dyn Fn(&mut Changed)| {
+            f(&mut self.changed.write().unwrap_or_else(|e| e.into_inner()));
+            self.any_changed.store(true, Ordering::Release);
+        };
         match what {
             Invalidation::Keys => {}
             Invalidation::All => self.cache.clear(),
-            Invalidation::Session(h) => self.cache.remove_if(|live| live.record.id_hash == *h),
-            Invalidation::User(u) => self.cache.remove_if(|live| live.record.user_id == *u),
+            Invalidation::Session(h) => note(&|c| {
+                c.sessions.insert(h.clone(), (epoch, now));
+            }),
+            Invalidation::User(u) => note(&|c| {
+                c.users.insert(u.clone(), (epoch, now));
+            }),
         }
     }
 

@@ -103,6 +103,20 @@ impl TestStore {
         }
     }
 
+    /// Run `sql` with a connection of the test's own (as an operator's
+    /// hand edit, or a restored backup, would change the database).
+    pub async fn execute(&self, sql: &str) {
+        if self.schema.is_some() {
+            let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
     /// Wait (up to 20 s) until `table` has at least `n` rows.
     pub async fn wait_for_rows(&self, table: &str, n: i64) {
         let t = Instant::now();
