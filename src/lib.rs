@@ -365,6 +365,24 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Turn transparent huge pages off for this process: call first thing in
+/// `main`, before other threads start.
+///
+/// mimalloc asks the kernel for huge pages on its heap, so a thread that
+/// touches a few bytes of a fresh region makes 2 MiB of it resident. With
+/// 1,000 connections that doubled the resident memory of Sesame (148 MiB
+/// against 77 MiB) and of plain Pingora alike, for no throughput the load
+/// harness could measure (docs/src/performance.md). Best effort: a kernel
+/// without the setting leaves things as they were.
+pub fn disable_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!(
+            "sesame: could not turn transparent huge pages off ({e}); memory use may be higher"
+        );
+    }
+}
+
 /// Start in a background thread; returns once every listener (the gateway's,
 /// the admin one, the demo app's) accepts connections.
 ///

@@ -242,6 +242,7 @@ fn load(path: &Path) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
+    sesame::disable_huge_pages();
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {

@@ -130,6 +130,39 @@ def peak_rss(pid):
     raise RuntimeError("no VmHWM")
 
 
+def rss_parts(pid):
+    """Resident memory now: anonymous (the heap, stacks: memory the process
+    costs) and file-backed (mostly the executable's code, shared with the
+    page cache and reclaimable), in bytes."""
+    parts = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                parts[key] = int(line.split()[1]) * 1024
+    return parts
+
+
+def clear_refs(pid):
+    """Forget which pages were touched, so `code_touched` counts from now."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("1")
+
+
+def code_touched(pid, exe):
+    """Bytes of `exe`'s mappings touched since `clear_refs`: the code the
+    process ran (at page granularity), rather than all it keeps mapped."""
+    total, current = 0, None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split()
+            if not first[0].endswith(":"):
+                current = first[5] if len(first) > 5 else None
+            elif first[0] == "Referenced:" and current == exe:
+                total += int(first[1]) * 1024
+    return total
+
+
 def children(pid):
     """Worker processes of a master (nginx)."""
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
@@ -361,6 +394,14 @@ transport = "console"
             )
             wait_port(self.b_port, p)
             return procs, f"http://127.0.0.1:{self.b_port}/", [], None, [p.pid]
+        if name == "bn":
+            p = procs.start(
+                "passthrough",
+                [PASSTHROUGH, f"127.0.0.1:{self.b_port}", f"127.0.0.1:{self.up_port}", "1", "nosteal"],
+                self.sut,
+            )
+            wait_port(self.b_port, p)
+            return procs, f"http://127.0.0.1:{self.b_port}/", [], None, [p.pid]
         if name in ("b1", "b1n"):
             p = procs.start(
                 "passthrough",
@@ -576,6 +617,7 @@ def run_round(rig, rnd, b_max_hint):
 
 MEMORY_RUNS = {
     "b": "plain Pingora passthrough",
+    "bn": "the same, Pingora's work stealing off (as Sesame runs)",
     "c": "Sesame, 1,000 of the sessions in use",
     "c_all": "Sesame, every session in use (all cached)",
 }
@@ -590,17 +632,25 @@ def memory(rig):
         name = "c" if run.startswith("c") else run
         procs, url, headers, lua, pids = rig.scenario(name)
         try:
+            exe = PASSTHROUGH if name.startswith("b") else SESAME
             if run == "c_all":
                 lua = rig.cookies_all
                 # One pass over every session first (cold: each is read from the store).
                 wrk(rig, url, headers, lua, max(rig.args.duration, 20), 1000)
+            clear_refs(pids[0])
             w = wrk(rig, url, headers, lua, rig.args.duration, 1000)
             res[run] = {
                 "peak_rss": peak_rss(pids[0]),
+                **rss_parts(pids[0]),
+                "code_touched": code_touched(pids[0], exe),
                 "rps_at_1000_conns": w["rps"],
                 "non_2xx_3xx": w["non_2xx_3xx"],
             }
-            log(f"memory {run}: peak RSS {res[run]['peak_rss'] / 2**20:.1f} MiB at 1000 connections")
+            log(
+                f"memory {run}: peak RSS {res[run]['peak_rss'] / 2**20:.1f} MiB at 1000 connections"
+                f" (anonymous {res[run]['RssAnon'] / 2**20:.1f}, file {res[run]['RssFile'] / 2**20:.1f},"
+                f" code run {res[run]['code_touched'] / 2**20:.1f})"
+            )
         finally:
             procs.stop()
     return res
@@ -788,13 +838,25 @@ def report(args, rounds, mem, s, started, instr=None):
             )
     lines.append("\n![latency percentiles at 50 % load](latency.svg)\n")
     lines.append(f"## Memory (peak RSS, 1,000 kept-alive connections, {args.sessions:,} live sessions in the store)\n")
-    lines.append("| | peak RSS | vs (b) | req/s at 1,000 connections |")
-    lines.append("|---|---|---|---|")
+    lines.append(
+        "| | peak RSS | vs (b) | anonymous | vs (b) | file-backed | code run | req/s at 1,000 connections |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    mib = lambda x: f"{x / 2**20:.1f} MiB"
     for run, label in MEMORY_RUNS.items():
-        m = mem[run]
+        m, b = mem[run], mem["b"]
         lines.append(
-            f"| {label} | {m['peak_rss'] / 2**20:.1f} MiB | {(m['peak_rss'] - mem['b']['peak_rss']) / 2**20:+.1f} MiB | {m['rps_at_1000_conns']:.0f} |"
+            f"| {label} | {mib(m['peak_rss'])} | {(m['peak_rss'] - b['peak_rss']) / 2**20:+.1f} MiB"
+            f" | {mib(m['RssAnon'])} | {(m['RssAnon'] - b['RssAnon']) / 2**20:+.1f} MiB"
+            f" | {mib(m['RssFile'])} | {mib(m['code_touched'])} | {m['rps_at_1000_conns']:.0f} |"
         )
+    lines.append(
+        "\nAnonymous and file-backed are the resident memory at the end of the run; file-backed is"
+        " nearly all the executable's code, shared with the page cache and given back under memory"
+        " pressure. Code run is the part of the executable touched during the run (pages referenced"
+        " after the counts were cleared at its start): what serving requests needs, against the"
+        " file-backed pages that start-up left mapped.\n"
+    )
     def vs(name, base):
         return s[name]["rps"] / s[base]["rps"] if s[base]["rps"] else 0
 
@@ -813,6 +875,11 @@ def report(args, rounds, mem, s, started, instr=None):
             "RSS of (c) <= (b) + 10 MiB (1,000 connections, sessions in the store, 1,000 in use)",
             mem["c"]["peak_rss"] <= mem["b"]["peak_rss"] + 10 * 2**20,
             f"{(mem['c']['peak_rss'] - mem['b']['peak_rss']) / 2**20:+.1f} MiB",
+        ),
+        (
+            "(context, not the goal) anonymous memory of (c) <= (b) + 10 MiB",
+            mem["c"]["RssAnon"] <= mem["b"]["RssAnon"] + 10 * 2**20,
+            f"{(mem['c']['RssAnon'] - mem['b']['RssAnon']) / 2**20:+.1f} MiB",
         ),
     ]
     if instr:
@@ -885,7 +952,11 @@ def main():
             rig.upstream.stop()
         for run, m in got.items():
             if args.memory_only:
-                print(f"{MEMORY_RUNS[run]}: {m['peak_rss'] / 2**20:.1f} MiB, {m['rps_at_1000_conns']:.0f} req/s")
+                print(
+                    f"{MEMORY_RUNS[run]}: peak {m['peak_rss'] / 2**20:.1f} MiB (anonymous {m['RssAnon'] / 2**20:.1f},"
+                    f" file {m['RssFile'] / 2**20:.1f}, code run {m['code_touched'] / 2**20:.1f}),"
+                    f" {m['rps_at_1000_conns']:.0f} req/s"
+                )
             else:
                 print(f"{INSTR_RUNS[run]}: {m:,} instructions/request ({m / got['b']:.3f} of (b))")
         shutil.rmtree(rig.work, ignore_errors=True)

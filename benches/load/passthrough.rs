@@ -13,8 +13,9 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 
-/// The same allocator as Sesame's binary, so that the comparison is of the
-/// proxying work only.
+/// The same allocator as Sesame's binary, set up the same way (transparent
+/// huge pages off, `sesame::disable_huge_pages`), so that the comparison is
+/// of the proxying work only.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -34,6 +35,7 @@ impl ProxyHttp for Passthrough {
 }
 
 fn main() {
+    sesame::disable_huge_pages();
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: passthrough LISTEN UPSTREAM [THREADS [nosteal]]";
     let (Some(listen), Some(upstream)) = (args.get(1), args.get(2)) else {

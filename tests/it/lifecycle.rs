@@ -36,7 +36,9 @@ async fn gateways_started_one_after_another_in_one_process_all_answer() {
 }
 
 /// `sesame run` on the default config: each worker thread its own event
-/// loop (said at start), and every connection answered, several at once.
+/// loop (said at start), transparent huge pages off (they doubled the
+/// resident memory at 1,000 connections), and every connection answered,
+/// several at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sesame_run_defaults_to_no_work_stealing_and_answers_every_connection() {
     let store = TestStore::new(Backend::Sqlite).await;
@@ -73,6 +75,13 @@ public_paths = ["/public"]
         started.contains("threads=2") && started.contains("work_stealing=false"),
         "{started}"
     );
+    // Linux 5.0 and later say so in the process status.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sesame.child.id())).unwrap();
+    let thp = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("no THP_enabled line in /proc/PID/status (Linux 5.0 or later needed)");
+    assert_eq!(thp.split_whitespace().nth(1), Some("0"), "{thp}");
     let url = sesame.url("/public/x");
     let answers = futures::future::join_all((0..40).map(|_| status_on_new_connection(&url))).await;
     for (i, a) in answers.into_iter().enumerate() {
