@@ -29,6 +29,9 @@ pub struct SiteRt {
     pub pending_seal: String,
     pub proof_cookie: String,
     pub proof_seal: String,
+    /// Behind a portal: the state of a handoff under way.
+    pub handoff_cookie: String,
+    pub handoff_seal: String,
     pub upstreams: crate::upstream::Upstreams,
     /// What the hot path inserts into every upstream request, built once.
     pub wire: Wire,
@@ -87,6 +90,10 @@ pub struct App {
     pub passkeys: crate::passkey::RelyingParty,
     /// False while the store is unreachable; kept by `probe_store`.
     pub store_up: Arc<AtomicBool>,
+    /// The portal's place in `sites` (the last), if there is one.
+    pub portal: Option<SiteId>,
+    /// Where `rd` may send a person: every site, and the portal.
+    pub return_sites: Vec<Site>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +115,20 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let mailer = mailer_for(&config.mail)?;
         let outbox = Outbox::start(mailer.clone(), metrics.clone(), config.mail.timeout);
-        let mut sites: Vec<SiteRt> = Vec::with_capacity(config.sites.len());
-        for s in &config.sites {
+        // The portal, if any, goes last: `SiteId`s of the configured sites
+        // stay their places in the file.
+        let all: Vec<Site> = config
+            .sites
+            .iter()
+            .chain(config.portal.as_ref())
+            .cloned()
+            .collect();
+        let portal = config
+            .portal
+            .as_ref()
+            .map(|_| SiteId::new(config.sites.len()));
+        let mut sites: Vec<SiteRt> = Vec::with_capacity(all.len());
+        for s in &all {
             sites.push(SiteRt {
                 session_cookie: cookies::session_name(&config, s),
                 pending_cookie: cookies::pending_name(s),
@@ -117,6 +136,8 @@ impl App {
                 pending_seal: cookies::seal_scope(cookies::Kind::Pending, s),
                 proof_cookie: cookies::proof_name(s),
                 proof_seal: cookies::seal_scope(cookies::Kind::Proof, s),
+                handoff_cookie: cookies::handoff_name(s),
+                handoff_seal: cookies::seal_scope(cookies::Kind::Handoff, s),
                 upstreams: crate::upstream::Upstreams::new(
                     s,
                     &metrics.upstream_up,
@@ -124,18 +145,28 @@ impl App {
                 )
                 .map_err(BuildError::Upstream)?,
                 wire: Wire::of(s),
-                requests: RequestCounters::new(&metrics, &s.name),
+                requests: RequestCounters::new(
+                    &metrics,
+                    if sites.len() == config.sites.len() {
+                        "portal"
+                    } else {
+                        &s.name
+                    },
+                ),
                 site: s.clone(),
             });
         }
-        let origins: Vec<&str> = config.sites.iter().map(|s| s.origin.as_str()).collect();
+        let origins: Vec<&str> = all.iter().map(|s| s.origin.as_str()).collect();
         let csp = format!(
             "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; \
              form-action 'self' {}; frame-ancestors 'none'; base-uri 'none'",
             origins.join(" ")
         );
+        // With a portal, passkeys are made and used there only.
         let passkeys =
-            crate::passkey::RelyingParty::new(&config.rp_id, &config.rp_name, &config.sites);
+            crate::passkey::RelyingParty::new(&config.rp_id, &config.rp_name, &all, |i| {
+                portal.is_none_or(|p| p.index() == i)
+            });
         let store_up = Arc::new(AtomicBool::new(true));
         Ok(Arc::new(App {
             sessions: Sessions::new(
@@ -188,6 +219,8 @@ impl App {
             csp,
             passkeys,
             store_up,
+            portal,
+            return_sites: all,
         }))
     }
 
@@ -198,6 +231,25 @@ impl App {
             .iter()
             .enumerate()
             .find(|(_, s)| s.site.host.eq_ignore_ascii_case(name))
+            .map(|(i, s)| (SiteId::new(i), s))
+    }
+
+    /// The portal, if there is one.
+    pub fn portal(&self) -> Option<&SiteRt> {
+        self.portal.map(|p| self.site(p))
+    }
+
+    /// Is `id` the portal?
+    pub fn is_portal(&self, id: SiteId) -> bool {
+        self.portal == Some(id)
+    }
+
+    /// The configured site called `name` (not the portal).
+    pub fn site_named(&self, name: &str) -> Option<(SiteId, &SiteRt)> {
+        self.sites[..self.config.sites.len()]
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.site.name == name)
             .map(|(i, s)| (SiteId::new(i), s))
     }
 
@@ -357,6 +409,9 @@ impl App {
             .await
         {
             tracing::warn!(error = %e, "sweeping rate-limit windows failed");
+        }
+        if let Err(e) = self.store.sweep_handoffs(self.clock.now()).await {
+            tracing::warn!(error = %e, "sweeping expired handoff codes failed");
         }
         match self.store.sweep_pending(self.clock.now()).await {
             Ok(n) => self.metrics.links_opened_unconfirmed.inc_by(n),

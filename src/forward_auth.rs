@@ -129,7 +129,12 @@ pub async fn check(
             )
         }
     };
-    let Some((site_id, site)) = o.host.and_then(|h| app.site_for_host(h)) else {
+    // The portal has no app behind it: nothing to check.
+    let Some((site_id, site)) = o
+        .host
+        .and_then(|h| app.site_for_host(h))
+        .filter(|(id, _)| !app.is_portal(*id))
+    else {
         return (
             None,
             Outcome::UnknownSite,

@@ -167,7 +167,8 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
                 .await;
         });
     }
-    for i in 0..app.sites.len() {
+    // The portal (last, if any) has no app behind it.
+    for i in 0..app.config.sites.len() {
         // Health checks of each site's upstreams; the first after one
         // interval: apps started together with Sesame (the demo app) get
         // the time to listen.

@@ -249,6 +249,7 @@ mod tests {
             expires_at: 100,
             last_seen: 0,
             revoked: false,
+            parent: None,
         };
         Who::Signed(Arc::new(LiveSession::new(record, 0)))
     }

@@ -160,7 +160,22 @@ pub struct Metrics {
     /// Session cookies of another site (or cookie domain) presented to a
     /// site, by the site they were presented to: treated as anonymous.
     pub sessions_elsewhere: IntCounterVec,
+    /// Portal handoffs by result: `issued` (the portal sent a code to a
+    /// site), `ok` (a site took one and made a session), `gone` (unknown,
+    /// used or expired), `wrong_site`, `wrong_browser` (no or another state
+    /// cookie), `ended` (the portal session ended first).
+    pub handoffs: IntCounterVec,
 }
+
+/// The `result` values of `sesame_handoffs_total`.
+pub const HANDOFF_RESULTS: [&str; 6] = [
+    "issued",
+    "ok",
+    "gone",
+    "wrong_site",
+    "wrong_browser",
+    "ended",
+];
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
@@ -307,6 +322,12 @@ impl Metrics {
                 "Session cookies made for another site presented here (treated as signed out)",
                 &["site"],
             ),
+            handoffs: counter_vec(
+                &registry,
+                "sesame_handoffs_total",
+                "Portal handoffs: codes issued to sites, and what became of each taken",
+                &["result"],
+            ),
             registry,
         };
         metrics.start_at_zero();
@@ -322,6 +343,9 @@ impl Metrics {
         };
         for result in ["ok", "invalid", "expired", "gone", "not_allowed"] {
             zero(&self.verifications, &["magic_link", result]);
+        }
+        for result in HANDOFF_RESULTS {
+            zero(&self.handoffs, &[result]);
         }
         for result in [
             "ok",

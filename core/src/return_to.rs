@@ -25,7 +25,9 @@ impl ReturnTo {
     }
 
     fn try_parse(raw: &str, site: &Site, sites: &[Site]) -> Option<ReturnTo> {
-        if raw.is_empty() || raw.len() > 2048 || suspicious(raw) {
+        // 4 KiB: room for a portal's sign-in address, which carries a
+        // site's own `rd` (up to half that, once encoded) inside it.
+        if raw.is_empty() || raw.len() > 4096 || suspicious(raw) {
             return None;
         }
         // Look through up to three layers of percent-encoding for the same tricks.

@@ -99,7 +99,7 @@ impl Rig {
             RateLimiter::new(name, window, limit, store.clone(), clock.clone())
         };
         let rl = &config.rate_limit;
-        let rp = RelyingParty::new(&config.rp_id, &config.rp_name, &config.sites);
+        let rp = RelyingParty::new(&config.rp_id, &config.rp_name, &config.sites, |_| true);
         Rig {
             client: limiter("client", rl.window, rl.per_client),
             email: limiter("email", rl.window, rl.per_email),

@@ -120,8 +120,11 @@ pub async fn account_page(app: &App, req: &Req<'_>) -> Result {
                     last_used: p.last_used_at.map(when),
                 })
                 .collect(),
+            // Sessions a site made from a portal session end with it:
+            // the list shows the sign-ins.
             sessions: sessions
                 .iter()
+                .filter(|s| s.parent.is_none())
                 .map(|s| SessionRow {
                     method: method_name(s.auth_method),
                     created: when(s.created_at),
@@ -148,7 +151,7 @@ pub async fn offer_page(app: &App, req: &Req<'_>) -> Resp {
     let rd = ReturnTo::parse(
         &req.query_param("rd").unwrap_or_default(),
         &req.site.site,
-        &app.config.sites,
+        &app.return_sites,
     );
     let html = app.pages.render(
         "passkey_offer.html",
@@ -179,7 +182,7 @@ pub async fn stepup_page(app: &App, req: &Req<'_>) -> Result {
     let rd = ReturnTo::parse(
         &req.query_param("rd").unwrap_or_default(),
         &req.site.site,
-        &app.config.sites,
+        &app.return_sites,
     );
     let has_passkey = !app
         .store

@@ -33,8 +33,16 @@ pub enum Failure {
     SignIn(SignInError),
     /// A passkey request refused (JSON, whatever the path).
     Passkey(PasskeyError),
+    /// A portal handoff refused (a page, counted where it happened).
+    Handoff(super::portal::Refused),
     NotFound,
     MethodNotAllowed,
+}
+
+impl From<super::portal::Refused> for Failure {
+    fn from(r: super::portal::Refused) -> Self {
+        Failure::Handoff(r)
+    }
 }
 
 /// What a handler returns.
@@ -208,6 +216,7 @@ impl Failure {
                 page(status, title, message, offer_new_link)
             }
             Failure::Passkey(e) => passkey_json(app, &e),
+            Failure::Handoff(r) => r.respond(app, req),
             Failure::NotFound if json => Resp::json(404, &json!({"error": "not_found"})),
             Failure::NotFound => page(404, "Not found", "There is no such page.", false),
             Failure::MethodNotAllowed if json => {

@@ -8,6 +8,7 @@
 mod account;
 pub mod error;
 mod passkeys;
+mod portal;
 mod signin;
 
 use std::net::IpAddr;
@@ -187,6 +188,8 @@ pub struct ErrorPage<'a> {
     pub retry_after: Option<u64>,
     /// Offer to sign out (a signed-in person on a page they may not use).
     pub signout: bool,
+    /// Where the page's way on leads, instead of the sign-in page.
+    pub continue_url: Option<&'a str>,
 }
 
 impl<'a> ErrorPage<'a> {
@@ -200,6 +203,7 @@ impl<'a> ErrorPage<'a> {
             rd: "",
             retry_after: None,
             signout: false,
+            continue_url: None,
         }
     }
 
@@ -217,6 +221,8 @@ fn writes_anonymously(method: &Method, path: &str) -> bool {
         "/login" | "/code" | "/passkey/login/start" | "/passkey/login/finish" => {
             method == Method::POST
         }
+        // Takes (deletes) a handoff code: bounded like the others.
+        "/handoff" => true,
         _ => false,
     }
 }
@@ -246,6 +252,14 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
             });
         }
     }
+    if let Some(portal) = app.portal() {
+        if !app.is_portal(req.site_id) {
+            return behind_portal(app, portal, req).await;
+        }
+        if req.path == "/authorize" && m == Method::GET {
+            return portal::authorize(app, req).await;
+        }
+    }
     Ok(match req.path {
         "/login" if m == Method::GET => signin::login_page(app, req),
         "/login" if m == Method::POST => signin::request_link(app, req).await?,
@@ -254,18 +268,7 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
         "/code" if m == Method::POST => signin::consume_code(app, req).await?,
         "/logout" if m == Method::POST => signin::logout(app, req).await?,
         "/whoami" if m == Method::GET => signin::whoami(app, req).await,
-        "/jwks.json" if m == Method::GET => {
-            let mut r = Resp::new(
-                200,
-                "application/json",
-                serde_json::to_vec(&crate::identity::jwks(&app.keys)).unwrap_or_default(),
-            );
-            r.headers.push((
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=300"),
-            ));
-            r
-        }
+        "/jwks.json" if m == Method::GET => jwks(app),
         "/passkey/register/start" if m == Method::POST => {
             passkeys::register_start(app, req).await?
         }
@@ -291,6 +294,37 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
         }
         _ => return Err(Failure::NotFound),
     })
+}
+
+/// What a site behind a portal serves itself: the two ends of a handoff,
+/// sign-out, whoami, the JWKS and the static files. Every other page is
+/// the portal's.
+async fn behind_portal(app: &Arc<App>, portal: &SiteRt, req: &Req<'_>) -> Result {
+    let m = req.method;
+    Ok(match req.path {
+        "/login" if m == Method::GET => portal::start(app, portal, req, false),
+        "/stepup" if m == Method::GET => portal::start(app, portal, req, true),
+        "/handoff" if m == Method::GET => portal::redeem(app, req).await?,
+        "/logout" if m == Method::POST => portal::site_logout(app, portal, req).await?,
+        "/whoami" if m == Method::GET => signin::whoami(app, req).await,
+        "/jwks.json" if m == Method::GET => jwks(app),
+        p if p.starts_with("/static/") && m == Method::GET => static_asset(&p["/static/".len()..]),
+        "/handoff" | "/logout" | "/whoami" => return Err(Failure::MethodNotAllowed),
+        _ => portal::on_portal(portal, req),
+    })
+}
+
+fn jwks(app: &App) -> Resp {
+    let mut r = Resp::new(
+        200,
+        "application/json",
+        serde_json::to_vec(&crate::identity::jwks(&app.keys)).unwrap_or_default(),
+    );
+    r.headers.push((
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    ));
+    r
 }
 
 fn static_asset(name: &str) -> Resp {

@@ -150,7 +150,7 @@ pub async fn login_start(app: &App, req: &Req<'_>) -> Result {
     let rd = ReturnTo::parse(
         body.rd.as_deref().unwrap_or(""),
         &req.site.site,
-        &app.config.sites,
+        &app.return_sites,
     );
     let rcr = passkey::login_start(&app.ceremonies(), req.site_id, email, rd).await?;
     Ok(Resp::json(200, &rcr))

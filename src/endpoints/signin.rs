@@ -45,7 +45,7 @@ fn return_to(app: &App, req: &Req, raw: Option<String>) -> ReturnTo {
     ReturnTo::parse(
         raw.as_deref().unwrap_or(""),
         &req.site.site,
-        &app.config.sites,
+        &app.return_sites,
     )
 }
 
@@ -247,6 +247,17 @@ pub async fn logout(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
         return Err(Failure::CrossSite);
     }
+    end_session(app, req).await?;
+    Ok(Resp::redirect(303, "/.sesame/login").cookie(cookies::clear(
+        &req.site.site,
+        &req.site.session_cookie,
+        CookieScope::CookieDomain,
+    )))
+}
+
+/// Revoke the session of this request's cookie, if any (with the sessions
+/// handed off from it, on the portal).
+pub(super) async fn end_session(app: &App, req: &Req<'_>) -> Result<()> {
     let plain = match req.cookie(&req.site.session_cookie) {
         // Reloads the keys if the cookie names one this instance has not
         // seen yet (rotated on another): the revocation must not be skipped.
@@ -259,11 +270,7 @@ pub async fn logout(app: &App, req: &Req<'_>) -> Result {
             tracing::info!(target: "sesame::audit", event = "session_revoked", email = %record.email, session = &record.id_hash[..16], reason = "logout");
         }
     }
-    Ok(Resp::redirect(303, "/.sesame/login").cookie(cookies::clear(
-        &req.site.site,
-        &req.site.session_cookie,
-        CookieScope::CookieDomain,
-    )))
+    Ok(())
 }
 
 /// GET /whoami: the identity of this session, as JSON.

@@ -242,6 +242,16 @@ impl ProxyHttp for Gateway {
         };
         ctx.site = Some(site_id);
         let path = session.req_header().uri.path();
+        if self.app.is_portal(site_id) && !(path == PREFIX || path.starts_with("/.sesame/")) {
+            // The portal has no app behind it: its root is the account page.
+            ctx.outcome = Some(Outcome::Endpoint);
+            let resp = match path {
+                "/" => Resp::redirect(302, &site.site.sesame_url("/account", &[])),
+                _ => Resp::new(404, "text/plain; charset=utf-8", "not found"),
+            };
+            write(session, resp).await?;
+            return Ok(true);
+        }
         if path == PREFIX || path.starts_with("/.sesame/") {
             ctx.outcome = Some(Outcome::Endpoint);
             // Boxed: the endpoints' state is far larger than a proxied

@@ -45,6 +45,7 @@ mod mail;
 mod nginx;
 mod outage;
 mod passkeys;
+mod portal;
 mod rules;
 mod session;
 mod stream;

@@ -29,8 +29,15 @@ pub struct FileConfig {
     pub users: UsersFile,
     #[serde(default)]
     pub rate_limit: RateLimitFile,
+    pub portal: Option<PortalFile>,
     #[serde(default)]
     pub site: Vec<SiteFile>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PortalFile {
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

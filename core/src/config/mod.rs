@@ -99,6 +99,10 @@ pub struct Config {
     pub signup: Signup,
     pub rate_limit: RateLimitConfig,
     pub sites: Vec<Site>,
+    /// `[portal]`: the one origin of every sign-in page and passkey
+    /// ceremony; sites get their sessions from it by a handoff. `None`:
+    /// each site serves its own pages under `/.sesame/`.
+    pub portal: Option<Site>,
 }
 
 /// One HTTPS listener and the certificates it presents (chosen by SNI).

@@ -15,13 +15,25 @@ pub struct RelyingParty {
 }
 
 impl RelyingParty {
-    pub fn new(rp_id: &str, rp_name: &str, sites: &[Site]) -> RelyingParty {
+    /// Passkeys for the sites that `serves` (by index) and whose host is
+    /// `rp_id` or under it.
+    pub fn new(
+        rp_id: &str,
+        rp_name: &str,
+        sites: &[Site],
+        serves: impl Fn(usize) -> bool,
+    ) -> RelyingParty {
         let under = |s: &Site| s.host == rp_id || s.host.ends_with(&format!(".{rp_id}"));
-        let enabled: Vec<bool> = sites.iter().map(under).collect();
+        let enabled: Vec<bool> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| serves(i) && under(s))
+            .collect();
         let mut origins = sites
             .iter()
-            .filter(|s| under(s))
-            .map(|s| s.public_url.clone());
+            .zip(&enabled)
+            .filter(|(_, on)| **on)
+            .map(|(s, _)| s.public_url.clone());
         let webauthn = origins.next().and_then(|first| {
             let mut b = WebauthnBuilder::new(rp_id, &first).ok()?.rp_name(rp_name);
             for o in origins {

@@ -134,6 +134,7 @@ mod tests {
             expires_at: 10_000,
             last_seen: loaded_at,
             revoked: false,
+            parent: None,
         };
         Arc::new(LiveSession::new(record, loaded_at))
     }

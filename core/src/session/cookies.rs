@@ -18,6 +18,9 @@ pub const PENDING_COOKIE: &str = "sesame_pending";
 /// Proves, for a short while, that this session typed a code emailed to
 /// change passkeys (see `passkey::guard`).
 pub const PROOF_COOKIE: &str = "sesame_proof";
+/// Holds, on a site behind a portal, the state of the handoff under way: the
+/// portal's code is taken only by the browser that has it.
+pub const HANDOFF_COOKIE: &str = "sesame_handoff";
 /// Marks a browser that was already offered to add a passkey.
 pub const OFFERED_COOKIE: &str = "sesame_passkey_offered";
 /// Cookies longer than this are not ours, whatever their name.
@@ -43,6 +46,10 @@ pub fn proof_name(site: &Site) -> String {
     host_only_name(site, PROOF_COOKIE)
 }
 
+pub fn handoff_name(site: &Site) -> String {
+    host_only_name(site, HANDOFF_COOKIE)
+}
+
 fn host_only_name(site: &Site, name: &str) -> String {
     if site.public_url.scheme() == "https" {
         format!("__Host-{name}")
@@ -57,6 +64,7 @@ pub enum Kind {
     Session,
     Pending,
     Proof,
+    Handoff,
 }
 
 /// What a cookie of `kind` on `site` is sealed for, bound as the AEAD's
@@ -69,6 +77,7 @@ pub fn seal_scope(kind: Kind, site: &Site) -> String {
         Kind::Session => "session",
         Kind::Pending => "pending",
         Kind::Proof => "proof",
+        Kind::Handoff => "handoff",
     };
     match (kind, &site.cookie_domain) {
         (Kind::Session, Some(d)) => format!("sesame/{label}/domain/{d}"),

@@ -284,9 +284,39 @@ impl Sessions {
     /// user's identity as the store has it now; `None` if the user was
     /// disabled or removed since `user` was read.
     pub async fn create(&self, user: &User, method: AuthMethod) -> StoreResult<Option<NewSession>> {
+        self.mint(user, method, None).await
+    }
+
+    /// A site's own session made from `parent`, a live portal session (a
+    /// handoff): the same person and sign-in method, ending no later than
+    /// the parent, and revoked with it. `None` if the user was disabled or
+    /// removed.
+    pub async fn create_child(&self, parent: &SessionRecord) -> StoreResult<Option<NewSession>> {
+        let user = User {
+            id: parent.user_id.clone(),
+            email: parent.email.clone(),
+            name: parent.name.clone(),
+            groups: parent.groups.clone(),
+            disabled: false,
+            created_at: parent.created_at,
+        };
+        self.mint(&user, parent.auth_method, Some(parent)).await
+    }
+
+    async fn mint(
+        &self,
+        user: &User,
+        method: AuthMethod,
+        parent: Option<&SessionRecord>,
+    ) -> StoreResult<Option<NewSession>> {
         let id = random_id(32);
         let now = self.clock.now();
-        let expires_at = now + self.config.lifetime.as_secs() as i64;
+        let mut expires_at = now + self.config.lifetime.as_secs() as i64;
+        if let Some(p) = parent {
+            expires_at = expires_at.min(p.expires_at);
+        }
+        // The store copies the identity from the user's row; only the id
+        // of `user` counts.
         let record = SessionRecord {
             id_hash: hash_id(&id).into(),
             user_id: user.id.clone(),
@@ -298,6 +328,7 @@ impl Sessions {
             expires_at,
             last_seen: now,
             revoked: false,
+            parent: parent.map(|p| p.id_hash.clone()),
         };
         let Some(record) = self.store.create_session(&record).await? else {
             return Ok(None);
@@ -533,6 +564,11 @@ impl Sessions {
             Some(live) => Some(live.record.clone()),
             None => self.store.session(&id_hash).await?,
         };
+        // The store revoked the sessions handed off from this one too: their
+        // cached entries (this user's) are read again before use.
+        if let Some(r) = &record {
+            self.invalidate(&Invalidation::User(r.user_id.to_string()));
+        }
         Ok(record.filter(|_| revoked))
     }
 }
@@ -554,6 +590,7 @@ mod tests {
             expires_at: 1,
             last_seen: 0,
             revoked: false,
+            parent: None,
         }
     }
 

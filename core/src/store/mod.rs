@@ -1,6 +1,7 @@
 //! The store: everything Sesame keeps beyond one request, behind async
 //! traits by kind of data ([`UserStore`], [`PendingStore`], [`SessionStore`],
-//! [`RateLimitStore`], [`KeyStore`], [`PasskeyStore`]) that [`Store`] joins.
+//! [`HandoffStore`], [`RateLimitStore`], [`KeyStore`], [`PasskeyStore`])
+//! that [`Store`] joins.
 //! The records are in `records.rs`.
 //!
 //! Callers never see SQL. The implementations (SQLite in `sqlite.rs`,
@@ -121,6 +122,8 @@ pub trait SessionStore: Send + Sync {
     /// than the one stored changes nothing.
     async fn touch_sessions(&self, touches: &[(String, i64)]) -> StoreResult<()>;
 
+    /// Revoke a session and the sessions handed off from it (`parent`);
+    /// true if the session itself was live.
     async fn revoke_session(&self, id_hash: &str, now: i64) -> StoreResult<bool>;
 
     /// Sessions not revoked and not past their lifetime, newest first,
@@ -133,6 +136,19 @@ pub trait SessionStore: Send + Sync {
 
     /// Revoke every session of a user; returns how many were live.
     async fn revoke_user_sessions(&self, email: &Email, now: i64) -> StoreResult<u64>;
+}
+
+/// Handoff codes from the portal to a site, each taken once.
+#[async_trait]
+pub trait HandoffStore: Send + Sync {
+    async fn put_handoff(&self, handoff: &Handoff) -> StoreResult<()>;
+
+    /// Take a code out of the store: single use (exactly one caller gets
+    /// it), `None` if it was taken, expired or never existed.
+    async fn take_handoff(&self, code_hash: &str, now: i64) -> StoreResult<Option<Handoff>>;
+
+    /// Delete the codes that expired untaken.
+    async fn sweep_handoffs(&self, now: i64) -> StoreResult<()>;
 }
 
 /// Rate-limit windows, counted atomically across instances.
@@ -210,6 +226,7 @@ pub trait Store:
     UserStore
     + PendingStore
     + SessionStore
+    + HandoffStore
     + RateLimitStore
     + KeyStore
     + PasskeyStore

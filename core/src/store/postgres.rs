@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use super::queries::impl_store;
 use super::shared;
 use super::{
-    Ceremony, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord, StoreError,
-    StoreResult, User,
+    Ceremony, Handoff, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord,
+    StoreError, StoreResult, User,
 };
 use crate::email::Email;
 
@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/postgres/0002_keys.sql")),
     (3, include_str!("migrations/postgres/0003_rate_limits.sql")),
     (4, include_str!("migrations/postgres/0004_passkeys.sql")),
+    (5, include_str!("migrations/postgres/0005_portal.sql")),
 ];
 /// Arbitrary key for `pg_advisory_xact_lock` while migrating.
 const MIGRATION_LOCK: i64 = 0x5e5a_3e00;

@@ -59,6 +59,7 @@ fn session(id_hash: &str, user: &User, expires_at: i64) -> SessionRecord {
         expires_at,
         last_seen: 10,
         revoked: false,
+        parent: None,
     }
 }
 

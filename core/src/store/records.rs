@@ -58,6 +58,9 @@ pub struct SessionRecord {
     pub expires_at: i64,
     pub last_seen: i64,
     pub revoked: bool,
+    /// The portal session this site session was handed off from: revoked
+    /// with it. `None` for a session signed in on its own.
+    pub parent: Option<SessionHash>,
 }
 
 /// A registered passkey. `credential` is webauthn-rs's serialised `Passkey`
@@ -209,4 +212,20 @@ impl fmt::Debug for KeyRecord {
             .field("created_at", &self.created_at)
             .finish_non_exhaustive()
     }
+}
+
+/// A single-use code the portal hands a site after a sign-in: the site
+/// turns it into a session of its own, bound to the site and to the state
+/// cookie it set before sending the browser to the portal. Only hashes of
+/// the code and the state are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    pub code_hash: String,
+    /// The name of the site it is for.
+    pub site: String,
+    pub state_hash: String,
+    /// The portal session it comes from.
+    pub session: SessionHash,
+    pub return_to: String,
+    pub expires_at: i64,
 }

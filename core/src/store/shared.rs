@@ -7,8 +7,8 @@
 use sqlx::Row;
 
 use super::{
-    AuthMethod, Ceremony, CeremonyKind, KeyPurpose, KeyRecord, PasskeyRecord, PendingLogin,
-    SessionRecord, StoreError, StoreResult, User, UserId,
+    AuthMethod, Ceremony, CeremonyKind, Handoff, KeyPurpose, KeyRecord, PasskeyRecord,
+    PendingLogin, SessionHash, SessionRecord, StoreError, StoreResult, User, UserId,
 };
 use crate::email::Email;
 
@@ -66,7 +66,7 @@ pub(super) use pending_cols;
 
 macro_rules! session_cols {
     () => {
-        "id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen, revoked_at"
+        "id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen, revoked_at, parent"
     };
 }
 pub(super) use session_cols;
@@ -84,6 +84,13 @@ macro_rules! key_cols {
     };
 }
 pub(super) use key_cols;
+
+macro_rules! handoff_cols {
+    () => {
+        "code_hash, site, state_hash, session, return_to, expires_at"
+    };
+}
+pub(super) use handoff_cols;
 
 macro_rules! ceremony_cols {
     () => {
@@ -178,6 +185,18 @@ pub(super) fn session(row: &impl Cols) -> StoreResult<SessionRecord> {
         expires_at: row.int("expires_at")?,
         last_seen: row.int("last_seen")?,
         revoked: row.opt_int("revoked_at")?.is_some(),
+        parent: row.opt_text("parent")?.map(SessionHash::from),
+    })
+}
+
+pub(super) fn handoff(row: &impl Cols) -> StoreResult<Handoff> {
+    Ok(Handoff {
+        code_hash: row.text("code_hash")?,
+        site: row.text("site")?,
+        state_hash: row.text("state_hash")?,
+        session: row.text("session")?.into(),
+        return_to: row.text("return_to")?,
+        expires_at: row.int("expires_at")?,
     })
 }
 

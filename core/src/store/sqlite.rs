@@ -13,8 +13,8 @@ use sqlx::SqlitePool;
 use super::queries::impl_store;
 use super::shared;
 use super::{
-    Ceremony, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord, StoreError,
-    StoreResult, User,
+    Ceremony, Handoff, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord,
+    StoreError, StoreResult, User,
 };
 use crate::email::Email;
 
@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite/0002_keys.sql")),
     (3, include_str!("migrations/sqlite/0003_rate_limits.sql")),
     (4, include_str!("migrations/sqlite/0004_passkeys.sql")),
+    (5, include_str!("migrations/sqlite/0005_portal.sql")),
 ];
 
 pub struct SqliteStore {

@@ -112,6 +112,19 @@ impl SessionStore for PausedStore {
 }
 
 #[async_trait::async_trait]
+impl HandoffStore for PausedStore {
+    async fn put_handoff(&self, handoff: &Handoff) -> StoreResult<()> {
+        self.inner.put_handoff(handoff).await
+    }
+    async fn take_handoff(&self, code_hash: &str, now: i64) -> StoreResult<Option<Handoff>> {
+        self.inner.take_handoff(code_hash, now).await
+    }
+    async fn sweep_handoffs(&self, now: i64) -> StoreResult<()> {
+        self.inner.sweep_handoffs(now).await
+    }
+}
+
+#[async_trait::async_trait]
 impl RateLimitStore for PausedStore {
     async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<i64> {
         self.inner.count_hit(key, window_start).await

@@ -28,6 +28,8 @@ pub struct Options {
     pub passkey_starts_per_minute: u32,
     /// `[rate_limit] per_client` (sign-in links per client address per hour).
     pub per_client: u32,
+    /// `[portal] public_url = "http://auth.localhost:{port}"`.
+    pub portal: bool,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             anonymous_per_minute: 100_000,
             passkey_starts_per_minute: 100_000,
             per_client: 1000,
+            portal: false,
         }
     }
 }
@@ -91,6 +94,7 @@ passkey_prompt = {prompt}
 
 [users]
 signup = "{signup}"
+{portal}
 
 [rate_limit]
 per_email = 5
@@ -129,6 +133,11 @@ upstream = ["{upstream}"]
         passkey_starts = o.passkey_starts_per_minute,
         site0 = o.site0,
         extra = o.extra,
+        portal = if o.portal {
+            format!("[portal]\npublic_url = \"http://auth.localhost:{port}\"\n")
+        } else {
+            String::new()
+        },
     )
 }
 

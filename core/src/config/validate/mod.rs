@@ -217,13 +217,27 @@ impl<'a> Validator<'a> {
                 sites.push(site);
             }
         }
+        let rp_name = f.auth.rp_name.unwrap_or_else(|| "Sesame".into());
+        let portal = self.portal_of(f.portal, &rp_name, &sites, &session);
+        let rp_explicit = f.auth.rp_id.is_some();
         let rp_id = f
             .auth
             .rp_id
+            .or_else(|| portal.as_ref().map(|p| p.host.clone()))
             .or_else(|| sites.first().map(|s| s.host.clone()))
             .unwrap_or_default();
+        if let Some(p) = portal.as_ref().filter(|_| rp_explicit) {
+            if p.host != rp_id && !p.host.ends_with(&format!(".{rp_id}")) {
+                self.err(
+                    "auth.rp_id",
+                    format!(
+                        "the portal's host {} is not {rp_id} or under it: passkeys are made on the portal",
+                        p.host
+                    ),
+                );
+            }
+        }
         let passkey_prompt = f.auth.passkey_prompt.unwrap_or(true);
-        let rp_name = f.auth.rp_name.unwrap_or_else(|| "Sesame".into());
 
         Some(Config {
             listen,
@@ -245,7 +259,43 @@ impl<'a> Validator<'a> {
             signup,
             rate_limit,
             sites,
+            portal,
         })
+    }
+
+    /// `[portal]`, checked against the sites and the session settings.
+    fn portal_of(
+        &mut self,
+        file: Option<file::PortalFile>,
+        rp_name: &str,
+        sites: &[Site],
+        session: &SessionConfig,
+    ) -> Option<Site> {
+        let file = file?;
+        let Some(raw) = file.public_url else {
+            self.err(
+                "portal.public_url",
+                "is required, e.g. \"https://auth.example.com\"",
+            );
+            return None;
+        };
+        let portal = self.portal(&raw, rp_name)?;
+        if let Some(i) = sites.iter().position(|s| s.host == portal.host) {
+            self.err(
+                "portal.public_url",
+                format!(
+                    "host {} is also site[{i}]'s: the portal needs a host of its own",
+                    portal.host
+                ),
+            );
+        }
+        if session.cookie_domain.is_some() {
+            self.err(
+                "session.cookie_domain",
+                "is not used with [portal]: each site gets a session of its own from the portal; remove one of the two",
+            );
+        }
+        Some(portal)
     }
 
     fn session(&mut self, s: file::SessionFile) -> SessionConfig {
@@ -265,6 +315,7 @@ impl<'a> Validator<'a> {
             crate::session::cookies::PENDING_COOKIE,
             crate::session::cookies::OFFERED_COOKIE,
             crate::session::cookies::PROOF_COOKIE,
+            crate::session::cookies::HANDOFF_COOKIE,
         ]
         .contains(&lower.as_str())
             || lower.starts_with("__host-")

@@ -27,39 +27,7 @@ impl Validator<'_> {
             );
             return None;
         };
-        let public_url = match Url::parse(&raw_url) {
-            Ok(u) => u,
-            Err(e) => {
-                self.err(p("public_url"), format!("not a URL: {e}"));
-                return None;
-            }
-        };
-        let host = public_url.host_str().unwrap_or("").to_ascii_lowercase();
-        // RFC 6761: `localhost` and every name under it are this machine
-        // (browsers treat them as secure contexts), as are the loopback
-        // addresses.
-        let is_local = host == "localhost"
-            || host.ends_with(".localhost")
-            || host == "127.0.0.1"
-            || host == "[::1]";
-        match public_url.scheme() {
-            "https" => {}
-            "http" if is_local => {}
-            "http" => self.err(
-                p("public_url"),
-                "must be https unless the host is localhost",
-            ),
-            _ => self.err(p("public_url"), "must be an http(s) URL"),
-        }
-        if host.is_empty() {
-            self.err(p("public_url"), "has no host");
-        }
-        if public_url.path() != "/" || public_url.query().is_some() {
-            self.err(
-                p("public_url"),
-                "must be an origin without a path, e.g. https://wiki.example.com",
-            );
-        }
+        let (public_url, host, is_local) = self.origin_url(&p("public_url"), &raw_url)?;
         // A site outside the shared cookie domain gets a cookie of its own.
         let cookie_domain = cookie_domain
             .filter(|d| host == *d || host.ends_with(&format!(".{d}")))
@@ -250,6 +218,72 @@ impl Validator<'_> {
             cookie_domain,
             headers,
             websocket_origins,
+        })
+    }
+
+    /// A public URL (`key`): an http(s) origin without a path, https unless
+    /// the host is this machine. Its URL, lower-case host, and whether the
+    /// host is local.
+    pub(super) fn origin_url(&mut self, key: &str, raw: &str) -> Option<(Url, String, bool)> {
+        let public_url = match Url::parse(raw) {
+            Ok(u) => u,
+            Err(e) => {
+                self.err(key, format!("not a URL: {e}"));
+                return None;
+            }
+        };
+        let host = public_url.host_str().unwrap_or("").to_ascii_lowercase();
+        // RFC 6761: `localhost` and every name under it are this machine
+        // (browsers treat them as secure contexts), as are the loopback
+        // addresses.
+        let is_local = host == "localhost"
+            || host.ends_with(".localhost")
+            || host == "127.0.0.1"
+            || host == "[::1]";
+        match public_url.scheme() {
+            "https" => {}
+            "http" if is_local => {}
+            "http" => self.err(key, "must be https unless the host is localhost"),
+            _ => self.err(key, "must be an http(s) URL"),
+        }
+        if host.is_empty() {
+            self.err(key, "has no host");
+        }
+        if public_url.path() != "/" || public_url.query().is_some() {
+            self.err(
+                key,
+                "must be an origin without a path, e.g. https://wiki.example.com",
+            );
+        }
+        Some((public_url, host, is_local))
+    }
+
+    /// `[portal]`: Sesame's own origin, a site with no app behind it.
+    pub(super) fn portal(&mut self, raw: &str, rp_name: &str) -> Option<Site> {
+        let (public_url, host, is_local) = self.origin_url("portal.public_url", raw)?;
+        let headers = self.header_names(0, HeaderNamesFile::default());
+        Some(Site {
+            name: rp_name.to_string(),
+            secure: public_url.scheme() == "https" || !is_local,
+            origin: public_url.origin().ascii_serialization(),
+            public_url,
+            host,
+            upstreams: Vec::new(),
+            public_paths: Vec::new(),
+            allow_domains: Vec::new(),
+            allow_emails: Vec::new(),
+            allow_groups: Vec::new(),
+            rules: Vec::new(),
+            require_passkey: false,
+            sign_assertion: false,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            upstream_tls: None,
+            health_check: None,
+            health_interval: Duration::from_secs(5),
+            cookie_domain: None,
+            headers,
+            websocket_origins: Vec::new(),
         })
     }
 

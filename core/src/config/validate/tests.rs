@@ -270,3 +270,50 @@ fn two_sites_may_not_answer_one_host() {
     let got = problems(&format!("{SITE}{}", SITE.replace("3000", "3001")));
     assert!(got.iter().any(|p| p.starts_with("site[1]")), "{got:?}");
 }
+
+#[test]
+fn a_portal_is_an_origin_of_its_own_that_passkeys_live_on() {
+    let portal = |extra: &str| {
+        format!("[portal]\npublic_url = \"https://auth.example.com\"\n{extra}\n{SITE}")
+    };
+    let c = load(&portal("")).unwrap();
+    let p = c.portal.as_ref().unwrap();
+    assert_eq!(
+        (p.host.as_str(), p.origin.as_str()),
+        ("auth.example.com", "https://auth.example.com")
+    );
+    assert!(p.upstreams.is_empty() && p.secure);
+    assert_eq!(
+        c.rp_id, "auth.example.com",
+        "rp_id defaults to the portal's host"
+    );
+    // The parent domain covers the portal; another domain does not.
+    let c = load(&portal("[auth]\nrp_id = \"example.com\"")).unwrap();
+    assert_eq!(c.rp_id, "example.com");
+    assert!(
+        message(&portal("[auth]\nrp_id = \"example.org\""), "auth.rp_id")
+            .contains("auth.example.com")
+    );
+    // One session per site from the portal: no shared cookie domain.
+    assert!(message(
+        &portal("[session]\ncookie_domain = \"example.com\""),
+        "session.cookie_domain"
+    )
+    .contains("[portal]"));
+    // An origin, https, of its own.
+    for (url, why) in [
+        ("https://auth.example.com/login", "without a path"),
+        ("http://auth.example.com", "https"),
+        ("https://wiki.example.com", "host of its own"),
+        ("auth.example.com", "not a URL"),
+    ] {
+        let text = format!("[portal]\npublic_url = \"{url}\"\n{SITE}");
+        assert!(message(&text, "portal.public_url").contains(why), "{url}");
+    }
+    assert_eq!(
+        problems(&format!("[portal]\n{SITE}")),
+        ["portal.public_url"]
+    );
+    // Without it, nothing changes.
+    assert!(load(SITE).unwrap().portal.is_none());
+}

@@ -13,8 +13,8 @@ macro_rules! impl_session_store {
                 // also locks the row, so the insert waits for such a change
                 // (and the change for the insert) to commit.
                 sqlx::query(concat!(
-                    "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen) \
-                     SELECT $1, id, email, name, groups_json, $2, $3, $4, $5 FROM users WHERE id = $6 AND disabled = 0",
+                    "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen, parent) \
+                     SELECT $1, id, email, name, groups_json, $2, $3, $4, $5, $7 FROM users WHERE id = $6 AND disabled = 0",
                     $user_lock,
                     " RETURNING ",
                     $crate::store::shared::session_cols!()
@@ -25,6 +25,7 @@ macro_rules! impl_session_store {
                 .bind(s.expires_at)
                 .bind(s.last_seen)
                 .bind(s.user_id.as_str())
+                .bind(s.parent.as_deref())
                 .fetch_optional(&self.pool)
                 .await?
                 .as_ref()
@@ -56,13 +57,27 @@ macro_rules! impl_session_store {
             }
 
             async fn revoke_session(&self, id_hash: &str, now: i64) -> StoreResult<bool> {
+                // The sessions sites made from it (portal handoffs) go with
+                // it, in the same transaction: none outlives its parent.
+                let mut tx = self.pool.begin().await?;
                 let r = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id_hash = $2 AND revoked_at IS NULL")
                     .bind(now)
                     .bind(id_hash)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                let children: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1 WHERE parent = $2 AND revoked_at IS NULL RETURNING id_hash",
+                )
+                .bind(now)
+                .bind(id_hash)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 if r.rows_affected() > 0 {
                     self.announce(&Invalidation::Session(id_hash.to_string())).await;
+                }
+                for child in children {
+                    self.announce(&Invalidation::Session(child)).await;
                 }
                 Ok(r.rows_affected() > 0)
             }
@@ -98,3 +113,47 @@ macro_rules! impl_session_store {
     };
 }
 pub(in crate::store) use impl_session_store;
+
+/// The SQL of [`HandoffStore`](crate::store::HandoffStore): a code taken
+/// once, in one statement.
+macro_rules! impl_handoff_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::HandoffStore for $store {
+            async fn put_handoff(&self, h: &Handoff) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO handoffs (code_hash, site, state_hash, session, return_to, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&h.code_hash)
+                .bind(&h.site)
+                .bind(&h.state_hash)
+                .bind(h.session.as_str())
+                .bind(&h.return_to)
+                .bind(h.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_handoff(&self, code_hash: &str, now: i64) -> StoreResult<Option<Handoff>> {
+                let row = sqlx::query(concat!(
+                    "DELETE FROM handoffs WHERE code_hash = $1 RETURNING ",
+                    $crate::store::shared::handoff_cols!()
+                ))
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.as_ref().map(shared::handoff).transpose()?.filter(|h| h.expires_at > now))
+            }
+
+            async fn sweep_handoffs(&self, now: i64) -> StoreResult<()> {
+                sqlx::query("DELETE FROM handoffs WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(in crate::store) use impl_handoff_store;
