@@ -221,8 +221,9 @@ fn writes_anonymously(method: &Method, path: &str) -> bool {
         "/login" | "/code" | "/passkey/login/start" | "/passkey/login/finish" => {
             method == Method::POST
         }
-        // Takes (deletes) a handoff code: bounded like the others.
-        "/handoff" => true,
+        // Takes (deletes) a handoff code, or stores one: bounded like the
+        // others.
+        "/handoff" | "/authorize" => true,
         _ => false,
     }
 }

@@ -246,13 +246,14 @@ async fn take(app: &App, req: &Req<'_>) -> Result {
     app.metrics.sessions_created.inc();
     tracing::info!(target: "sesame::audit", event = "session_created", email = %new.record.email, session = &new.record.id_hash[..16], method = new.record.auth_method.as_str(), site = %site.name, via = "portal");
     let rd = ReturnTo::parse(&handoff.return_to, site, &app.return_sites);
-    Ok(
-        session_response(app, req, &new, rd.as_str()).cookie(cookies::clear(
+    Ok(session_response(app, req, &new, rd.as_str())
+        .cookie(cookies::clear(
             site,
             &req.site.handoff_cookie,
             CookieScope::HostOnly,
-        )),
-    )
+        ))
+        // The code is in this request's URL: no `Referer` from here on.
+        .no_referrer())
 }
 
 /// Site `POST /logout`: this site's session ends; the portal's account page

@@ -424,3 +424,143 @@ async fn the_per_address_limit_is_shared_by_the_instances() {
         "5 per address, across both"
     );
 }
+
+/// Two instances serving one portal (`auth.localhost`) and one site
+/// (`wiki.localhost`) on one port, A on 127.0.0.1 and B on 127.0.0.2, and
+/// one browser whose requests land on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_made_on_one_instance_is_taken_on_the_other_and_a_portal_sign_out_reaches_both() {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    let store = TestStore::new(Backend::Postgres).await;
+    let mail = MailBox::start();
+    let upstream = Upstream::start().await;
+    let port = free_port();
+    let config = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:0"]
+admin_listen = "127.0.0.1:0"
+threads = 1
+[store]
+url = "{}"
+[mail]
+smtp_url = "smtp://{}"
+from = "Sesame test <login@example.com>"
+[users]
+signup = "open"
+[auth]
+passkey_prompt = false
+[portal]
+public_url = "http://auth.localhost:{port}"
+[[site]]
+name = "Wiki"
+public_url = "http://wiki.localhost:{port}"
+upstream = ["{}"]
+"#,
+        store.url, mail.addr, upstream.addr
+    );
+    let dir = store.dir();
+    let a = Instance::start_at(dir, "a", &config, &[], "127.0.0.1", port);
+    let b = Instance::start_at(dir, "b", &config, &[], "127.0.0.2", port);
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let on = |ip: [u8; 4]| {
+        let at = SocketAddr::from((ip, port));
+        reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .resolve("auth.localhost", at)
+            .resolve("wiki.localhost", at)
+            .build()
+            .unwrap()
+    };
+    let (to_a, to_b) = (on([127, 0, 0, 1]), on([127, 0, 0, 2]));
+    let portal = format!("http://auth.localhost:{port}");
+    let wiki = format!("http://wiki.localhost:{port}");
+    let logs = || format!("log of A:\n{}\nlog of B:\n{}", a.log(), b.log());
+    let location = |r: &reqwest::Response| {
+        r.url()
+            .join(r.headers()["location"].to_str().unwrap())
+            .unwrap()
+            .to_string()
+    };
+
+    // The site on A sends the browser to the portal; the portal on B to its
+    // sign-in page.
+    let r = to_a
+        .get(format!("{wiki}/.sesame/login?rd=/page"))
+        .send()
+        .await
+        .unwrap();
+    let authorize = location(&r);
+    assert!(
+        authorize.starts_with(&format!("{portal}/.sesame/authorize?")),
+        "{authorize}\n{}",
+        logs()
+    );
+    let r = to_b.get(&authorize).send().await.unwrap();
+    assert_eq!(r.status(), 302, "{}", logs());
+    // The link asked for on A, used on B.
+    let r = to_a
+        .post(format!("{portal}/.sesame/login"))
+        .header("Origin", &portal)
+        .form(&[("email", "ada@example.com"), ("rd", authorize.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", logs());
+    let m = mail.wait_for("ada@example.com", 0).await;
+    let r = to_b
+        .post(format!("{portal}/.sesame/magic"))
+        .header("Origin", &portal)
+        .form(&[("token", &m.token())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&r), authorize, "{}", logs());
+    // The code made on A, taken on B.
+    let r = to_a.get(&authorize).send().await.unwrap();
+    let handoff = location(&r);
+    assert!(
+        handoff.starts_with(&format!("{wiki}/.sesame/handoff?code=")),
+        "{handoff}\n{}",
+        logs()
+    );
+    let r = to_b.get(&handoff).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{}", logs());
+    assert_eq!(location(&r), format!("{wiki}/page"));
+    // Taken once, on either.
+    assert_eq!(to_a.get(&handoff).send().await.unwrap().status(), 410);
+    for client in [&to_a, &to_b] {
+        let r = client.get(format!("{wiki}/page")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", logs());
+    }
+
+    // Signed out at the portal on B: the site's session ends on A too (A
+    // cached it as live a moment ago).
+    let r = to_b
+        .post(format!("{portal}/.sesame/logout"))
+        .header("Origin", &portal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let t = Instant::now();
+    loop {
+        let r = to_a.get(format!("{wiki}/page")).send().await.unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "A still accepts the site session\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "portal sign-out on B -> site session refused on A: {} ms",
+        t.elapsed().as_millis()
+    );
+}

@@ -12,7 +12,7 @@ use crate::helpers::*;
 
 async fn spawn_portal() -> TestApp {
     spawn_with(Options {
-        portal: true,
+        portal: Some("auth.localhost"),
         ..Options::default()
     })
     .await
@@ -28,12 +28,16 @@ fn browser_for(app: &TestApp) -> reqwest::Client {
             "auth.localhost",
             SocketAddr::from(([127, 0, 0, 1], app.port)),
         )
+        .resolve(
+            "wiki.localhost",
+            SocketAddr::from(([127, 0, 0, 1], app.port)),
+        )
         .build()
         .unwrap()
 }
 
 fn portal(app: &TestApp) -> String {
-    format!("http://auth.localhost:{}", app.port)
+    app.portal.clone().expect("the app has a portal")
 }
 
 fn other_site(app: &TestApp) -> String {
@@ -344,8 +348,11 @@ async fn pages_and_ceremonies_are_served_on_the_portal_only() {
     // Forward-auth knows nothing of the portal's host.
     let r = browser()
         .get(app.url("/.sesame/auth"))
-        .header("Host", format!("auth.localhost:{}", app.port))
-        .header("X-Forwarded-Host", format!("auth.localhost:{}", app.port))
+        .header("Host", portal(&app).trim_start_matches("http://"))
+        .header(
+            "X-Forwarded-Host",
+            portal(&app).trim_start_matches("http://"),
+        )
         .header("X-Forwarded-Uri", "/")
         .header("X-Forwarded-Method", "GET")
         .send()
@@ -409,5 +416,77 @@ async fn rd_stays_on_configured_sites_across_the_handoff_for_the_whole_corpus() 
         let r = b.get(seen.last().unwrap()).send().await.unwrap();
         assert_eq!(r.status(), 303, "{evil}");
         assert_eq!(location(&r), app.url("/"), "{evil}");
+    }
+}
+
+/// POST JSON to the portal, from the portal's own pages.
+async fn portal_json(
+    app: &TestApp,
+    b: &reqwest::Client,
+    path: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    b.post(format!("{}{path}", portal(app)))
+        .header("Origin", portal(app))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+store_tests! {
+    async fn a_site_that_needs_a_passkey_sends_the_browser_to_step_up_on_the_portal() {
+        use webauthn_authenticator_rs::prelude::WebauthnAuthenticator;
+        use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+        let app = spawn_with(Options {
+            // Passkeys over plain http work on `localhost` only.
+            portal: Some("localhost"),
+            site0_host: "wiki.localhost",
+            site0: "require_passkey = true".into(),
+            ..Options::default()
+        })
+        .await;
+        let b = browser_for(&app);
+        let origin = url::Url::parse(&portal(&app)).unwrap();
+        // Signed in by email through the site without the requirement.
+        let code = sign_in_until_handoff(&app, &b, "pia@example.com", &other_site(&app)).await;
+        b.get(&code).send().await.unwrap();
+        // A passkey made on the portal (rp_id = its host).
+        let mut key = SoftPasskey::new(true);
+        let r = portal_json(&app, &b, "/.sesame/passkey/register/start", &serde_json::json!({})).await;
+        assert_eq!(r.status(), 200);
+        let cred = key.do_registration(origin.clone(), r.json().await.unwrap()).unwrap();
+        let r = portal_json(&app, &b, "/.sesame/passkey/register/finish", &serde_json::to_value(&cred).unwrap()).await;
+        assert_eq!(r.status(), 201);
+
+        // The site that needs one: to the portal's step-up page.
+        let start = app.url("/vault");
+        let (page, seen) = follow_until(&b, &start, None).await;
+        assert_eq!(page.status(), 200);
+        let stepup = seen.last().unwrap();
+        assert!(stepup.starts_with(&format!("{}/.sesame/stepup?rd=", portal(&app))), "{seen:?}");
+        let back = query_param(stepup, "rd").unwrap();
+        assert!(back.contains("passkey=1"), "{back}");
+        // The passkey, on the portal; then on by itself to the site.
+        let r = portal_json(&app, &b, "/.sesame/passkey/login/start", &serde_json::json!({"email": "pia@example.com", "rd": back})).await;
+        assert_eq!(r.status(), 200);
+        let assertion = key.do_authentication(origin, r.json().await.unwrap()).unwrap();
+        let r = portal_json(&app, &b, "/.sesame/passkey/login/finish", &serde_json::to_value(&assertion).unwrap()).await;
+        assert_eq!(r.status(), 200);
+        let redirect = r.json::<serde_json::Value>().await.unwrap()["redirect"].as_str().unwrap().to_string();
+        assert_eq!(redirect, back);
+        let (page, seen) = follow_until(&b, &redirect, None).await;
+        assert_eq!(page.status(), 200, "{seen:?}");
+        assert_eq!(seen.last().unwrap(), &start);
+        assert_eq!(app.upstream.last().header("sesame-auth-method").as_deref(), Some("passkey"));
+        // A site's own origin cannot run a ceremony.
+        let r = b
+            .post(app.url("/.sesame/passkey/login/start"))
+            .header("Origin", &app.base)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
     }
 }

@@ -211,6 +211,7 @@ async fn one_sign_in_serves_the_sites_under_cookie_domain_and_not_a_site_elsewhe
         upstream,
         clock,
         running: Some(running),
+        portal: None,
         store,
     };
     let b = tls_browser(&ca, &names);

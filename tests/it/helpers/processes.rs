@@ -25,12 +25,25 @@ impl Instance {
         config: &str,
         wrapper: &[&str],
     ) -> Instance {
-        let port = free_port();
+        Self::start_at(dir, name, config, wrapper, "127.0.0.1", free_port())
+    }
+
+    /// Listening on `ip:port` (another loopback address, such as
+    /// 127.0.0.2, lets two instances share a port, as behind a load
+    /// balancer that keeps the public URL's port).
+    pub fn start_at(
+        dir: &std::path::Path,
+        name: &str,
+        config: &str,
+        wrapper: &[&str],
+        ip: &str,
+        port: u16,
+    ) -> Instance {
         let admin = free_port();
         let text = config
             .replacen(
                 "listen = [\"127.0.0.1:0\"]",
-                &format!("listen = [\"127.0.0.1:{port}\"]"),
+                &format!("listen = [\"{ip}:{port}\"]"),
                 1,
             )
             .replacen(
@@ -67,7 +80,7 @@ impl Instance {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 panic!("instance {name} exited ({status}) while starting:\n{log}");
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::net::TcpStream::connect((ip, port)).is_ok() {
                 return Instance {
                     port,
                     admin,

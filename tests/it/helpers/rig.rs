@@ -28,8 +28,10 @@ pub struct Options {
     pub passkey_starts_per_minute: u32,
     /// `[rate_limit] per_client` (sign-in links per client address per hour).
     pub per_client: u32,
-    /// `[portal] public_url = "http://auth.localhost:{port}"`.
-    pub portal: bool,
+    /// `[portal] public_url = "http://{host}:{port}"` with this host.
+    pub portal: Option<&'static str>,
+    /// The first site's host (`localhost` by default).
+    pub site0_host: &'static str,
 }
 
 impl Default for Options {
@@ -47,7 +49,8 @@ impl Default for Options {
             anonymous_per_minute: 100_000,
             passkey_starts_per_minute: 100_000,
             per_client: 1000,
-            portal: false,
+            portal: None,
+            site0_host: "localhost",
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct TestApp {
     pub upstream: Upstream,
     pub clock: Clock,
     pub running: Option<sesame::Running>,
+    /// The portal's URL, if it has one.
+    pub portal: Option<String>,
     /// Dropped after `running` (fields drop in order).
     pub store: TestStore,
 }
@@ -104,7 +109,7 @@ passkey_starts_per_minute = {passkey_starts}
 
 [[site]]
 name = "Test app"
-public_url = "http://localhost:{public_port}"
+public_url = "http://{site0_host}:{public_port}"
 upstream = [{site0_upstreams}]
 public_paths = ["/public", "/health"]
 {site0}
@@ -133,11 +138,11 @@ upstream = ["{upstream}"]
         passkey_starts = o.passkey_starts_per_minute,
         site0 = o.site0,
         extra = o.extra,
-        portal = if o.portal {
-            format!("[portal]\npublic_url = \"http://auth.localhost:{port}\"\n")
-        } else {
-            String::new()
+        portal = match o.portal {
+            Some(host) => format!("[portal]\npublic_url = \"http://{host}:{port}\"\n"),
+            None => String::new(),
         },
+        site0_host = o.site0_host,
     )
 }
 
@@ -163,7 +168,8 @@ pub async fn spawn_with(mut o: Options) -> TestApp {
     let running = start(config, clock.clone()).await;
     TestApp {
         port,
-        base: format!("http://localhost:{port}"),
+        base: format!("http://{}:{port}", o.site0_host),
+        portal: o.portal.map(|host| format!("http://{host}:{port}")),
         admin: format!("http://127.0.0.1:{admin}"),
         mail,
         upstream,
