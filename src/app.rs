@@ -94,6 +94,8 @@ pub struct App {
     pub portal: Option<SiteId>,
     /// Where `rd` may send a person: every site, and the portal.
     pub return_sites: Vec<Site>,
+    /// The OpenID Connect provider, with a portal and clients configured.
+    pub oidc: Option<crate::oidc::Provider>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +170,18 @@ impl App {
                 portal.is_none_or(|p| p.index() == i)
             });
         let store_up = Arc::new(AtomicBool::new(true));
+        let oidc = match (&config.portal, config.oidc_clients.is_empty()) {
+            (Some(p), false) => Some(
+                crate::oidc::Provider::load(
+                    p.origin.clone(),
+                    config.oidc_clients.clone(),
+                    &store,
+                    clock.now(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         Ok(Arc::new(App {
             sessions: Sessions::new(
                 config.session.clone(),
@@ -221,6 +235,7 @@ impl App {
             store_up,
             portal,
             return_sites: all,
+            oidc,
         }))
     }
 
@@ -409,6 +424,11 @@ impl App {
             .await
         {
             tracing::warn!(error = %e, "sweeping rate-limit windows failed");
+        }
+        // Used codes are kept a while after they expire: a second use is
+        // still recognised (and revokes what the first made) that long.
+        if let Err(e) = self.store.sweep_oidc(self.clock.now() - 3600).await {
+            tracing::warn!(error = %e, "sweeping expired OIDC codes and tokens failed");
         }
         if let Err(e) = self.store.sweep_handoffs(self.clock.now()).await {
             tracing::warn!(error = %e, "sweeping expired handoff codes failed");

@@ -6,8 +6,8 @@
 //! it). Both use the same path, so tests exercise what operators run.
 
 pub use sesame_core::{
-    client_addr, clock, config, email, identity, keys, magic_link, mail, metrics, pages, passkey,
-    path, random, ratelimit, return_to, session, signin, store, tls,
+    client_addr, clock, config, email, identity, keys, magic_link, mail, metrics, oidc, pages,
+    passkey, path, random, ratelimit, return_to, session, signin, store, tls,
 };
 
 pub mod admin;

@@ -139,6 +139,25 @@ Examples:
         #[command(subcommand)]
         action: SessionAction,
     },
+    /// OpenID Connect: make client secrets.
+    #[command(after_help = "\
+Reads no config file and no store.
+
+Examples:
+  sesame oidc hash-secret                  # a new secret, and its hash
+  printf %s \"$SECRET\" | sesame oidc hash-secret   # the hash of your own")]
+    Oidc {
+        #[command(subcommand)]
+        action: OidcAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OidcAction {
+    /// Print the argon2id hash of a client secret, for `[[oidc.client]] secret`.
+    /// With a secret on standard input, hashes it; else makes a new one and
+    /// prints it too (give it to the application, keep only the hash here).
+    HashSecret,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/sesame/sesame.toml";
@@ -264,6 +283,9 @@ fn main() -> ExitCode {
         Command::Session { config, action } => {
             load(&config).and_then(|c| admin(c, Admin::Session(action)))
         }
+        Command::Oidc {
+            action: OidcAction::HashSecret,
+        } => hash_secret(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -272,6 +294,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `sesame oidc hash-secret`
+fn hash_secret() -> Result<(), String> {
+    use std::io::{IsTerminal, Read};
+    let mut given = String::new();
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        stdin
+            .lock()
+            .read_to_string(&mut given)
+            .map_err(|e| format!("reading the secret from standard input: {e}"))?;
+    }
+    // A trailing newline (`echo`) is not part of the secret.
+    let given = given.trim_end_matches(['\r', '\n']);
+    let (secret, made) = match given {
+        "" => (sesame::oidc::secret::generate(), true),
+        s if s.len() < 16 => {
+            return Err("the secret on standard input is shorter than 16 characters".into())
+        }
+        s => (s.to_string(), false),
+    };
+    let hash = sesame::oidc::secret::hash(&secret)?;
+    if made {
+        println!("secret (give it to the application): {secret}");
+        println!("hash (for [[oidc.client]] secret):   {hash}");
+    } else {
+        println!("{hash}");
+    }
+    Ok(())
 }
 
 fn serve(config: Config, demo_app: Option<SocketAddr>) -> Result<(), String> {

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod magic_link;
 pub mod mail;
 pub mod metrics;
+pub mod oidc;
 pub mod pages;
 pub mod passkey;
 pub mod path;

@@ -165,6 +165,12 @@ pub struct Metrics {
     /// used or expired), `wrong_site`, `wrong_browser` (no or another state
     /// cookie), `ended` (the portal session ended first).
     pub handoffs: IntCounterVec,
+    /// OpenID Connect authorization codes issued, by client.
+    pub oidc_authorizations: IntCounterVec,
+    /// Tokens issued by the token endpoint, by grant type.
+    pub oidc_tokens: IntCounterVec,
+    /// OAuth/OIDC errors answered, by their `error` code.
+    pub oidc_errors: IntCounterVec,
 }
 
 /// The `result` values of `sesame_handoffs_total`.
@@ -328,6 +334,24 @@ impl Metrics {
                 "Portal handoffs: codes issued to sites, and what became of each taken",
                 &["result"],
             ),
+            oidc_authorizations: counter_vec(
+                &registry,
+                "sesame_oidc_authorizations_total",
+                "OpenID Connect authorization codes issued, by client",
+                &["client"],
+            ),
+            oidc_tokens: counter_vec(
+                &registry,
+                "sesame_oidc_tokens_total",
+                "Tokens issued by the OpenID Connect token endpoint, by grant type",
+                &["grant_type"],
+            ),
+            oidc_errors: counter_vec(
+                &registry,
+                "sesame_oidc_errors_total",
+                "OAuth and OpenID Connect errors answered, by error code",
+                &["error"],
+            ),
             registry,
         };
         metrics.start_at_zero();
@@ -347,6 +371,7 @@ impl Metrics {
         for result in HANDOFF_RESULTS {
             zero(&self.handoffs, &[result]);
         }
+        zero(&self.oidc_tokens, &["authorization_code"]);
         for result in [
             "ok",
             "invalid",

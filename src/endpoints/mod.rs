@@ -7,6 +7,7 @@
 
 mod account;
 pub mod error;
+mod oidc;
 mod passkeys;
 mod portal;
 mod signin;
@@ -259,6 +260,22 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
         }
         if req.path == "/authorize" && m == Method::GET {
             return portal::authorize(app, req).await;
+        }
+        if let Some(provider) = &app.oidc {
+            match req.path {
+                "/.well-known/openid-configuration" if m == Method::GET => {
+                    return Ok(oidc::discovery(provider))
+                }
+                "/oidc/jwks.json" if m == Method::GET => return Ok(oidc::jwks(provider)),
+                "/oidc/authorize" if m == Method::GET || m == Method::POST => {
+                    return oidc::authorize(app, provider, req).await
+                }
+                "/oidc/token" => return oidc::token(app, provider, req).await,
+                "/oidc/userinfo" if m == Method::GET || m == Method::POST => {
+                    return oidc::userinfo(app, req).await
+                }
+                _ => {}
+            }
         }
     }
     Ok(match req.path {

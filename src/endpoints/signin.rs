@@ -51,6 +51,10 @@ fn return_to(app: &App, req: &Req, raw: Option<String>) -> ReturnTo {
 
 pub fn login_page(app: &App, req: &Req) -> Resp {
     let rd = return_to(app, req, req.query_param("rd"));
+    // An OpenID Connect client's `login_hint`, when it is an address.
+    let hint = req
+        .query_param("login_hint")
+        .and_then(|h| Email::parse(&h).ok());
     let html = app.pages.render(
         "login.html",
         &LoginPage {
@@ -58,7 +62,7 @@ pub fn login_page(app: &App, req: &Req) -> Resp {
             passkeys: app.passkeys.available(req.site_id),
             rd: rd.as_str(),
             error: None,
-            email: None,
+            email: hint.as_ref().map(Email::as_str),
         },
     );
     Resp::page(app, 200, html)

@@ -125,7 +125,8 @@ impl Gateway {
         let path = req_header.uri.path();
         let req = Req {
             method: &req_header.method,
-            path: &path[PREFIX.len()..],
+            // Below `/.sesame`; the portal's `/.well-known/` as it is.
+            path: path.strip_prefix(PREFIX).unwrap_or(path),
             query: req_header.uri.query().unwrap_or(""),
             headers: &req_header.headers,
             body,

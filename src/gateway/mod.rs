@@ -242,6 +242,11 @@ impl ProxyHttp for Gateway {
         };
         ctx.site = Some(site_id);
         let path = session.req_header().uri.path();
+        if self.app.is_portal(site_id) && path == "/.well-known/openid-configuration" {
+            ctx.outcome = Some(Outcome::Endpoint);
+            Box::pin(self.endpoint(session, site_id)).await?;
+            return Ok(true);
+        }
         if self.app.is_portal(site_id) && !(path == PREFIX || path.starts_with("/.sesame/")) {
             // The portal has no app behind it: its root is the account page.
             ctx.outcome = Some(Outcome::Endpoint);

@@ -363,3 +363,61 @@ fn version_names_the_commit_and_every_help_has_an_example() {
         );
     }
 }
+
+#[test]
+fn oidc_hash_secret_makes_a_secret_and_a_hash_the_config_accepts() {
+    use std::io::Write;
+    // Nothing on standard input: a new secret, and its hash.
+    let out = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["oidc", "hash-secret"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_else(|| panic!("no {label:?} line in {text}"))
+            .to_string()
+    };
+    let (secret, hash) = (value("secret"), value("hash"));
+    assert!(secret.len() >= 43, "{secret}");
+    assert!(sesame::oidc::secret::verify(&hash, &secret));
+    // A secret of one's own, piped in (with echo's newline).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["oidc", "hash-secret"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"my-own-secret-0123456789\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        sesame::oidc::secret::verify(&hash, "my-own-secret-0123456789"),
+        "{hash}"
+    );
+    // The config takes it.
+    let config = format!(
+        "[portal]\npublic_url = \"https://auth.example.com\"\n[[oidc.client]]\nid = \"app\"\nsecret = \"{hash}\"\nredirect_uris = [\"https://app.example.com/cb\"]\n[[site]]\npublic_url = \"https://a.example.com\"\nupstream = [\"127.0.0.1:1\"]\n"
+    );
+    assert!(sesame::config::Config::from_toml(&config).is_ok());
+    // Too short a secret is refused.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["oidc", "hash-secret"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
+}

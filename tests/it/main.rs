@@ -43,6 +43,7 @@ mod limits;
 mod link;
 mod mail;
 mod nginx;
+mod oidc;
 mod outage;
 mod passkeys;
 mod portal;

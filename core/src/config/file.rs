@@ -31,7 +31,36 @@ pub struct FileConfig {
     pub rate_limit: RateLimitFile,
     pub portal: Option<PortalFile>,
     #[serde(default)]
+    pub oidc: OidcFile,
+    #[serde(default)]
     pub site: Vec<SiteFile>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    #[serde(default)]
+    pub client: Vec<OidcClientFile>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OidcClientFile {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+    #[serde(default)]
+    pub allow_emails: Vec<String>,
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    #[serde(default)]
+    pub require_passkey: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -103,6 +103,40 @@ pub struct Config {
     /// ceremony; sites get their sessions from it by a handoff. `None`:
     /// each site serves its own pages under `/.sesame/`.
     pub portal: Option<Site>,
+    /// `[[oidc.client]]`: apps that sign people in through the portal by
+    /// OpenID Connect.
+    pub oidc_clients: Vec<OidcClient>,
+}
+
+/// An OpenID Connect client (relying party) of the portal.
+#[derive(Clone)]
+pub struct OidcClient {
+    pub id: String,
+    pub name: String,
+    /// PHC string of the client secret's hash (argon2); `None` for a
+    /// public client, which must use PKCE.
+    pub secret_hash: Option<String>,
+    /// Matched exactly, character for character.
+    pub redirect_uris: Vec<String>,
+    /// Who may use this app (empty lists: everyone signed in).
+    pub admission: Admission,
+    pub require_passkey: bool,
+}
+
+impl OidcClient {
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+}
+
+impl fmt::Debug for OidcClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcClient")
+            .field("id", &self.id)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("public", &self.is_public())
+            .finish_non_exhaustive()
+    }
 }
 
 /// One HTTPS listener and the certificates it presents (chosen by SNI).

@@ -1,6 +1,6 @@
 //! The store: everything Sesame keeps beyond one request, behind async
 //! traits by kind of data ([`UserStore`], [`PendingStore`], [`SessionStore`],
-//! [`HandoffStore`], [`RateLimitStore`], [`KeyStore`], [`PasskeyStore`])
+//! [`HandoffStore`], [`OidcStore`], [`RateLimitStore`], [`KeyStore`], [`PasskeyStore`])
 //! that [`Store`] joins.
 //! The records are in `records.rs`.
 //!
@@ -151,6 +151,36 @@ pub trait HandoffStore: Send + Sync {
     async fn sweep_handoffs(&self, now: i64) -> StoreResult<()>;
 }
 
+/// The OpenID Connect provider's codes, grants and tokens, by hash.
+#[async_trait]
+pub trait OidcStore: Send + Sync {
+    async fn put_oidc_code(&self, code: &OidcCode) -> StoreResult<()>;
+
+    /// Mark a code used (atomically: one caller gets `Fresh`); a code used
+    /// before answers `Reused` with the grant its first use made.
+    async fn take_oidc_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeTaken>;
+
+    /// Store a grant made from a code, with its access token, and note it
+    /// on the code (so that a second use of the code can revoke it).
+    async fn create_oidc_grant(
+        &self,
+        grant: &OidcGrant,
+        code_hash: &str,
+        access_hash: &str,
+        access_expires_at: i64,
+    ) -> StoreResult<()>;
+
+    /// The grant of a live access token, if the token, the grant and the
+    /// sign-in it came from (the portal session) are all still live.
+    async fn oidc_access(&self, token_hash: &str, now: i64) -> StoreResult<Option<OidcGrant>>;
+
+    /// Revoke a grant and so every token of it; false if it was not live.
+    async fn revoke_oidc_grant(&self, id: &str, now: i64) -> StoreResult<bool>;
+
+    /// Delete codes and tokens expired before `before`.
+    async fn sweep_oidc(&self, before: i64) -> StoreResult<()>;
+}
+
 /// Rate-limit windows, counted atomically across instances.
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
@@ -227,6 +257,7 @@ pub trait Store:
     + PendingStore
     + SessionStore
     + HandoffStore
+    + OidcStore
     + RateLimitStore
     + KeyStore
     + PasskeyStore

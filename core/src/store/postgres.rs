@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use super::queries::impl_store;
 use super::shared;
 use super::{
-    Ceremony, Handoff, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord,
-    StoreError, StoreResult, User,
+    Ceremony, CodeTaken, Handoff, Invalidation, KeyRecord, OidcCode, OidcGrant, PasskeyRecord,
+    PendingLogin, SessionRecord, StoreError, StoreResult, User,
 };
 use crate::email::Email;
 
@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/postgres/0003_rate_limits.sql")),
     (4, include_str!("migrations/postgres/0004_passkeys.sql")),
     (5, include_str!("migrations/postgres/0005_portal.sql")),
+    (6, include_str!("migrations/postgres/0006_oidc.sql")),
 ];
 /// Arbitrary key for `pg_advisory_xact_lock` while migrating.
 const MIGRATION_LOCK: i64 = 0x5e5a_3e00;

@@ -214,6 +214,48 @@ impl fmt::Debug for KeyRecord {
     }
 }
 
+/// An OpenID Connect authorization code, by the hash of the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcCode {
+    pub code_hash: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// The portal session it was issued for.
+    pub session: SessionHash,
+    pub user_id: UserId,
+    pub scope: String,
+    pub nonce: Option<String>,
+    /// PKCE S256 challenge, if the client sent one.
+    pub code_challenge: Option<String>,
+    pub auth_time: i64,
+    pub auth_method: AuthMethod,
+    pub expires_at: i64,
+}
+
+/// What taking a code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeTaken {
+    /// Its first use.
+    Fresh(OidcCode),
+    /// Used before; the grant the first use made, if it got that far.
+    Reused { grant: Option<String> },
+    /// No such code, or expired.
+    Unknown,
+}
+
+/// What a client was given for one sign-in: its tokens hang off it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcGrant {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: UserId,
+    pub session: SessionHash,
+    pub scope: String,
+    pub auth_time: i64,
+    pub auth_method: AuthMethod,
+    pub created_at: i64,
+}
+
 /// A single-use code the portal hands a site after a sign-in: the site
 /// turns it into a session of its own, bound to the site and to the state
 /// cookie it set before sending the browser to the portal. Only hashes of

@@ -7,8 +7,8 @@
 use sqlx::Row;
 
 use super::{
-    AuthMethod, Ceremony, CeremonyKind, Handoff, KeyPurpose, KeyRecord, PasskeyRecord,
-    PendingLogin, SessionHash, SessionRecord, StoreError, StoreResult, User, UserId,
+    AuthMethod, Ceremony, CeremonyKind, Handoff, KeyPurpose, KeyRecord, OidcCode, OidcGrant,
+    PasskeyRecord, PendingLogin, SessionHash, SessionRecord, StoreError, StoreResult, User, UserId,
 };
 use crate::email::Email;
 
@@ -186,6 +186,40 @@ pub(super) fn session(row: &impl Cols) -> StoreResult<SessionRecord> {
         last_seen: row.int("last_seen")?,
         revoked: row.opt_int("revoked_at")?.is_some(),
         parent: row.opt_text("parent")?.map(SessionHash::from),
+    })
+}
+
+fn auth_method(row: &impl Cols) -> StoreResult<AuthMethod> {
+    let m = row.text("auth_method")?;
+    AuthMethod::parse(&m).ok_or_else(|| StoreError::Other(format!("bad auth method in store: {m}")))
+}
+
+pub(super) fn oidc_code(row: &impl Cols) -> StoreResult<OidcCode> {
+    Ok(OidcCode {
+        code_hash: row.text("code_hash")?,
+        client_id: row.text("client_id")?,
+        redirect_uri: row.text("redirect_uri")?,
+        session: row.text("session")?.into(),
+        user_id: row.text("user_id")?.into(),
+        scope: row.text("scope")?,
+        nonce: row.opt_text("nonce")?,
+        code_challenge: row.opt_text("code_challenge")?,
+        auth_time: row.int("auth_time")?,
+        auth_method: auth_method(row)?,
+        expires_at: row.int("expires_at")?,
+    })
+}
+
+pub(super) fn oidc_grant(row: &impl Cols) -> StoreResult<OidcGrant> {
+    Ok(OidcGrant {
+        id: row.text("id")?,
+        client_id: row.text("client_id")?,
+        user_id: row.text("user_id")?.into(),
+        session: row.text("session")?.into(),
+        scope: row.text("scope")?,
+        auth_time: row.int("auth_time")?,
+        auth_method: auth_method(row)?,
+        created_at: row.int("created_at")?,
     })
 }
 

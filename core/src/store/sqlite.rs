@@ -13,8 +13,8 @@ use sqlx::SqlitePool;
 use super::queries::impl_store;
 use super::shared;
 use super::{
-    Ceremony, Handoff, Invalidation, KeyRecord, PasskeyRecord, PendingLogin, SessionRecord,
-    StoreError, StoreResult, User,
+    Ceremony, CodeTaken, Handoff, Invalidation, KeyRecord, OidcCode, OidcGrant, PasskeyRecord,
+    PendingLogin, SessionRecord, StoreError, StoreResult, User,
 };
 use crate::email::Email;
 
@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_rate_limits.sql")),
     (4, include_str!("migrations/sqlite/0004_passkeys.sql")),
     (5, include_str!("migrations/sqlite/0005_portal.sql")),
+    (6, include_str!("migrations/sqlite/0006_oidc.sql")),
 ];
 
 pub struct SqliteStore {

@@ -125,6 +125,36 @@ impl HandoffStore for PausedStore {
 }
 
 #[async_trait::async_trait]
+impl OidcStore for PausedStore {
+    async fn put_oidc_code(&self, code: &OidcCode) -> StoreResult<()> {
+        self.inner.put_oidc_code(code).await
+    }
+    async fn take_oidc_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeTaken> {
+        self.inner.take_oidc_code(code_hash, now).await
+    }
+    async fn create_oidc_grant(
+        &self,
+        grant: &OidcGrant,
+        code_hash: &str,
+        access_hash: &str,
+        access_expires_at: i64,
+    ) -> StoreResult<()> {
+        self.inner
+            .create_oidc_grant(grant, code_hash, access_hash, access_expires_at)
+            .await
+    }
+    async fn oidc_access(&self, token_hash: &str, now: i64) -> StoreResult<Option<OidcGrant>> {
+        self.inner.oidc_access(token_hash, now).await
+    }
+    async fn revoke_oidc_grant(&self, id: &str, now: i64) -> StoreResult<bool> {
+        self.inner.revoke_oidc_grant(id, now).await
+    }
+    async fn sweep_oidc(&self, before: i64) -> StoreResult<()> {
+        self.inner.sweep_oidc(before).await
+    }
+}
+
+#[async_trait::async_trait]
 impl RateLimitStore for PausedStore {
     async fn count_hit(&self, key: &str, window_start: i64) -> StoreResult<i64> {
         self.inner.count_hit(key, window_start).await

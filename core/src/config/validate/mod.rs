@@ -259,8 +259,98 @@ impl<'a> Validator<'a> {
             signup,
             rate_limit,
             sites,
+            oidc_clients: self.oidc_clients(f.oidc, portal.is_some()),
             portal,
         })
+    }
+
+    /// `[[oidc.client]]`: each checked, the ids unique.
+    fn oidc_clients(&mut self, file: file::OidcFile, portal: bool) -> Vec<OidcClient> {
+        let mut clients: Vec<OidcClient> = Vec::new();
+        if !file.client.is_empty() && !portal {
+            self.err(
+                "oidc.client",
+                "needs [portal]: the OpenID Connect provider is served on the portal (its public_url is the issuer)",
+            );
+        }
+        for (i, c) in file.client.into_iter().enumerate() {
+            let p = |k: &str| format!("oidc.client[{i}].{k}");
+            let id = c.id.unwrap_or_default();
+            if id.is_empty()
+                || id.len() > 128
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                self.err(
+                    p("id"),
+                    "is required: letters, digits, '-', '_' and '.', e.g. \"grafana\"",
+                );
+            } else if let Some(j) = clients.iter().position(|o| o.id == id) {
+                self.err(p("id"), format!("{id:?} is already oidc.client[{j}]'s"));
+            }
+            let secret_hash = match (c.public, c.secret) {
+                (true, Some(_)) => {
+                    self.err(
+                        p("secret"),
+                        "a public client has no secret (it proves itself with PKCE)",
+                    );
+                    None
+                }
+                (true, None) => None,
+                (false, None) => {
+                    self.err(
+                        p("secret"),
+                        "is required (or public = true): a hash made by `sesame oidc hash-secret`",
+                    );
+                    None
+                }
+                (false, Some(s)) => {
+                    if let Err(e) = crate::oidc::secret::check_hash(&s) {
+                        self.err(p("secret"), e);
+                    }
+                    Some(s)
+                }
+            };
+            if c.redirect_uris.is_empty() {
+                self.err(
+                    p("redirect_uris"),
+                    "needs at least one, e.g. [\"https://grafana.example.com/login/generic_oauth\"]",
+                );
+            }
+            for (j, u) in c.redirect_uris.iter().enumerate() {
+                if let Err(e) = crate::oidc::check_redirect_uri(u) {
+                    self.err(format!("oidc.client[{i}].redirect_uris[{j}]"), e);
+                }
+            }
+            let mut emails = Vec::new();
+            for (j, e) in c.allow_emails.iter().enumerate() {
+                match Email::parse(e) {
+                    Ok(e) => emails.push(e),
+                    Err(err) => self.err(
+                        format!("oidc.client[{i}].allow_emails[{j}]"),
+                        err.to_string(),
+                    ),
+                }
+            }
+            clients.push(OidcClient {
+                name: c.name.unwrap_or_else(|| id.clone()),
+                id,
+                secret_hash,
+                redirect_uris: c.redirect_uris,
+                admission: Admission {
+                    domains: c
+                        .allow_domains
+                        .iter()
+                        .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
+                        .collect(),
+                    emails,
+                    groups: c.allow_groups,
+                },
+                require_passkey: c.require_passkey,
+            });
+        }
+        clients
     }
 
     /// `[portal]`, checked against the sites and the session settings.

@@ -317,3 +317,60 @@ fn a_portal_is_an_origin_of_its_own_that_passkeys_live_on() {
     // Without it, nothing changes.
     assert!(load(SITE).unwrap().portal.is_none());
 }
+
+#[test]
+fn oidc_clients_need_a_portal_a_hash_and_exact_https_redirects() {
+    let hash = crate::oidc::secret::hash("a-long-enough-secret").unwrap();
+    let with = |portal: bool, client: &str| {
+        let p = if portal {
+            "[portal]\npublic_url = \"https://auth.example.com\"\n"
+        } else {
+            ""
+        };
+        format!("{p}[[oidc.client]]\n{client}\n{SITE}")
+    };
+    let good = format!(
+        "id = \"grafana\"\nsecret = \"{hash}\"\nredirect_uris = [\"https://g.example.com/cb\"]"
+    );
+    let c = load(&with(true, &good)).unwrap();
+    assert_eq!(c.oidc_clients[0].id, "grafana");
+    assert!(!c.oidc_clients[0].is_public());
+    assert!(
+        !format!("{:?}", c.oidc_clients[0]).contains("argon2"),
+        "no hash in Debug"
+    );
+    assert!(message(&with(false, &good), "oidc.client").contains("[portal]"));
+    assert!(message(
+        &with(
+            true,
+            "id = \"x\"\nredirect_uris = [\"https://g.example.com/cb\"]"
+        ),
+        "oidc.client[0].secret"
+    )
+    .contains("hash-secret"));
+    assert!(message(
+        &with(
+            true,
+            "id = \"x\"\nsecret = \"plain\"\nredirect_uris = [\"https://g.example.com/cb\"]"
+        ),
+        "oidc.client[0].secret"
+    )
+    .contains("PHC"));
+    assert!(message(&with(true, &format!("id = \"x\"\npublic = true\nsecret = \"{hash}\"\nredirect_uris = [\"https://g.example.com/cb\"]")), "oidc.client[0].secret").contains("public"));
+    for (uri, why) in [
+        ("https://*.example.com/cb", "wildcards"),
+        ("http://g.example.com/cb", "https"),
+        ("/cb", "absolute"),
+    ] {
+        let text = with(
+            true,
+            &format!("id = \"x\"\npublic = true\nredirect_uris = [\"{uri}\"]"),
+        );
+        assert!(
+            message(&text, "oidc.client[0].redirect_uris[0]").contains(why),
+            "{uri}"
+        );
+    }
+    let twice = format!("{good}\n[[oidc.client]]\n{good}");
+    assert!(message(&with(true, &twice), "oidc.client[1].id").contains("already"));
+}

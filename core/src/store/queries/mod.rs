@@ -5,6 +5,7 @@
 
 pub(super) mod keys;
 pub(super) mod limits;
+pub(super) mod oidc;
 pub(super) mod passkeys;
 pub(super) mod pending;
 pub(super) mod sessions;
@@ -19,6 +20,7 @@ macro_rules! impl_store {
         $crate::store::queries::pending::impl_pending_store!($store);
         $crate::store::queries::sessions::impl_session_store!($store, $user_lock);
         $crate::store::queries::sessions::impl_handoff_store!($store);
+        $crate::store::queries::oidc::impl_oidc_store!($store);
         $crate::store::queries::limits::impl_rate_limit_store!($store);
         $crate::store::queries::keys::impl_key_store!($store);
         $crate::store::queries::passkeys::impl_passkey_store!($store);

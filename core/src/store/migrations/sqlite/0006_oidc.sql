@@ -1,0 +1,43 @@
+-- The OpenID Connect provider: authorization codes (kept after use until
+-- they expire, so that a second use is recognised), grants (what a client
+-- was given for a sign-in) and their tokens, all by hash.
+CREATE TABLE oidc_codes (
+    code_hash TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    session TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    nonce TEXT,
+    code_challenge TEXT,
+    auth_time INTEGER NOT NULL,
+    auth_method TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    grant_id TEXT
+);
+CREATE INDEX oidc_codes_expires ON oidc_codes (expires_at);
+
+CREATE TABLE oidc_grants (
+    id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    session TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    auth_time INTEGER NOT NULL,
+    auth_method TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX oidc_grants_session ON oidc_grants (session);
+CREATE INDEX oidc_grants_user ON oidc_grants (user_id);
+
+CREATE TABLE oidc_tokens (
+    token_hash TEXT PRIMARY KEY,
+    grant_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+CREATE INDEX oidc_tokens_grant ON oidc_tokens (grant_id);
+CREATE INDEX oidc_tokens_expires ON oidc_tokens (expires_at);

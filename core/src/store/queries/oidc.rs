@@ -1,0 +1,132 @@
+//! The SQL of [`OidcStore`](crate::store::OidcStore), shared by SQLite and
+//! PostgreSQL (`impl_store!` in `mod.rs` expands it for each): a code used
+//! once (a second use is recognised), a grant stored with its first token
+//! in one transaction, a token good only while its grant and its sign-in
+//! (the portal session) are.
+
+macro_rules! impl_oidc_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::OidcStore for $store {
+            async fn put_oidc_code(&self, c: &OidcCode) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO oidc_codes (code_hash, client_id, redirect_uri, session, user_id, scope, nonce, code_challenge, auth_time, auth_method, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&c.code_hash)
+                .bind(&c.client_id)
+                .bind(&c.redirect_uri)
+                .bind(c.session.as_str())
+                .bind(c.user_id.as_str())
+                .bind(&c.scope)
+                .bind(&c.nonce)
+                .bind(&c.code_challenge)
+                .bind(c.auth_time)
+                .bind(c.auth_method.as_str())
+                .bind(c.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_oidc_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeTaken> {
+                let row = sqlx::query(
+                    "UPDATE oidc_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                     RETURNING code_hash, client_id, redirect_uri, session, user_id, scope, nonce, code_challenge, auth_time, auth_method, expires_at",
+                )
+                .bind(code_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                if let Some(row) = row {
+                    return Ok(CodeTaken::Fresh(shared::oidc_code(&row)?));
+                }
+                let used: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+                    "SELECT used_at, grant_id FROM oidc_codes WHERE code_hash = $1",
+                )
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match used {
+                    Some((Some(_), grant)) => CodeTaken::Reused { grant },
+                    _ => CodeTaken::Unknown,
+                })
+            }
+
+            async fn create_oidc_grant(
+                &self,
+                g: &OidcGrant,
+                code_hash: &str,
+                access_hash: &str,
+                access_expires_at: i64,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO oidc_grants (id, client_id, user_id, session, scope, auth_time, auth_method, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&g.id)
+                .bind(&g.client_id)
+                .bind(g.user_id.as_str())
+                .bind(g.session.as_str())
+                .bind(&g.scope)
+                .bind(g.auth_time)
+                .bind(g.auth_method.as_str())
+                .bind(g.created_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at) VALUES ($1, $2, 'access', $3)")
+                    .bind(access_hash)
+                    .bind(&g.id)
+                    .bind(access_expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE oidc_codes SET grant_id = $1 WHERE code_hash = $2")
+                    .bind(&g.id)
+                    .bind(code_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn oidc_access(&self, token_hash: &str, now: i64) -> StoreResult<Option<OidcGrant>> {
+                sqlx::query(
+                    "SELECT g.id, g.client_id, g.user_id, g.session, g.scope, g.auth_time, g.auth_method, g.created_at \
+                     FROM oidc_tokens t JOIN oidc_grants g ON g.id = t.grant_id JOIN sessions s ON s.id_hash = g.session \
+                     WHERE t.token_hash = $1 AND t.kind = 'access' AND t.expires_at > $2 \
+                     AND g.revoked_at IS NULL AND s.revoked_at IS NULL",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(shared::oidc_grant)
+                .transpose()
+            }
+
+            async fn revoke_oidc_grant(&self, id: &str, now: i64) -> StoreResult<bool> {
+                let r = sqlx::query("UPDATE oidc_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn sweep_oidc(&self, before: i64) -> StoreResult<()> {
+                sqlx::query("DELETE FROM oidc_codes WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                sqlx::query("DELETE FROM oidc_tokens WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(in crate::store) use impl_oidc_store;

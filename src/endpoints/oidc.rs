@@ -1,0 +1,578 @@
+//! The OpenID Connect provider's endpoints, on the portal: discovery, JWKS,
+//! authorization (code flow, PKCE S256), token, userinfo. The parts without
+//! HTTP are in the core's `oidc`; what is kept is in the store.
+//!
+//! Errors follow RFC 6749 and OIDC Core: an unknown client or a redirect
+//! URI not registered for it gets a page and never a redirect; every other
+//! authorization error goes back to the client's redirect URI with `error`,
+//! `state` and `iss`; the token endpoint answers JSON `{"error"}` (`401`
+//! for `invalid_client`).
+
+use base64::prelude::{Engine, BASE64_STANDARD};
+use http::{header, Method};
+use serde_json::json;
+
+use super::error::Result;
+use super::signin::current_session;
+use super::{ErrorPage, Req, Resp};
+use crate::app::App;
+use crate::config::OidcClient;
+use crate::keys::random_id;
+use crate::oidc::{self, Provider};
+use crate::session::hash_id;
+use crate::store::{AuthMethod, CodeTaken, OidcCode, OidcGrant};
+
+/// The parameters Sesame reads from an authorization request.
+const AUTHORIZE_PARAMS: [&str; 11] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "max_age",
+    "login_hint",
+    "response_mode",
+];
+
+/// Only the portal session's hash, shortened: what RPs see as `sid`.
+fn sid(session_hash: &str) -> &str {
+    &session_hash[..session_hash.len().min(32)]
+}
+
+fn count_error(app: &App, error: &str) {
+    app.metrics.oidc_errors.with_label_values(&[error]).inc();
+}
+
+/// Public JSON (discovery, keys): cacheable, readable from any origin.
+fn public_json(value: &serde_json::Value) -> Resp {
+    Resp::new(
+        200,
+        "application/json",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+    .header(header::CACHE_CONTROL, "public, max-age=300")
+    .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+}
+
+pub fn discovery(oidc: &Provider) -> Resp {
+    public_json(&oidc.discovery())
+}
+
+pub fn jwks(oidc: &Provider) -> Resp {
+    public_json(&oidc.jwks())
+}
+
+/// An authorization request's parameters, from the query (GET) or the
+/// form (POST); each at most once.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn of(req: &Req) -> std::result::Result<Params, &'static str> {
+        let raw: &[u8] = if *req.method == Method::POST {
+            &req.body
+        } else {
+            req.query.as_bytes()
+        };
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw).into_owned().collect();
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(o, _)| o == k) {
+                return Err("a parameter is given more than once");
+            }
+        }
+        Ok(Params(pairs))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// A page for an authorization request that cannot go back to its client.
+fn refused_page(app: &App, req: &Req, message: &str) -> Resp {
+    count_error(app, "invalid_request");
+    ErrorPage::new(
+        &req.site.site.name,
+        "This sign-in request is not valid",
+        message,
+    )
+    .respond(app, 400)
+}
+
+/// `redirect_uri` with `pairs` added to its query.
+fn back_to(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(mut u) => {
+            u.query_pairs_mut().extend_pairs(pairs);
+            u.into()
+        }
+        Err(_) => redirect_uri.to_string(),
+    }
+}
+
+/// `GET|POST /.sesame/oidc/authorize`
+pub async fn authorize(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
+    let p = match Params::of(req) {
+        Ok(p) => p,
+        Err(why) => return Ok(refused_page(app, req, why)),
+    };
+    let Some(client) = p.get("client_id").and_then(|id| oidc.client(id)) else {
+        return Ok(refused_page(
+            app,
+            req,
+            "It names no application registered here (client_id).",
+        ));
+    };
+    // Matched exactly: never a redirect to an address the client did not
+    // register (OIDC Core 3.1.2.1).
+    let Some(redirect_uri) = p
+        .get("redirect_uri")
+        .filter(|u| client.redirect_uris.iter().any(|r| r == u))
+    else {
+        return Ok(refused_page(
+            app,
+            req,
+            "Its redirect_uri is missing or not registered for this application.",
+        ));
+    };
+    let state = p.get("state");
+    let fail = |error: &'static str, description: &str| -> Resp {
+        count_error(app, error);
+        let mut pairs = vec![("error", error), ("error_description", description)];
+        if let Some(s) = state {
+            pairs.push(("state", s));
+        }
+        pairs.push(("iss", &oidc.issuer));
+        Resp::redirect(302, &back_to(redirect_uri, &pairs))
+    };
+    if p.get("request").is_some() {
+        return Ok(fail(
+            "request_not_supported",
+            "request objects are not supported",
+        ));
+    }
+    if p.get("request_uri").is_some() {
+        return Ok(fail(
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        ));
+    }
+    if p.get("response_type") != Some("code") {
+        return Ok(fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        ));
+    }
+    if !matches!(p.get("response_mode"), None | Some("query")) {
+        return Ok(fail(
+            "invalid_request",
+            "only response_mode=query is supported",
+        ));
+    }
+    let Some(scope) = p.get("scope").and_then(oidc::scopes) else {
+        return Ok(fail("invalid_scope", "the scope must include openid"));
+    };
+    let challenge = p.get("code_challenge");
+    match (challenge, p.get("code_challenge_method")) {
+        (None, Some(_)) => {
+            return Ok(fail(
+                "invalid_request",
+                "code_challenge_method without code_challenge",
+            ))
+        }
+        (Some(_), m) if m != Some("S256") => {
+            return Ok(fail(
+                "invalid_request",
+                "code_challenge_method must be S256",
+            ))
+        }
+        (Some(c), _) if !oidc::challenge_well_formed(c) => {
+            return Ok(fail("invalid_request", "code_challenge is malformed"))
+        }
+        (None, _) if client.is_public() => {
+            return Ok(fail(
+                "invalid_request",
+                "a public client must use PKCE (S256)",
+            ))
+        }
+        _ => {}
+    }
+    let nonce = p.get("nonce");
+    if nonce.is_some_and(|n| n.len() > 512) || state.is_some_and(|s| s.len() > 1024) {
+        return Ok(fail("invalid_request", "nonce or state is too long"));
+    }
+    let prompts: Vec<&str> = p.get("prompt").unwrap_or("").split(' ').collect();
+    let prompt_none = prompts.contains(&"none");
+    if prompt_none && prompts.len() > 1 {
+        return Ok(fail("invalid_request", "prompt=none goes alone"));
+    }
+    let max_age = match p.get("max_age").map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(n)) if n >= 0 => Some(n),
+        Some(_) => {
+            return Ok(fail(
+                "invalid_request",
+                "max_age must be a number of seconds",
+            ))
+        }
+    };
+    let now = app.clock.now();
+    // `prompt=login` and `max_age` ask for a sign-in made after the request:
+    // the time is carried across the sign-in as `sesame_after`.
+    let after: Option<i64> = p.get("sesame_after").and_then(|a| a.parse().ok());
+    let needed_after = after.or_else(|| prompts.contains(&"login").then_some(now));
+    let recent_enough = |created: i64| match needed_after {
+        Some(a) => created >= a,
+        None => max_age.is_none_or(|m| now - created <= m),
+    };
+    let live = current_session(app, req).await.map(|(_, l)| l);
+    let Some(live) = live.filter(|l| recent_enough(l.record.created_at)) else {
+        if prompt_none {
+            return Ok(fail("login_required", "the person is not signed in"));
+        }
+        // Here again after the sign-in, with the same parameters.
+        let stamp = needed_after.unwrap_or(now).to_string();
+        let mut again: Vec<(&str, &str)> = AUTHORIZE_PARAMS
+            .iter()
+            .filter_map(|k| p.get(k).map(|v| (*k, v)))
+            .collect();
+        if needed_after.is_some() || max_age.is_some() {
+            again.push(("sesame_after", &stamp));
+        }
+        let here = req.site.site.sesame_url("/oidc/authorize", &again);
+        let mut login = vec![("rd", here.as_str())];
+        if let Some(hint) = p.get("login_hint") {
+            login.push(("login_hint", hint));
+        }
+        return Ok(Resp::redirect(
+            302,
+            &req.site.site.sesame_url("/login", &login),
+        ));
+    };
+    let record = &live.record;
+    if !client.admission.admits(&record.email, &record.groups) {
+        return Ok(fail(
+            "access_denied",
+            "this account may not use this application",
+        ));
+    }
+    if client.require_passkey && record.auth_method != AuthMethod::Passkey {
+        if prompt_none {
+            return Ok(fail(
+                "interaction_required",
+                "this application needs a passkey sign-in",
+            ));
+        }
+        let all: Vec<(&str, &str)> = p.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let here = req.site.site.sesame_url("/oidc/authorize", &all);
+        return Ok(Resp::redirect(
+            302,
+            &req.site.site.sesame_url("/stepup", &[("rd", &here)]),
+        ));
+    }
+    let code = random_id(32);
+    app.store
+        .put_oidc_code(&OidcCode {
+            code_hash: hash_id(&code),
+            client_id: client.id.clone(),
+            redirect_uri: redirect_uri.to_string(),
+            session: record.id_hash.clone(),
+            user_id: record.user_id.clone(),
+            scope,
+            nonce: nonce.map(str::to_string),
+            code_challenge: challenge.map(str::to_string),
+            auth_time: record.created_at,
+            auth_method: record.auth_method,
+            expires_at: now + oidc::CODE_TTL_SECS,
+        })
+        .await?;
+    app.metrics
+        .oidc_authorizations
+        .with_label_values(&[&client.id])
+        .inc();
+    tracing::info!(target: "sesame::audit", event = "oidc_code_issued", client = %client.id, email = %record.email);
+    let mut pairs = vec![("code", code.as_str())];
+    if let Some(s) = state {
+        pairs.push(("state", s));
+    }
+    pairs.push(("iss", &oidc.issuer));
+    Ok(Resp::redirect(302, &back_to(redirect_uri, &pairs)).no_referrer())
+}
+
+/// A token endpoint error; `401` with a challenge for `invalid_client`.
+fn token_error(app: &App, error: &'static str, description: &str, basic: bool) -> Resp {
+    count_error(app, error);
+    let status = if error == "invalid_client" { 401 } else { 400 };
+    let mut r = Resp::json(
+        status,
+        &json!({"error": error, "error_description": description}),
+    )
+    .header(header::PRAGMA, "no-cache");
+    if error == "invalid_client" && basic {
+        r = r.header(header::WWW_AUTHENTICATE, "Basic realm=\"sesame\"");
+    }
+    r
+}
+
+/// The client's credentials: `client_secret_basic` (RFC 6749 2.3.1: each
+/// part form-urlencoded) or `client_secret_post`, never both.
+fn credentials(
+    req: &Req,
+    form: &Params,
+) -> std::result::Result<(Option<String>, Option<String>, bool), &'static str> {
+    let basic = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    match basic {
+        Some(b64) => {
+            if form.get("client_secret").is_some() {
+                return Err("two ways of client authentication");
+            }
+            let raw = BASE64_STANDARD
+                .decode(b64.trim())
+                .map_err(|_| "the Basic credentials are not base64")?;
+            let raw = String::from_utf8(raw).map_err(|_| "the Basic credentials are not UTF-8")?;
+            let (id, secret) = raw
+                .split_once(':')
+                .ok_or("the Basic credentials have no ':'")?;
+            let decode = |s: &str| {
+                form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            let id = decode(id);
+            if form.get("client_id").is_some_and(|f| f != id) {
+                return Err("client_id differs from the Basic credentials");
+            }
+            Ok((Some(id), Some(decode(secret)), true))
+        }
+        None => Ok((
+            form.get("client_id").map(str::to_string),
+            form.get("client_secret").map(str::to_string),
+            false,
+        )),
+    }
+}
+
+/// Authenticate the client of a token request.
+fn client_of<'p>(
+    app: &App,
+    oidc: &'p Provider,
+    req: &Req,
+    form: &Params,
+) -> std::result::Result<&'p OidcClient, Resp> {
+    let (id, secret, basic) =
+        credentials(req, form).map_err(|why| token_error(app, "invalid_request", why, false))?;
+    let refused = |basic| token_error(app, "invalid_client", "client authentication failed", basic);
+    let client = id
+        .as_deref()
+        .and_then(|id| oidc.client(id))
+        .ok_or_else(|| refused(basic))?;
+    match (&client.secret_hash, secret) {
+        (None, None) => Ok(client),
+        (Some(_), Some(s)) => {
+            // argon2 runs for a secret not seen to verify before: bounded
+            // per client address like the other anonymous work.
+            if !oidc.secret_known(client, &s) {
+                let key = crate::ratelimit::client_key(req.client_ip);
+                if app.anonymous_limit.hit(&key).is_err() {
+                    app.metrics.limited(crate::metrics::LimitKind::Anonymous);
+                    return Err(token_error(
+                        app,
+                        "invalid_client",
+                        "too many attempts; try again in a minute",
+                        basic,
+                    ));
+                }
+            }
+            if oidc.secret_matches(client, &s) {
+                Ok(client)
+            } else {
+                Err(refused(basic))
+            }
+        }
+        _ => Err(refused(basic)),
+    }
+}
+
+/// `POST /.sesame/oidc/token`
+pub async fn token(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
+    if *req.method != Method::POST {
+        return Ok(token_error(app, "invalid_request", "use POST", false));
+    }
+    let form = match Params::of(req) {
+        Ok(f) => f,
+        Err(why) => return Ok(token_error(app, "invalid_request", why, false)),
+    };
+    let client = match client_of(app, oidc, req, &form) {
+        Ok(c) => c,
+        Err(resp) => return Ok(resp),
+    };
+    match form.get("grant_type") {
+        Some("authorization_code") => {}
+        Some(_) => {
+            return Ok(token_error(
+                app,
+                "unsupported_grant_type",
+                "only authorization_code is supported",
+                false,
+            ))
+        }
+        None => {
+            return Ok(token_error(
+                app,
+                "invalid_request",
+                "grant_type is missing",
+                false,
+            ))
+        }
+    }
+    let Some(code) = form.get("code") else {
+        return Ok(token_error(
+            app,
+            "invalid_request",
+            "code is missing",
+            false,
+        ));
+    };
+    let now = app.clock.now();
+    let invalid = |why: &str| token_error(app, "invalid_grant", why, false);
+    let c = match app.store.take_oidc_code(&hash_id(code), now).await? {
+        CodeTaken::Fresh(c) => c,
+        CodeTaken::Unknown => return Ok(invalid("the code is unknown or expired")),
+        CodeTaken::Reused { grant } => {
+            // A code used twice was seen by someone else: what its first
+            // use gave is revoked too (RFC 6749 4.1.2).
+            if let Some(g) = grant {
+                app.store.revoke_oidc_grant(&g, now).await?;
+            }
+            tracing::warn!(target: "sesame::audit", event = "oidc_code_reused", client = %client.id);
+            return Ok(invalid("the code was already used"));
+        }
+    };
+    if c.client_id != client.id {
+        return Ok(invalid("the code was issued to another client"));
+    }
+    if form.get("redirect_uri") != Some(c.redirect_uri.as_str()) {
+        return Ok(invalid(
+            "redirect_uri differs from the authorization request's",
+        ));
+    }
+    match (&c.code_challenge, form.get("code_verifier")) {
+        (Some(ch), Some(v)) if oidc::pkce_matches(ch, v) => {}
+        (None, None) => {}
+        _ => return Ok(invalid("the PKCE code_verifier does not match")),
+    }
+    let session = app.store.session(&c.session).await?;
+    if !session.is_some_and(|s| !s.revoked && s.expires_at > now) {
+        return Ok(invalid("the sign-in has ended"));
+    }
+    let Some(user) = app
+        .store
+        .user_by_id(&c.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    else {
+        return Ok(invalid("the account is disabled or gone"));
+    };
+    let access = random_id(32);
+    let grant = OidcGrant {
+        id: random_id(16),
+        client_id: client.id.clone(),
+        user_id: c.user_id.clone(),
+        session: c.session.clone(),
+        scope: c.scope.clone(),
+        auth_time: c.auth_time,
+        auth_method: c.auth_method,
+        created_at: now,
+    };
+    app.store
+        .create_oidc_grant(
+            &grant,
+            &c.code_hash,
+            &hash_id(&access),
+            now + oidc::TOKEN_TTL_SECS,
+        )
+        .await?;
+    let Some(id_token) = oidc.id_token(&oidc::IdToken {
+        client_id: &client.id,
+        user: &user,
+        scope: &c.scope,
+        nonce: c.nonce.as_deref(),
+        auth_time: c.auth_time,
+        method: c.auth_method,
+        sid: sid(&c.session),
+        now,
+    }) else {
+        return Ok(token_error(
+            app,
+            "server_error",
+            "the ID token could not be signed",
+            false,
+        ));
+    };
+    app.metrics
+        .oidc_tokens
+        .with_label_values(&["authorization_code"])
+        .inc();
+    Ok(Resp::json(
+        200,
+        &json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": oidc::TOKEN_TTL_SECS,
+            "id_token": id_token,
+            "scope": c.scope,
+        }),
+    )
+    .header(header::PRAGMA, "no-cache"))
+}
+
+/// `GET|POST /.sesame/oidc/userinfo` with `Authorization: Bearer`.
+pub async fn userinfo(app: &App, req: &Req<'_>) -> Result {
+    let token = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let refuse = |challenge: &str| {
+        count_error(app, "invalid_token");
+        Resp::json(401, &json!({"error": "invalid_token"}))
+            .header(header::WWW_AUTHENTICATE, challenge)
+    };
+    let Some(token) = token else {
+        return Ok(refuse("Bearer realm=\"sesame\""));
+    };
+    let now = app.clock.now();
+    let Some(grant) = app.store.oidc_access(&hash_id(token), now).await? else {
+        return Ok(refuse("Bearer realm=\"sesame\", error=\"invalid_token\""));
+    };
+    let Some(user) = app
+        .store
+        .user_by_id(&grant.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    else {
+        return Ok(refuse("Bearer realm=\"sesame\", error=\"invalid_token\""));
+    };
+    Ok(Resp::json(
+        200,
+        &serde_json::Value::Object(oidc::user_claims(&user, &grant.scope)),
+    ))
+}

@@ -1,0 +1,497 @@
+//! The OpenID Connect provider on the portal, driven by a relying party
+//! library from outside the project (the `openidconnect` crate: discovery,
+//! code flow with PKCE and nonce, the ID token verified against the JWKS,
+//! userinfo), through a real sign-in by email. The negative cases are named
+//! after the OpenID Foundation's Basic OP and Config OP test plans.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
+};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const SECRET: &str = "grafana-secret-0123456789abcdef";
+const REDIRECT: &str = "http://localhost:9/login/generic_oauth";
+const SPA_REDIRECT: &str = "http://localhost:9/spa/callback";
+
+async fn spawn_oidc() -> TestApp {
+    let hash = sesame::oidc::secret::hash(SECRET).unwrap();
+    spawn_with(Options {
+        portal: Some("auth.localhost"),
+        extra: format!(
+            r#"
+[[oidc.client]]
+id = "grafana"
+name = "Grafana"
+secret = "{hash}"
+redirect_uris = ["{REDIRECT}"]
+
+[[oidc.client]]
+id = "spa"
+public = true
+redirect_uris = ["{SPA_REDIRECT}"]
+
+[[oidc.client]]
+id = "staff-only"
+secret = "{hash}"
+redirect_uris = ["{REDIRECT}"]
+allow_groups = ["staff"]
+"#
+        ),
+        ..Options::default()
+    })
+    .await
+}
+
+fn issuer(app: &TestApp) -> String {
+    app.portal.clone().unwrap()
+}
+
+/// A browser, and the RP's HTTP client: both find `auth.localhost` here.
+fn client_for(app: &TestApp, cookies: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(cookies)
+        .redirect(Policy::none())
+        .timeout(Duration::from_secs(10))
+        .resolve(
+            "auth.localhost",
+            SocketAddr::from(([127, 0, 0, 1], app.port)),
+        )
+        .build()
+        .unwrap()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    let to = r.headers()["location"].to_str().unwrap();
+    r.url().join(to).unwrap().to_string()
+}
+
+fn param(url: &str, key: &str) -> Option<String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Sign `b` in at the portal by email, from an authorization URL; returns
+/// where the provider sends the browser afterwards (the client's
+/// redirect URI, with a code or an error).
+async fn sign_in_from(app: &TestApp, b: &reqwest::Client, email: &str, authorize: &str) -> String {
+    let r = b.get(authorize).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let login = location(&r);
+    assert!(
+        login.starts_with(&format!("{}/.sesame/login?", issuer(app))),
+        "{login}"
+    );
+    let rd = param(&login, "rd").unwrap();
+    let seen = app.mail.count_to(email);
+    let r = b
+        .post(format!("{}/.sesame/login", issuer(app)))
+        .header("Origin", issuer(app))
+        .form(&[("email", email), ("rd", &rd)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mail = app.mail.wait_for_subject(email, seen, "Sign in to").await;
+    let r = b
+        .post(format!("{}/.sesame/magic", issuer(app)))
+        .header("Origin", issuer(app))
+        .form(&[("token", &mail.token())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let back = location(&r);
+    let r = b.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 302, "{back}");
+    location(&r)
+}
+
+/// A plain authorization request for `client`, PKCE made of `verifier`.
+fn authorize_url(app: &TestApp, client: &str, redirect: &str, extra: &[(&str, &str)]) -> String {
+    let mut u = url::Url::parse(&format!("{}/.sesame/oidc/authorize", issuer(app))).unwrap();
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", "openid email")
+        .append_pair("state", "st4te")
+        .extend_pairs(extra);
+    u.into()
+}
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Response {
+    client_for(app, false)
+        .post(format!("{}/.sesame/oidc/token", issuer(app)))
+        .basic_auth("grafana", Some(SECRET))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A signed-in browser and a fresh code for Grafana (PKCE with `VERIFIER`).
+async fn code_for(app: &TestApp, b: &reqwest::Client, signed_in: bool) -> String {
+    let url = authorize_url(
+        app,
+        "grafana",
+        REDIRECT,
+        &[
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    let back = if signed_in {
+        location(&b.get(&url).send().await.unwrap())
+    } else {
+        sign_in_from(app, b, "ada@example.com", &url).await
+    };
+    assert!(back.starts_with(REDIRECT), "{back}");
+    assert_eq!(param(&back, "state").as_deref(), Some("st4te"));
+    assert_eq!(param(&back, "iss"), Some(issuer(app)));
+    param(&back, "code").unwrap_or_else(|| panic!("no code: {back}"))
+}
+
+async fn redeem(app: &TestApp, code: &str) -> reqwest::Response {
+    exchange(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await
+}
+
+async fn userinfo(app: &TestApp, token: &str) -> u16 {
+    client_for(app, false)
+        .get(format!("{}/.sesame/oidc/userinfo", issuer(app)))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+store_tests! {
+    async fn a_relying_party_library_signs_in_with_the_code_flow_and_pkce() {
+        let app = spawn_oidc().await;
+        let http = client_for(&app, false);
+        let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(issuer(&app)).unwrap(), &http)
+            .await
+            .expect("discovery and JWKS");
+        let client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new("grafana".into()),
+            Some(ClientSecret::new(SECRET.into())),
+        )
+        .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).unwrap());
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, csrf, nonce) = client
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new("groups".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        let b = client_for(&app, true);
+        let back = sign_in_from(&app, &b, "ada@example.com", url.as_str()).await;
+        assert!(back.starts_with(REDIRECT), "{back}");
+        assert_eq!(param(&back, "state").as_deref(), Some(csrf.secret().as_str()));
+        let code = param(&back, "code").unwrap();
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code))
+            .unwrap()
+            .set_pkce_verifier(verifier)
+            .request_async(&http)
+            .await
+            .expect("the token response");
+        let id_token = tokens.id_token().expect("an ID token");
+        let claims = id_token
+            .claims(&client.id_token_verifier(), &nonce)
+            .expect("the ID token verifies: signature (JWKS), iss, aud, exp, nonce");
+        assert_eq!(claims.email().map(|e| e.as_str()), Some("ada@example.com"));
+        assert_eq!(claims.email_verified(), Some(true));
+        assert!(claims.auth_time().is_some());
+        let sub = claims.subject().clone();
+        assert!(sub.as_str().starts_with("u_"), "sub is the user id, as Remote-User: {}", sub.as_str());
+        let info: CoreUserInfoClaims = client
+            .user_info(tokens.access_token().to_owned(), Some(sub))
+            .unwrap()
+            .request_async(&http)
+            .await
+            .expect("userinfo");
+        assert_eq!(info.email().map(|e| e.as_str()), Some("ada@example.com"));
+        assert_eq!(info.preferred_username().map(|u| u.as_str()), Some("ada@example.com"));
+        let m = app.metrics().await;
+        assert_eq!(TestApp::metric(&m, "sesame_oidc_authorizations_total{client=\"grafana\"}"), 1.0);
+        assert_eq!(TestApp::metric(&m, "sesame_oidc_tokens_total{grant_type=\"authorization_code\"}"), 1.0);
+    }
+
+    // OP-OAuth-2nd, OP-OAuth-2nd-Revokes, OP-OAuth-2nd-30s (expired),
+    // and the PKCE and client checks of the token endpoint.
+    async fn a_code_works_once_within_a_minute_for_its_client_and_verifier() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        let code = code_for(&app, &b, false).await;
+        // PKCE mismatch: refused (and the code spent).
+        let r = exchange(&app, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", &"x".repeat(43))]).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+        let code = code_for(&app, &b, true).await;
+        // Wrong secret: 401 invalid_client with a Basic challenge.
+        let r = client_for(&app, false)
+            .post(format!("{}/.sesame/oidc/token", issuer(&app)))
+            .basic_auth("grafana", Some("wrong-secret-0123456789"))
+            .form(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+        // Another client's credentials (client_secret_post): not its code.
+        let r = client_for(&app, false)
+            .post(format!("{}/.sesame/oidc/token", issuer(&app)))
+            .form(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER), ("client_id", "staff-only"), ("client_secret", SECRET)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+        // The right one; then the same code again: refused, and what the
+        // first use gave is revoked.
+        let code = code_for(&app, &b, true).await;
+        let r = redeem(&app, &code).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let tokens: Value = r.json().await.unwrap();
+        let access = tokens["access_token"].as_str().unwrap().to_string();
+        assert_eq!(userinfo(&app, &access).await, 200);
+        let r = redeem(&app, &code).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+        assert_eq!(userinfo(&app, &access).await, 401, "the first use's token is revoked");
+
+        // A minute later: expired.
+        let code = code_for(&app, &b, true).await;
+        app.clock.advance(Duration::from_secs(61));
+        let r = redeem(&app, &code).await;
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    }
+
+    // OP-prompt-none-NotLoggedIn, OP-prompt-login, OP-Req-max_age=1,
+    // OP-nonce-code, OP-IDToken-Signature/iss/aud.
+    async fn prompt_max_age_and_nonce_behave_as_oidc_core_says() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        // prompt=none, nobody signed in: back to the client with login_required.
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("prompt", "none")]);
+        let back = location(&b.get(&url).send().await.unwrap());
+        assert!(back.starts_with(REDIRECT), "{back}");
+        assert_eq!(param(&back, "error").as_deref(), Some("login_required"));
+        assert_eq!(param(&back, "state").as_deref(), Some("st4te"));
+
+        // Signed in, with a nonce: echoed in the ID token, iss and aud exact.
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("nonce", "n-0S6_WzA2Mj")]);
+        let back = sign_in_from(&app, &b, "ada@example.com", &url).await;
+        let code = param(&back, "code").unwrap();
+        let r = exchange(&app, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT)]).await;
+        assert_eq!(r.status(), 200);
+        let id_token = r.json::<Value>().await.unwrap()["id_token"].as_str().unwrap().to_string();
+        let claims = verify_id_token(&app, &id_token).await;
+        assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+        assert_eq!(claims["iss"], issuer(&app).as_str());
+        assert_eq!(claims["aud"], "grafana");
+        assert_eq!(claims["amr"], serde_json::json!(["email"]));
+        let first_auth = claims["auth_time"].as_i64().unwrap();
+
+        // prompt=none, signed in: a code at once, no page.
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("prompt", "none")]);
+        let back = location(&b.get(&url).send().await.unwrap());
+        assert!(param(&back, "code").is_some(), "{back}");
+
+        // prompt=login: a new sign-in even though one exists.
+        app.clock.advance(Duration::from_secs(5));
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("prompt", "login")]);
+        let back = sign_in_from(&app, &b, "ada@example.com", &url).await;
+        let code = param(&back, "code").unwrap();
+        let r = exchange(&app, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT)]).await;
+        let claims = verify_id_token(&app, r.json::<Value>().await.unwrap()["id_token"].as_str().unwrap()).await;
+        assert!(claims["auth_time"].as_i64().unwrap() > first_auth);
+
+        // max_age=1, two seconds after the sign-in: sign in again.
+        app.clock.advance(Duration::from_secs(2));
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("max_age", "1")]);
+        let r = b.get(&url).send().await.unwrap();
+        assert!(location(&r).starts_with(&format!("{}/.sesame/login?", issuer(&app))));
+        // max_age large: the sign-in is recent enough.
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("max_age", "10000")]);
+        let back = location(&b.get(&url).send().await.unwrap());
+        assert!(param(&back, "code").is_some(), "{back}");
+    }
+
+    // OP-redirect_uri-NotReg and the requests that never go back to a client.
+    async fn an_unregistered_redirect_uri_or_client_gets_a_page_never_a_redirect() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        for url in [
+            authorize_url(&app, "grafana", "http://localhost:9/login/generic_oauth/evil", &[]),
+            authorize_url(&app, "grafana", "https://evil.example/cb", &[]),
+            authorize_url(&app, "nobody", REDIRECT, &[]),
+            format!("{}/.sesame/oidc/authorize?client_id=grafana&response_type=code&scope=openid", issuer(&app)),
+        ] {
+            let r = b.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{url}");
+            assert!(r.headers().get("location").is_none(), "{url}");
+        }
+        // Errors a registered client gets back: no openid scope, a public
+        // client without PKCE, a plain PKCE challenge.
+        for (url, error) in [
+            (authorize_url(&app, "grafana", REDIRECT, &[("scope", "email")]).replace("scope=openid+email&", ""), "invalid_scope"),
+            (authorize_url(&app, "spa", SPA_REDIRECT, &[]), "invalid_request"),
+            (authorize_url(&app, "grafana", REDIRECT, &[("code_challenge", CHALLENGE), ("code_challenge_method", "plain")]), "invalid_request"),
+            (authorize_url(&app, "grafana", REDIRECT, &[]).replace("response_type=code", "response_type=token"), "unsupported_response_type"),
+        ] {
+            let back = location(&b.get(&url).send().await.unwrap());
+            assert_eq!(param(&back, "error").as_deref(), Some(error), "{url} -> {back}");
+        }
+        // Someone not admitted to the app: access_denied.
+        let url = authorize_url(&app, "staff-only", REDIRECT, &[]);
+        let back = sign_in_from(&app, &b, "ada@example.com", &url).await;
+        assert_eq!(param(&back, "error").as_deref(), Some("access_denied"));
+    }
+
+    async fn a_public_client_signs_in_with_pkce_and_no_secret() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        let url = authorize_url(&app, "spa", SPA_REDIRECT, &[("code_challenge", CHALLENGE), ("code_challenge_method", "S256")]);
+        let back = sign_in_from(&app, &b, "ada@example.com", &url).await;
+        let code = param(&back, "code").unwrap();
+        let token = |verifier: &'static str, code: String| {
+            let app_url = format!("{}/.sesame/oidc/token", issuer(&app));
+            let c = client_for(&app, false);
+            async move {
+                c.post(app_url)
+                    .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", SPA_REDIRECT), ("code_verifier", verifier), ("client_id", "spa")])
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let r = token(VERIFIER, code).await;
+        assert_eq!(r.status(), 200);
+        // A public client's id with a secret, or no client at all: refused.
+        let r = client_for(&app, false)
+            .post(format!("{}/.sesame/oidc/token", issuer(&app)))
+            .basic_auth("spa", Some("anything-at-all-0123"))
+            .form(&[("grant_type", "authorization_code"), ("code", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+
+    async fn signing_out_at_the_portal_ends_the_clients_access() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        let code = code_for(&app, &b, false).await;
+        let tokens: Value = redeem(&app, &code).await.json().await.unwrap();
+        let access = tokens["access_token"].as_str().unwrap().to_string();
+        assert_eq!(userinfo(&app, &access).await, 200);
+        let r = b
+            .post(format!("{}/.sesame/logout", issuer(&app)))
+            .header("Origin", issuer(&app))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(userinfo(&app, &access).await, 401);
+        assert_eq!(userinfo(&app, "made-up").await, 401);
+    }
+}
+
+/// Verify an ID token as an RP would, against the provider's JWKS.
+async fn verify_id_token(app: &TestApp, token: &str) -> Value {
+    let jwks: Value = client_for(app, false)
+        .get(format!("{}/.sesame/oidc/jwks.json", issuer(app)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(header.kid.as_deref(), key["kid"].as_str());
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_components(
+        key["n"].as_str().unwrap(),
+        key["e"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_audience(&["grafana"]);
+    v.set_issuer(&[issuer(app)]);
+    jsonwebtoken::decode::<Value>(token, &decoding, &v)
+        .expect("the ID token verifies")
+        .claims
+}
+
+/// OP-Discovery-Config and friends (Config OP plan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_names_the_issuer_exactly_and_what_is_supported() {
+    let app = spawn_oidc().await;
+    let d: Value = client_for(&app, false)
+        .get(format!("{}/.well-known/openid-configuration", issuer(&app)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["issuer"], issuer(&app).as_str());
+    assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        d["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert!(d["id_token_signing_alg_values_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&"RS256".into()));
+    for k in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+    ] {
+        assert!(d[k].as_str().unwrap().starts_with(&issuer(&app)), "{k}");
+    }
+    // Not on a site's host: the provider is the portal's.
+    let r = browser()
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 200);
+}
