@@ -271,6 +271,10 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
                     return oidc::authorize(app, provider, req).await
                 }
                 "/oidc/token" => return oidc::token(app, provider, req).await,
+                "/oidc/revoke" => return oidc::revoke(app, provider, req).await,
+                "/oidc/end_session" if m == Method::GET || m == Method::POST => {
+                    return oidc::end_session(app, provider, req).await
+                }
                 "/oidc/userinfo" if m == Method::GET || m == Method::POST => {
                     return oidc::userinfo(app, req).await
                 }

@@ -20,7 +20,7 @@ use crate::config::OidcClient;
 use crate::keys::random_id;
 use crate::oidc::{self, Provider};
 use crate::session::hash_id;
-use crate::store::{AuthMethod, CodeTaken, OidcCode, OidcGrant};
+use crate::store::{AuthMethod, CodeTaken, NewToken, OidcCode, OidcGrant};
 
 /// The parameters Sesame reads from an authorization request.
 const AUTHORIZE_PARAMS: [&str; 11] = [
@@ -421,24 +421,25 @@ pub async fn token(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
         Err(resp) => return Ok(resp),
     };
     match form.get("grant_type") {
-        Some("authorization_code") => {}
-        Some(_) => {
-            return Ok(token_error(
-                app,
-                "unsupported_grant_type",
-                "only authorization_code is supported",
-                false,
-            ))
-        }
-        None => {
-            return Ok(token_error(
-                app,
-                "invalid_request",
-                "grant_type is missing",
-                false,
-            ))
-        }
+        Some("authorization_code") => code_grant(app, oidc, client, &form).await,
+        Some("refresh_token") => refresh_grant(app, oidc, client, &form).await,
+        Some(_) => Ok(token_error(
+            app,
+            "unsupported_grant_type",
+            "authorization_code and refresh_token are supported",
+            false,
+        )),
+        None => Ok(token_error(
+            app,
+            "invalid_request",
+            "grant_type is missing",
+            false,
+        )),
     }
+}
+
+/// `grant_type=authorization_code`
+async fn code_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &Params) -> Result {
     let Some(code) = form.get("code") else {
         return Ok(token_error(
             app,
@@ -479,15 +480,6 @@ pub async fn token(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
     if !session.is_some_and(|s| !s.revoked && s.expires_at > now) {
         return Ok(invalid("the sign-in has ended"));
     }
-    let Some(user) = app
-        .store
-        .user_by_id(&c.user_id)
-        .await?
-        .filter(|u| !u.disabled)
-    else {
-        return Ok(invalid("the account is disabled or gone"));
-    };
-    let access = random_id(32);
     let grant = OidcGrant {
         id: random_id(16),
         client_id: client.id.clone(),
@@ -498,22 +490,121 @@ pub async fn token(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
         auth_method: c.auth_method,
         created_at: now,
     };
-    app.store
-        .create_oidc_grant(
-            &grant,
-            &c.code_hash,
-            &hash_id(&access),
-            now + oidc::TOKEN_TTL_SECS,
-        )
-        .await?;
+    issue(
+        app,
+        oidc,
+        &grant,
+        Some(&c.code_hash),
+        c.nonce.as_deref(),
+        "authorization_code",
+    )
+    .await
+}
+
+/// `grant_type=refresh_token`: a new access token and a new refresh token;
+/// the one used is spent, and using it again revokes the whole grant.
+async fn refresh_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &Params) -> Result {
+    let Some(token) = form.get("refresh_token") else {
+        return Ok(token_error(
+            app,
+            "invalid_request",
+            "refresh_token is missing",
+            false,
+        ));
+    };
+    let now = app.clock.now();
+    let invalid = |why: &str| token_error(app, "invalid_grant", why, false);
+    let grant = match app.store.use_refresh_token(&hash_id(token), now).await? {
+        crate::store::RefreshUse::Fresh(g) => g,
+        crate::store::RefreshUse::Unknown => {
+            return Ok(invalid("the refresh token is unknown, expired or revoked"))
+        }
+        crate::store::RefreshUse::Reused { grant } => {
+            app.store.revoke_oidc_grant(&grant, now).await?;
+            app.metrics
+                .oidc_errors
+                .with_label_values(&["refresh_reused"])
+                .inc();
+            tracing::warn!(target: "sesame::audit", event = "oidc_refresh_reused", client = %client.id, grant = %grant);
+            return Ok(invalid("the refresh token was already used"));
+        }
+    };
+    if grant.client_id != client.id {
+        return Ok(invalid("the refresh token was issued to another client"));
+    }
+    // A narrower scope may be asked for; a wider one may not (RFC 6749 6).
+    if let Some(asked) = form.get("scope") {
+        let has: Vec<&str> = grant.scope.split(' ').collect();
+        if !asked
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .all(|s| has.contains(&s))
+        {
+            return Ok(token_error(
+                app,
+                "invalid_scope",
+                "wider than the grant's scope",
+                false,
+            ));
+        }
+    }
+    issue(app, oidc, &grant, None, None, "refresh_token").await
+}
+
+/// Tokens for `grant` (a new one from a code, or a live one refreshed): an
+/// access token, an ID token, and a refresh token with `offline_access`.
+async fn issue(
+    app: &App,
+    oidc: &Provider,
+    grant: &OidcGrant,
+    from_code: Option<&str>,
+    nonce: Option<&str>,
+    grant_type: &'static str,
+) -> Result {
+    let now = app.clock.now();
+    let invalid = |why: &str| token_error(app, "invalid_grant", why, false);
+    let Some(user) = app
+        .store
+        .user_by_id(&grant.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+    else {
+        return Ok(invalid("the account is disabled or gone"));
+    };
+    let access = random_id(32);
+    let refresh = grant
+        .scope
+        .split(' ')
+        .any(|s| s == "offline_access")
+        .then(|| random_id(32));
+    let mut tokens = vec![NewToken {
+        hash: hash_id(&access),
+        kind: "access",
+        expires_at: now + oidc::TOKEN_TTL_SECS,
+    }];
+    if let Some(r) = &refresh {
+        tokens.push(NewToken {
+            hash: hash_id(r),
+            kind: "refresh",
+            expires_at: now + oidc::REFRESH_TTL_SECS,
+        });
+    }
+    match from_code {
+        Some(code_hash) => {
+            app.store
+                .create_oidc_grant(grant, code_hash, &tokens)
+                .await?
+        }
+        None => app.store.add_oidc_tokens(&grant.id, &tokens).await?,
+    }
     let Some(id_token) = oidc.id_token(&oidc::IdToken {
-        client_id: &client.id,
+        client_id: &grant.client_id,
         user: &user,
-        scope: &c.scope,
-        nonce: c.nonce.as_deref(),
-        auth_time: c.auth_time,
-        method: c.auth_method,
-        sid: sid(&c.session),
+        scope: &grant.scope,
+        nonce,
+        auth_time: grant.auth_time,
+        method: grant.auth_method,
+        sid: sid(&grant.session),
         now,
     }) else {
         return Ok(token_error(
@@ -525,19 +616,129 @@ pub async fn token(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
     };
     app.metrics
         .oidc_tokens
-        .with_label_values(&["authorization_code"])
+        .with_label_values(&[grant_type])
         .inc();
-    Ok(Resp::json(
-        200,
-        &json!({
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": oidc::TOKEN_TTL_SECS,
-            "id_token": id_token,
-            "scope": c.scope,
-        }),
-    )
-    .header(header::PRAGMA, "no-cache"))
+    let mut body = json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": oidc::TOKEN_TTL_SECS,
+        "id_token": id_token,
+        "scope": grant.scope,
+    });
+    if let Some(r) = refresh {
+        body["refresh_token"] = json!(r);
+    }
+    Ok(Resp::json(200, &body).header(header::PRAGMA, "no-cache"))
+}
+
+/// `POST /.sesame/oidc/revoke` (RFC 7009): `200` whether or not the token
+/// was known; a refresh token takes its grant with it.
+pub async fn revoke(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
+    if *req.method != Method::POST {
+        return Ok(token_error(app, "invalid_request", "use POST", false));
+    }
+    let form = match Params::of(req) {
+        Ok(f) => f,
+        Err(why) => return Ok(token_error(app, "invalid_request", why, false)),
+    };
+    let client = match client_of(app, oidc, req, &form) {
+        Ok(c) => c,
+        Err(resp) => return Ok(resp),
+    };
+    let Some(token) = form.get("token") else {
+        return Ok(token_error(
+            app,
+            "invalid_request",
+            "token is missing",
+            false,
+        ));
+    };
+    if app
+        .store
+        .revoke_oidc_token(&hash_id(token), &client.id, app.clock.now())
+        .await?
+    {
+        tracing::info!(target: "sesame::audit", event = "oidc_token_revoked", client = %client.id);
+    }
+    Ok(Resp::new(200, "application/json", "{}").header(header::CACHE_CONTROL, "no-store"))
+}
+
+/// `GET|POST /.sesame/oidc/end_session` (RP-initiated logout 1.0). With an
+/// `id_token_hint` of this browser's sign-in, it ends at once and goes to
+/// the client's registered `post_logout_redirect_uri`; otherwise the person
+/// is asked (a sign-out no site can force on them).
+pub async fn end_session(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
+    let p = match Params::of(req) {
+        Ok(p) => p,
+        Err(why) => return Ok(refused_page(app, req, why)),
+    };
+    let hint = p.get("id_token_hint").and_then(|t| oidc.read_id_token(t));
+    let client_id = hint
+        .as_ref()
+        .and_then(|h| h["aud"].as_str().map(str::to_string))
+        .or_else(|| p.get("client_id").map(str::to_string));
+    if let (Some(h), Some(given)) = (&hint, p.get("client_id")) {
+        if h["aud"].as_str() != Some(given) {
+            return Ok(refused_page(
+                app,
+                req,
+                "client_id and id_token_hint disagree.",
+            ));
+        }
+    }
+    let client = client_id.as_deref().and_then(|id| oidc.client(id));
+    let back = match p.get("post_logout_redirect_uri") {
+        None => None,
+        Some(u) => match client.filter(|c| c.post_logout_redirect_uris.iter().any(|r| r == u)) {
+            Some(_) => Some(u),
+            None => {
+                return Ok(refused_page(
+                    app,
+                    req,
+                    "Its post_logout_redirect_uri is not registered for this application.",
+                ))
+            }
+        },
+    };
+    let live = current_session(app, req).await;
+    let ours = match (&hint, &live) {
+        (Some(h), Some((_, l))) => h["sid"].as_str() == Some(sid(&l.record.id_hash)),
+        _ => false,
+    };
+    if live.is_some() && !ours {
+        // Not this browser's sign-in named: ask.
+        let html = app.pages.render(
+            "error.html",
+            &ErrorPage {
+                signout: true,
+                ..ErrorPage::new(
+                    &req.site.site.name,
+                    "Sign out?",
+                    "An application asks to sign you out of everything you signed in to here.",
+                )
+            },
+        );
+        return Ok(Resp::page(app, 200, html));
+    }
+    if let Some((plain, _)) = &live {
+        if let Some(record) = app.sessions.revoke(plain).await? {
+            app.metrics.sessions_revoked.inc();
+            tracing::info!(target: "sesame::audit", event = "session_revoked", email = %record.email, session = &record.id_hash[..16], reason = "oidc_end_session");
+        }
+    }
+    let clear = crate::session::cookies::clear(
+        &req.site.site,
+        &req.site.session_cookie,
+        crate::session::cookies::CookieScope::CookieDomain,
+    );
+    let to = match back {
+        Some(u) => match p.get("state") {
+            Some(s) => back_to(u, &[("state", s)]),
+            None => u.to_string(),
+        },
+        None => req.site.site.sesame_url("/login", &[]),
+    };
+    Ok(Resp::redirect(302, &to).cookie(clear))
 }
 
 /// `GET|POST /.sesame/oidc/userinfo` with `Authorization: Bearer`.

@@ -34,6 +34,7 @@ id = "grafana"
 name = "Grafana"
 secret = "{hash}"
 redirect_uris = ["{REDIRECT}"]
+post_logout_redirect_uris = ["http://localhost:9/logged-out"]
 
 [[oidc.client]]
 id = "spa"
@@ -191,7 +192,146 @@ async fn userinfo(app: &TestApp, token: &str) -> u16 {
         .as_u16()
 }
 
+/// Tokens for Grafana with `offline_access`, for a browser signed in now.
+async fn offline_tokens(app: &TestApp, b: &reqwest::Client) -> Value {
+    let url = authorize_url(
+        app,
+        "grafana",
+        REDIRECT,
+        &[("scope", "openid email offline_access")],
+    )
+    .replace("scope=openid+email&", "");
+    let back = sign_in_from(app, b, "ada@example.com", &url).await;
+    let code = param(&back, "code").unwrap();
+    let r = exchange(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
+    exchange(
+        app,
+        &[("grant_type", "refresh_token"), ("refresh_token", token)],
+    )
+    .await
+}
+
 store_tests! {
+    async fn refresh_tokens_rotate_and_a_reused_one_revokes_its_family() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        let first = offline_tokens(&app, &b).await;
+        assert_eq!(first["scope"], "openid email offline_access");
+        let r1 = first["refresh_token"].as_str().expect("offline_access gives a refresh token").to_string();
+        // Rotated on use: a new access token and a new refresh token.
+        let r = refresh(&app, &r1).await;
+        assert_eq!(r.status(), 200);
+        let second: Value = r.json().await.unwrap();
+        let r2 = second["refresh_token"].as_str().unwrap().to_string();
+        assert_ne!(r1, r2);
+        let access2 = second["access_token"].as_str().unwrap().to_string();
+        assert_eq!(userinfo(&app, &access2).await, 200);
+        let claims = verify_id_token(&app, second["id_token"].as_str().unwrap()).await;
+        assert_eq!(claims["auth_time"], verify_id_token(&app, first["id_token"].as_str().unwrap()).await["auth_time"]);
+        // A wider scope than granted: refused, and the token is spent (a
+        // refused request never leaves a token usable twice).
+        let r = exchange(&app, &[("grant_type", "refresh_token"), ("refresh_token", &r2), ("scope", "openid groups")]).await;
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_scope");
+        // The first one again (a thief's copy): the whole family ends.
+        let r = refresh(&app, &r1).await;
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+        assert_eq!(userinfo(&app, &access2).await, 401, "the family's access token is revoked");
+        let r = refresh(&app, &r2).await;
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant", "and its newest refresh token");
+        let m = app.metrics().await;
+        // r1, then the spent r2: each a reuse.
+        assert_eq!(TestApp::metric(&m, "sesame_oidc_errors_total{error=\"refresh_reused\"}"), 2.0);
+        assert_eq!(TestApp::metric(&m, "sesame_oidc_tokens_total{grant_type=\"refresh_token\"}"), 1.0);
+        // Without offline_access: no refresh token.
+        let code = code_for(&app, &b, true).await;
+        let t: Value = redeem(&app, &code).await.json().await.unwrap();
+        assert!(t.get("refresh_token").is_none(), "{t}");
+    }
+
+    async fn revocation_ends_a_token_and_a_refresh_token_its_grant() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        let t = offline_tokens(&app, &b).await;
+        let access = t["access_token"].as_str().unwrap();
+        let refresh_token = t["refresh_token"].as_str().unwrap();
+        let revoke = |token: String, auth: Option<(&'static str, &'static str)>| {
+            let c = client_for(&app, false);
+            let url = format!("{}/.sesame/oidc/revoke", issuer(&app));
+            async move {
+                let mut r = c.post(url).form(&[("token", token.as_str())]);
+                if let Some((id, secret)) = auth {
+                    r = r.basic_auth(id, Some(secret));
+                }
+                r.send().await.unwrap()
+            }
+        };
+        // Another client cannot revoke it (200, as RFC 7009 says, and nothing done).
+        let r = revoke(access.to_string(), Some(("staff-only", SECRET))).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(userinfo(&app, access).await, 200);
+        // Unauthenticated: 401.
+        assert_eq!(revoke(access.to_string(), None).await.status(), 401);
+        // The access token alone.
+        assert_eq!(revoke(access.to_string(), Some(("grafana", SECRET))).await.status(), 200);
+        assert_eq!(userinfo(&app, access).await, 401);
+        let r = refresh(&app, refresh_token).await;
+        assert_eq!(r.status(), 200, "the refresh token lives on");
+        let t: Value = r.json().await.unwrap();
+        // A refresh token: its grant ends.
+        let refresh2 = t["refresh_token"].as_str().unwrap().to_string();
+        let access2 = t["access_token"].as_str().unwrap().to_string();
+        assert_eq!(revoke(refresh2.clone(), Some(("grafana", SECRET))).await.status(), 200);
+        assert_eq!(userinfo(&app, &access2).await, 401);
+        assert_eq!(refresh(&app, &refresh2).await.status(), 400);
+        // An unknown token: 200 all the same.
+        assert_eq!(revoke("made-up".into(), Some(("grafana", SECRET))).await.status(), 200);
+    }
+
+    async fn rp_initiated_logout_ends_the_sign_in_and_returns_to_a_registered_uri() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        let t = offline_tokens(&app, &b).await;
+        let id_token = t["id_token"].as_str().unwrap();
+        let end = |extra: &[(&str, &str)]| {
+            let mut u = url::Url::parse(&format!("{}/.sesame/oidc/end_session", issuer(&app))).unwrap();
+            u.query_pairs_mut().extend_pairs(extra);
+            u.to_string()
+        };
+        // An unregistered place to return to: a page, no redirect.
+        let r = b.get(end(&[("id_token_hint", id_token), ("post_logout_redirect_uri", "https://evil.example/")])).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        // Without a hint of this sign-in: the person is asked, nothing ends.
+        let r = b.get(end(&[])).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("Sign out?"));
+        assert_eq!(userinfo(&app, t["access_token"].as_str().unwrap()).await, 200);
+        // With it: signed out, tokens ended, back to the client with state.
+        let r = b
+            .get(end(&[("id_token_hint", id_token), ("post_logout_redirect_uri", "http://localhost:9/logged-out"), ("state", "bye")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        assert_eq!(location(&r), "http://localhost:9/logged-out?state=bye");
+        assert_eq!(userinfo(&app, t["access_token"].as_str().unwrap()).await, 401);
+        assert_eq!(refresh(&app, t["refresh_token"].as_str().unwrap()).await.status(), 400);
+        let r = b.get(format!("{}/.sesame/account", issuer(&app))).send().await.unwrap();
+        assert_eq!(r.status(), 302, "signed out at the portal");
+    }
+
     async fn a_relying_party_library_signs_in_with_the_code_flow_and_pkce() {
         let app = spawn_oidc().await;
         let http = client_for(&app, false);

@@ -52,6 +52,8 @@ pub struct OidcClientFile {
     #[serde(default)]
     pub redirect_uris: Vec<String>,
     #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
     pub public: bool,
     #[serde(default)]
     pub allow_domains: Vec<String>,

@@ -118,6 +118,8 @@ pub struct OidcClient {
     pub secret_hash: Option<String>,
     /// Matched exactly, character for character.
     pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser (exact).
+    pub post_logout_redirect_uris: Vec<String>,
     /// Who may use this app (empty lists: everyone signed in).
     pub admission: Admission,
     pub require_passkey: bool,

@@ -27,8 +27,11 @@ pub const TOKEN_TTL_SECS: i64 = 3600;
 /// The name of the ID-token key in the store's secrets.
 const KEY_SECRET: &str = "oidc_rs256.v1";
 
+/// How long a refresh token can be used (each use gives a new one).
+pub const REFRESH_TTL_SECS: i64 = 30 * 24 * 3600;
+
 /// The scopes Sesame knows; others asked for are ignored (OIDC Core 3.1.2.1).
-pub const SCOPES: [&str; 4] = ["openid", "email", "profile", "groups"];
+pub const SCOPES: [&str; 5] = ["openid", "email", "profile", "groups", "offline_access"];
 
 /// The scopes of `raw` (space separated) that Sesame knows, in its order;
 /// `None` without `openid`.
@@ -125,6 +128,7 @@ pub struct Provider {
     pub issuer: String,
     pub clients: Vec<OidcClient>,
     key: EncodingKey,
+    decoding: jsonwebtoken::DecodingKey,
     kid: String,
     jwk: Value,
     /// Secrets that verified, by client id, as SHA-256: argon2 runs once
@@ -159,11 +163,14 @@ impl Provider {
             "rs256-{}",
             &BASE64_URL_SAFE_NO_PAD.encode(Sha256::digest(n.as_bytes()))[..12]
         );
+        let decoding = jsonwebtoken::DecodingKey::from_rsa_components(&n, &e)
+            .map_err(|e| StoreError::Other(format!("OIDC public key: {e}")))?;
         let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": e});
         Ok(Provider {
             issuer,
             clients,
             key: EncodingKey::from_rsa_der(&der),
+            decoding,
             kid,
             jwk,
             verified: Mutex::new(HashMap::new()),
@@ -217,7 +224,10 @@ impl Provider {
             "jwks_uri": self.endpoint("jwks.json"),
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "revocation_endpoint": self.endpoint("revoke"),
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "end_session_endpoint": self.endpoint("end_session"),
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -230,6 +240,19 @@ impl Provider {
             "request_parameter_supported": false,
             "request_uri_parameter_supported": false,
         })
+    }
+
+    /// The claims of an ID token this provider signed (`id_token_hint`):
+    /// signature and issuer checked, expiry not (a hint may be old).
+    pub fn read_id_token(&self, token: &str) -> Option<Value> {
+        let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.set_issuer(&[&self.issuer]);
+        v.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(token, &self.decoding, &v)
+            .ok()
+            .map(|d| d.claims)
     }
 
     pub fn jwks(&self) -> Value {

@@ -160,15 +160,32 @@ pub trait OidcStore: Send + Sync {
     /// before answers `Reused` with the grant its first use made.
     async fn take_oidc_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeTaken>;
 
-    /// Store a grant made from a code, with its access token, and note it
+    /// Store a grant made from a code, with its first tokens, and note it
     /// on the code (so that a second use of the code can revoke it).
     async fn create_oidc_grant(
         &self,
         grant: &OidcGrant,
         code_hash: &str,
-        access_hash: &str,
-        access_expires_at: i64,
+        tokens: &[NewToken],
     ) -> StoreResult<()>;
+
+    /// Use a refresh token (atomically: one caller gets `Fresh`): its grant
+    /// if it, the grant and the sign-in are live; a token used before
+    /// answers `Reused` with its grant (to be revoked: RFC 9700 4.14.2).
+    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> StoreResult<RefreshUse>;
+
+    /// Add tokens to a live grant (a refresh's new ones).
+    async fn add_oidc_tokens(&self, grant_id: &str, tokens: &[NewToken]) -> StoreResult<()>;
+
+    /// Revoke a token of `client_id` (RFC 7009): a refresh token takes its
+    /// whole grant with it, an access token only itself. False if no such
+    /// token of that client.
+    async fn revoke_oidc_token(
+        &self,
+        token_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
 
     /// The grant of a live access token, if the token, the grant and the
     /// sign-in it came from (the portal session) are all still live.

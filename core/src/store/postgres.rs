@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use super::queries::impl_store;
 use super::shared;
 use super::{
-    Ceremony, CodeTaken, Handoff, Invalidation, KeyRecord, OidcCode, OidcGrant, PasskeyRecord,
-    PendingLogin, SessionRecord, StoreError, StoreResult, User,
+    Ceremony, CodeTaken, Handoff, Invalidation, KeyRecord, NewToken, OidcCode, OidcGrant,
+    PasskeyRecord, PendingLogin, RefreshUse, SessionRecord, StoreError, StoreResult, User,
 };
 use crate::email::Email;
 

@@ -243,6 +243,26 @@ pub enum CodeTaken {
     Unknown,
 }
 
+/// A token to store: the hash, `access` or `refresh`, and its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub hash: String,
+    pub kind: &'static str,
+    pub expires_at: i64,
+}
+
+/// What using a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    Fresh(OidcGrant),
+    /// Used before: its grant (the family to revoke).
+    Reused {
+        grant: String,
+    },
+    /// Unknown, expired, or its grant or sign-in ended.
+    Unknown,
+}
+
 /// What a client was given for one sign-in: its tokens hang off it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcGrant {

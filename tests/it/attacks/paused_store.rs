@@ -136,11 +136,24 @@ impl OidcStore for PausedStore {
         &self,
         grant: &OidcGrant,
         code_hash: &str,
-        access_hash: &str,
-        access_expires_at: i64,
+        tokens: &[NewToken],
     ) -> StoreResult<()> {
+        self.inner.create_oidc_grant(grant, code_hash, tokens).await
+    }
+    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> StoreResult<RefreshUse> {
+        self.inner.use_refresh_token(token_hash, now).await
+    }
+    async fn add_oidc_tokens(&self, grant_id: &str, tokens: &[NewToken]) -> StoreResult<()> {
+        self.inner.add_oidc_tokens(grant_id, tokens).await
+    }
+    async fn revoke_oidc_token(
+        &self,
+        token_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
         self.inner
-            .create_oidc_grant(grant, code_hash, access_hash, access_expires_at)
+            .revoke_oidc_token(token_hash, client_id, now)
             .await
     }
     async fn oidc_access(&self, token_hash: &str, now: i64) -> StoreResult<Option<OidcGrant>> {

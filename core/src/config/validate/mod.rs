@@ -323,6 +323,14 @@ impl<'a> Validator<'a> {
                     self.err(format!("oidc.client[{i}].redirect_uris[{j}]"), e);
                 }
             }
+            for (j, u) in c.post_logout_redirect_uris.iter().enumerate() {
+                if let Err(e) = crate::oidc::check_redirect_uri(u) {
+                    self.err(
+                        format!("oidc.client[{i}].post_logout_redirect_uris[{j}]"),
+                        e,
+                    );
+                }
+            }
             let mut emails = Vec::new();
             for (j, e) in c.allow_emails.iter().enumerate() {
                 match Email::parse(e) {
@@ -338,6 +346,7 @@ impl<'a> Validator<'a> {
                 id,
                 secret_hash,
                 redirect_uris: c.redirect_uris,
+                post_logout_redirect_uris: c.post_logout_redirect_uris,
                 admission: Admission {
                     domains: c
                         .allow_domains

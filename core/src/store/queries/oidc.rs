@@ -57,8 +57,7 @@ macro_rules! impl_oidc_store {
                 &self,
                 g: &OidcGrant,
                 code_hash: &str,
-                access_hash: &str,
-                access_expires_at: i64,
+                tokens: &[NewToken],
             ) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
@@ -75,12 +74,15 @@ macro_rules! impl_oidc_store {
                 .bind(g.created_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at) VALUES ($1, $2, 'access', $3)")
-                    .bind(access_hash)
-                    .bind(&g.id)
-                    .bind(access_expires_at)
-                    .execute(&mut *tx)
-                    .await?;
+                for t in tokens {
+                    sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at) VALUES ($1, $2, $3, $4)")
+                        .bind(&t.hash)
+                        .bind(&g.id)
+                        .bind(t.kind)
+                        .bind(t.expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 sqlx::query("UPDATE oidc_codes SET grant_id = $1 WHERE code_hash = $2")
                     .bind(&g.id)
                     .bind(code_hash)
@@ -88,6 +90,84 @@ macro_rules! impl_oidc_store {
                     .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn use_refresh_token(&self, token_hash: &str, now: i64) -> StoreResult<RefreshUse> {
+                let used: Option<String> = sqlx::query_scalar(
+                    "UPDATE oidc_tokens SET used_at = $2 WHERE token_hash = $1 AND kind = 'refresh' \
+                     AND used_at IS NULL AND expires_at > $2 RETURNING grant_id",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(grant_id) = used else {
+                    let before: Option<(Option<i64>, String)> = sqlx::query_as(
+                        "SELECT used_at, grant_id FROM oidc_tokens WHERE token_hash = $1 AND kind = 'refresh'",
+                    )
+                    .bind(token_hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    return Ok(match before {
+                        Some((Some(_), grant)) => RefreshUse::Reused { grant },
+                        _ => RefreshUse::Unknown,
+                    });
+                };
+                let grant = sqlx::query(
+                    "SELECT g.id, g.client_id, g.user_id, g.session, g.scope, g.auth_time, g.auth_method, g.created_at \
+                     FROM oidc_grants g JOIN sessions s ON s.id_hash = g.session \
+                     WHERE g.id = $1 AND g.revoked_at IS NULL AND s.revoked_at IS NULL",
+                )
+                .bind(&grant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match grant {
+                    Some(row) => RefreshUse::Fresh(shared::oidc_grant(&row)?),
+                    None => RefreshUse::Unknown,
+                })
+            }
+
+            async fn add_oidc_tokens(&self, grant_id: &str, tokens: &[NewToken]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for t in tokens {
+                    sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at) VALUES ($1, $2, $3, $4)")
+                        .bind(&t.hash)
+                        .bind(grant_id)
+                        .bind(t.kind)
+                        .bind(t.expires_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn revoke_oidc_token(&self, token_hash: &str, client_id: &str, now: i64) -> StoreResult<bool> {
+                let found: Option<(String, String)> = sqlx::query_as(
+                    "SELECT t.kind, t.grant_id FROM oidc_tokens t JOIN oidc_grants g ON g.id = t.grant_id \
+                     WHERE t.token_hash = $1 AND g.client_id = $2",
+                )
+                .bind(token_hash)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some((kind, grant)) = found else {
+                    return Ok(false);
+                };
+                if kind == "refresh" {
+                    sqlx::query("UPDATE oidc_grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                        .bind(now)
+                        .bind(&grant)
+                        .execute(&self.pool)
+                        .await?;
+                } else {
+                    sqlx::query("UPDATE oidc_tokens SET expires_at = $1 WHERE token_hash = $2 AND expires_at > $1")
+                        .bind(now)
+                        .bind(token_hash)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Ok(true)
             }
 
             async fn oidc_access(&self, token_hash: &str, now: i64) -> StoreResult<Option<OidcGrant>> {
