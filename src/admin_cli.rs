@@ -303,3 +303,59 @@ pub async fn passkey_revoke(store: &DynStore, id: &str) -> Out {
         false => Err(AdminError(format!("no passkey {id}"))),
     }
 }
+
+/// `sesame oidc grants list`: what each OpenID Connect client holds.
+pub async fn oidc_grants_list(store: &DynStore, user: Option<&str>) -> Out {
+    let user_id = match user.map(email).transpose()? {
+        Some(e) => match store.user_by_email(&e).await? {
+            Some(u) => Some(u.id),
+            None => return Err(AdminError(format!("no user {e}"))),
+        },
+        None => None,
+    };
+    let grants = store.list_oidc_grants(user_id.as_deref()).await?;
+    let mut lines = Vec::with_capacity(grants.len());
+    for g in grants {
+        let who = match store.user_by_id(&g.user_id).await? {
+            Some(u) => u.email.to_string(),
+            None => g.user_id.to_string(),
+        };
+        lines.push(format!(
+            "{}\t{}\t{}\t{}\tsigned in {}\tgranted {}",
+            g.id, g.client_id, who, g.scope, g.auth_time, g.created_at
+        ));
+    }
+    Ok(lines)
+}
+
+/// `sesame oidc grants revoke --id | --user`: the client's tokens stop working.
+pub async fn oidc_grants_revoke(store: &DynStore, id: Option<&str>, user: Option<&str>) -> Out {
+    let ids: Vec<String> = match (id, user) {
+        (Some(id), None) => vec![id.to_string()],
+        (None, Some(u)) => {
+            let e = email(u)?;
+            let Some(user) = store.user_by_email(&e).await? else {
+                return Err(AdminError(format!("no user {e}")));
+            };
+            store
+                .list_oidc_grants(Some(&user.id))
+                .await?
+                .into_iter()
+                .map(|g| g.id)
+                .collect()
+        }
+        _ => return Err(AdminError("give --id or --user".into())),
+    };
+    let mut n = 0;
+    for id in &ids {
+        if store.revoke_oidc_grant(id, now()).await? {
+            n += 1;
+        }
+    }
+    if id.is_some() && n == 0 {
+        return Err(AdminError(
+            "no live grant with that id (see `sesame oidc grants list`)".into(),
+        ));
+    }
+    Ok(vec![format!("revoked {n} grant(s)")])
+}

@@ -139,11 +139,13 @@ Examples:
         #[command(subcommand)]
         action: SessionAction,
     },
-    /// OpenID Connect: make client secrets.
+    /// OpenID Connect: client secrets, and the grants clients hold.
     #[command(after_help = "\
-Reads no config file and no store.
+hash-secret reads no config file and no store; grants reads the [store].
 
 Examples:
+  sesame oidc grants list --user alice@example.com -c /etc/sesame/sesame.toml
+  sesame oidc grants revoke --user alice@example.com -c /etc/sesame/sesame.toml
   sesame oidc hash-secret                  # a new secret, and its hash
   printf %s \"$SECRET\" | sesame oidc hash-secret   # the hash of your own")]
     Oidc {
@@ -158,6 +160,30 @@ enum OidcAction {
     /// With a secret on standard input, hashes it; else makes a new one and
     /// prints it too (give it to the application, keep only the hash here).
     HashSecret,
+    /// List and revoke what OpenID Connect clients were granted.
+    Grants {
+        #[arg(short, long, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: GrantsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantsAction {
+    /// Live grants: id, client, user, scope, times.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke grants (their tokens stop working): one by id, or all of a user.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["user", "id"])))]
+    Revoke {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        id: Option<String>,
+    },
 }
 
 const DEFAULT_CONFIG: &str = "/etc/sesame/sesame.toml";
@@ -286,6 +312,9 @@ fn main() -> ExitCode {
         Command::Oidc {
             action: OidcAction::HashSecret,
         } => hash_secret(),
+        Command::Oidc {
+            action: OidcAction::Grants { config, action },
+        } => load(&config).and_then(|c| admin(c, Admin::Grants(action))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -349,6 +378,7 @@ enum Admin {
     Session(SessionAction),
     Keys(KeysAction),
     Passkey(PasskeyAction),
+    Grants(GrantsAction),
 }
 
 fn admin(config: Config, command: Admin) -> Result<(), String> {
@@ -394,6 +424,12 @@ fn admin(config: Config, command: Admin) -> Result<(), String> {
             Admin::Keys(KeysAction::List) => cli::keys_list(&store, config.key_grace).await,
             Admin::Keys(KeysAction::Rotate) => cli::keys_rotate(&store).await,
             Admin::Keys(KeysAction::Retire) => cli::keys_retire(&store).await,
+            Admin::Grants(GrantsAction::List { user }) => {
+                cli::oidc_grants_list(&store, user.as_deref()).await
+            }
+            Admin::Grants(GrantsAction::Revoke { user, id }) => {
+                cli::oidc_grants_revoke(&store, id.as_deref(), user.as_deref()).await
+            }
             Admin::Session(SessionAction::Revoke { .. }) => {
                 Err(cli::AdminError("give --user or --id".into()))
             }

@@ -332,6 +332,26 @@ store_tests! {
         assert_eq!(r.status(), 302, "signed out at the portal");
     }
 
+    async fn grants_are_listed_and_revoked_from_the_command_line() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        let t = offline_tokens(&app, &b).await;
+        let access = t["access_token"].as_str().unwrap();
+        let (ok, out, err) = app.cli(&["oidc", "grants", "list", "--user", "ada@example.com"]);
+        assert!(ok, "{err}");
+        let line = out.lines().next().unwrap_or_else(|| panic!("no grant listed: {out}"));
+        assert!(line.contains("grafana") && line.contains("ada@example.com") && line.contains("offline_access"), "{line}");
+        let id = line.split('\t').next().unwrap();
+        let (ok, _, err) = app.cli(&["oidc", "grants", "revoke", "--id", "no-such-grant"]);
+        assert!(!ok && err.contains("no live grant"), "{err}");
+        let (ok, out, err) = app.cli(&["oidc", "grants", "revoke", "--id", id]);
+        assert!(ok && out.contains("revoked 1"), "{out}{err}");
+        assert_eq!(userinfo(&app, access).await, 401);
+        assert_eq!(refresh(&app, t["refresh_token"].as_str().unwrap()).await.status(), 400);
+        let (_, out, _) = app.cli(&["oidc", "grants", "list"]);
+        assert!(out.trim().is_empty(), "{out}");
+    }
+
     async fn a_relying_party_library_signs_in_with_the_code_flow_and_pkce() {
         let app = spawn_oidc().await;
         let http = client_for(&app, false);

@@ -194,6 +194,10 @@ pub trait OidcStore: Send + Sync {
     /// Revoke a grant and so every token of it; false if it was not live.
     async fn revoke_oidc_grant(&self, id: &str, now: i64) -> StoreResult<bool>;
 
+    /// Live grants (not revoked, their sign-in not revoked), newest first,
+    /// optionally of one user.
+    async fn list_oidc_grants(&self, user_id: Option<&str>) -> StoreResult<Vec<OidcGrant>>;
+
     /// Delete codes and tokens expired before `before`.
     async fn sweep_oidc(&self, before: i64) -> StoreResult<()>;
 }

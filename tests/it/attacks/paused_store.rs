@@ -162,6 +162,9 @@ impl OidcStore for PausedStore {
     async fn revoke_oidc_grant(&self, id: &str, now: i64) -> StoreResult<bool> {
         self.inner.revoke_oidc_grant(id, now).await
     }
+    async fn list_oidc_grants(&self, user_id: Option<&str>) -> StoreResult<Vec<OidcGrant>> {
+        self.inner.list_oidc_grants(user_id).await
+    }
     async fn sweep_oidc(&self, before: i64) -> StoreResult<()> {
         self.inner.sweep_oidc(before).await
     }

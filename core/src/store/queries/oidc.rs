@@ -195,6 +195,21 @@ macro_rules! impl_oidc_store {
                 Ok(r.rows_affected() > 0)
             }
 
+            async fn list_oidc_grants(&self, user_id: Option<&str>) -> StoreResult<Vec<OidcGrant>> {
+                sqlx::query(
+                    "SELECT g.id, g.client_id, g.user_id, g.session, g.scope, g.auth_time, g.auth_method, g.created_at \
+                     FROM oidc_grants g JOIN sessions s ON s.id_hash = g.session \
+                     WHERE g.revoked_at IS NULL AND s.revoked_at IS NULL AND ($1 IS NULL OR g.user_id = $1) \
+                     ORDER BY g.created_at DESC",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(shared::oidc_grant)
+                .collect()
+            }
+
             async fn sweep_oidc(&self, before: i64) -> StoreResult<()> {
                 sqlx::query("DELETE FROM oidc_codes WHERE expires_at < $1")
                     .bind(before)
