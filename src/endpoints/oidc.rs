@@ -142,6 +142,14 @@ pub async fn authorize(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
         ));
     };
     let state = p.get("state");
+    let form_post = p.get("response_mode") == Some("form_post");
+    let answer = |pairs: &[(&str, &str)]| -> Resp {
+        if form_post {
+            form_post_page(app, req, client, redirect_uri, pairs)
+        } else {
+            Resp::redirect(302, &back_to(redirect_uri, pairs))
+        }
+    };
     let fail = |error: &'static str, description: &str| -> Resp {
         count_error(app, error);
         let mut pairs = vec![("error", error), ("error_description", description)];
@@ -149,7 +157,7 @@ pub async fn authorize(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
             pairs.push(("state", s));
         }
         pairs.push(("iss", &oidc.issuer));
-        Resp::redirect(302, &back_to(redirect_uri, &pairs))
+        answer(&pairs)
     };
     if p.get("request").is_some() {
         return Ok(fail(
@@ -169,10 +177,13 @@ pub async fn authorize(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
             "only response_type=code is supported",
         ));
     }
-    if !matches!(p.get("response_mode"), None | Some("query")) {
+    if !matches!(
+        p.get("response_mode"),
+        None | Some("query") | Some("form_post")
+    ) {
         return Ok(fail(
             "invalid_request",
-            "only response_mode=query is supported",
+            "response_mode must be query or form_post",
         ));
     }
     let Some(scope) = p.get("scope").and_then(oidc::scopes) else {
@@ -302,7 +313,47 @@ pub async fn authorize(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
         pairs.push(("state", s));
     }
     pairs.push(("iss", &oidc.issuer));
-    Ok(Resp::redirect(302, &back_to(redirect_uri, &pairs)).no_referrer())
+    Ok(answer(&pairs).no_referrer())
+}
+
+/// OAuth 2.0 Form Post Response Mode: a page whose form posts the answer
+/// to the client (by itself, with script; a button without). Its CSP lets
+/// the form go to the client's origin, and nowhere else.
+fn form_post_page(
+    app: &App,
+    req: &Req,
+    client: &OidcClient,
+    redirect_uri: &str,
+    pairs: &[(&str, &str)],
+) -> Resp {
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        site_name: &'a str,
+        client_name: &'a str,
+        action: &'a str,
+        fields: &'a [(&'a str, &'a str)],
+    }
+    let html = app.pages.render(
+        "form_post.html",
+        &Page {
+            site_name: &req.site.site.name,
+            client_name: &client.name,
+            action: redirect_uri,
+            fields: pairs,
+        },
+    );
+    let origin = url::Url::parse(redirect_uri)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let mut r = Resp::page(app, 200, html);
+    r.headers
+        .retain(|(k, _)| k != header::CONTENT_SECURITY_POLICY);
+    r.header(
+        header::CONTENT_SECURITY_POLICY,
+        &format!(
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
+        ),
+    )
 }
 
 /// A token endpoint error; `401` with a challenge for `invalid_client`.

@@ -332,6 +332,28 @@ store_tests! {
         assert_eq!(r.status(), 302, "signed out at the portal");
     }
 
+    async fn form_post_hands_the_code_over_in_a_page_that_posts_to_the_client_only() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        code_for(&app, &b, false).await;
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("response_mode", "form_post")]);
+        let r = b.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+        assert!(csp.contains("form-action http://localhost:9;"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(&format!("action=\"{}\"", REDIRECT.replace('/', "&#x2f;"))) || html.contains(&format!("action=\"{REDIRECT}\"")), "{html}");
+        let code = hidden_value(&html, "code").expect("the code in the form");
+        assert_eq!(hidden_value(&html, "state").as_deref(), Some("st4te"));
+        let r = exchange(&app, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT)]).await;
+        assert_eq!(r.status(), 200);
+        // Errors go the same way.
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("response_mode", "form_post"), ("prompt", "none"), ("max_age", "x")]);
+        let html = b.get(&url).send().await.unwrap().text().await.unwrap();
+        assert_eq!(hidden_value(&html, "error").as_deref(), Some("invalid_request"));
+    }
+
     async fn grants_are_listed_and_revoked_from_the_command_line() {
         let app = spawn_oidc().await;
         let b = client_for(&app, true);

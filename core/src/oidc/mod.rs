@@ -223,7 +223,7 @@ impl Provider {
             "userinfo_endpoint": self.endpoint("userinfo"),
             "jwks_uri": self.endpoint("jwks.json"),
             "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
+            "response_modes_supported": ["query", "form_post"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "revocation_endpoint": self.endpoint("revoke"),
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],

@@ -44,6 +44,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../assets/templates/stepup.html"),
     ),
     (
+        "form_post.html",
+        include_str!("../../assets/templates/form_post.html"),
+    ),
+    (
         "magic_link.html",
         include_str!("../../assets/email/magic_link.html"),
     ),
@@ -80,6 +84,11 @@ pub const STATIC: &[(&str, &str, &str)] = &[
         "confirm.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/static/confirm.js"),
+    ),
+    (
+        "form_post.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/static/form_post.js"),
     ),
     (
         "passkey.js",
