@@ -13,6 +13,7 @@ pub use sesame_core::{
 pub mod admin;
 pub mod admin_cli;
 pub mod app;
+mod backchannel;
 pub mod demo_app;
 pub mod endpoints;
 pub mod forward_auth;
@@ -204,6 +205,18 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
             loop {
                 tick.tick().await;
                 app.sessions.write_activity().await;
+            }
+        });
+    }
+    if app.oidc.is_some() {
+        // Back-channel logout to OIDC clients, once a second.
+        let app = app.clone();
+        background.spawn(async move {
+            let http = backchannel::client();
+            let mut tick = ticks_after(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                backchannel::send_due(&app, &http).await;
             }
         });
     }

@@ -171,6 +171,8 @@ pub struct Metrics {
     pub oidc_tokens: IntCounterVec,
     /// OAuth/OIDC errors answered, by their `error` code.
     pub oidc_errors: IntCounterVec,
+    /// Back-channel logout tokens posted, by result (`ok`, `refused`, `failed`).
+    pub oidc_backchannel: IntCounterVec,
 }
 
 /// The `result` values of `sesame_handoffs_total`.
@@ -351,6 +353,12 @@ impl Metrics {
                 "sesame_oidc_errors_total",
                 "OAuth and OpenID Connect errors answered, by error code",
                 &["error"],
+            ),
+            oidc_backchannel: counter_vec(
+                &registry,
+                "sesame_oidc_backchannel_logouts_total",
+                "Back-channel logout tokens posted to OIDC clients, by result",
+                &["result"],
             ),
             registry,
         };

@@ -37,11 +37,6 @@ const AUTHORIZE_PARAMS: [&str; 11] = [
     "response_mode",
 ];
 
-/// Only the portal session's hash, shortened: what RPs see as `sid`.
-fn sid(session_hash: &str) -> &str {
-    &session_hash[..session_hash.len().min(32)]
-}
-
 fn count_error(app: &App, error: &str) {
     app.metrics.oidc_errors.with_label_values(&[error]).inc();
 }
@@ -655,7 +650,7 @@ async fn issue(
         nonce,
         auth_time: grant.auth_time,
         method: grant.auth_method,
-        sid: sid(&grant.session),
+        sid: oidc::sid(&grant.session),
         now,
     }) else {
         return Ok(token_error(
@@ -753,7 +748,7 @@ pub async fn end_session(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
     };
     let live = current_session(app, req).await;
     let ours = match (&hint, &live) {
-        (Some(h), Some((_, l))) => h["sid"].as_str() == Some(sid(&l.record.id_hash)),
+        (Some(h), Some((_, l))) => h["sid"].as_str() == Some(oidc::sid(&l.record.id_hash)),
         _ => false,
     };
     if live.is_some() && !ours {

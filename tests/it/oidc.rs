@@ -24,6 +24,11 @@ const REDIRECT: &str = "http://localhost:9/login/generic_oauth";
 const SPA_REDIRECT: &str = "http://localhost:9/spa/callback";
 
 async fn spawn_oidc() -> TestApp {
+    spawn_oidc_with("").await
+}
+
+/// With `grafana_extra` added to the Grafana client's table.
+async fn spawn_oidc_with(grafana_extra: &str) -> TestApp {
     let hash = sesame::oidc::secret::hash(SECRET).unwrap();
     spawn_with(Options {
         portal: Some("auth.localhost"),
@@ -35,6 +40,7 @@ name = "Grafana"
 secret = "{hash}"
 redirect_uris = ["{REDIRECT}"]
 post_logout_redirect_uris = ["http://localhost:9/logged-out"]
+{grafana_extra}
 
 [[oidc.client]]
 id = "spa"
@@ -352,6 +358,83 @@ store_tests! {
         let url = authorize_url(&app, "grafana", REDIRECT, &[("response_mode", "form_post"), ("prompt", "none"), ("max_age", "x")]);
         let html = b.get(&url).send().await.unwrap().text().await.unwrap();
         assert_eq!(hidden_value(&html, "error").as_deref(), Some("invalid_request"));
+    }
+
+    async fn a_sign_in_that_ends_is_announced_to_the_client_by_back_channel() {
+        // The client's real endpoint: it records each POST's body.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = conn.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len: usize = text[..end]
+                                .lines()
+                                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                let _ = tx.send(text[end + 4..end + 4 + len].to_string());
+                                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let app = spawn_oidc_with(&format!("backchannel_logout_uri = \"http://127.0.0.1:{}/backchannel\"", at.port())).await;
+        let b = client_for(&app, true);
+        let t = offline_tokens(&app, &b).await;
+        let id_claims = verify_id_token(&app, t["id_token"].as_str().unwrap()).await;
+        // Signed out at the portal.
+        let r = b
+            .post(format!("{}/.sesame/logout", issuer(&app)))
+            .header("Origin", issuer(&app))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let body = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a logout token within 10 s")
+            .unwrap();
+        let token = url::form_urlencoded::parse(body.as_bytes())
+            .find(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned())
+            .expect("logout_token in the form");
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
+        let claims = verify_id_token(&app, &token).await;
+        assert_eq!(claims["sid"], id_claims["sid"]);
+        assert_eq!(claims["sub"], id_claims["sub"]);
+        assert!(claims["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object(), "{claims}");
+        assert!(claims.get("nonce").is_none());
+        // Once: the next round finds nothing to send.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = app.metrics().await;
+            if TestApp::metric(&m, "sesame_oidc_backchannel_logouts_total{result=\"ok\"}") == 1.0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{m}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = b.get(authorize_url(&app, "grafana", REDIRECT, &[])).send().await.unwrap();
+        assert!(location(&r).contains("/.sesame/login?"), "signed out");
+        assert!(rx.try_recv().is_err(), "one token for one sign-in");
     }
 
     async fn grants_are_listed_and_revoked_from_the_command_line() {

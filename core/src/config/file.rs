@@ -53,6 +53,7 @@ pub struct OidcClientFile {
     pub redirect_uris: Vec<String>,
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
     #[serde(default)]
     pub public: bool,
     #[serde(default)]

@@ -120,6 +120,9 @@ pub struct OidcClient {
     pub redirect_uris: Vec<String>,
     /// Where RP-initiated logout may send the browser (exact).
     pub post_logout_redirect_uris: Vec<String>,
+    /// Where a logout token is posted when a sign-in the client holds a
+    /// grant of ends (OIDC Back-Channel Logout 1.0).
+    pub backchannel_logout_uri: Option<String>,
     /// Who may use this app (empty lists: everyone signed in).
     pub admission: Admission,
     pub require_passkey: bool,

@@ -89,6 +89,12 @@ pub fn challenge_well_formed(c: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// What RPs see of a sign-in (the portal session) as `sid`: the first half
+/// of the session id's hash.
+pub fn sid(session_hash: &str) -> &str {
+    session_hash.get(..32).unwrap_or(session_hash)
+}
+
 /// RFC 8176 `amr` values for a sign-in method.
 pub fn amr(method: AuthMethod) -> &'static [&'static str] {
     match method {
@@ -228,6 +234,8 @@ impl Provider {
             "revocation_endpoint": self.endpoint("revoke"),
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "end_session_endpoint": self.endpoint("end_session"),
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -277,6 +285,29 @@ impl Provider {
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, &claims, &self.key)
             .inspect_err(|e| tracing::error!(error = %e, "could not sign an ID token"))
+            .ok()
+    }
+}
+
+impl Provider {
+    /// A logout token (OIDC Back-Channel Logout 1.0, 2.4) for `client_id`:
+    /// the sign-in `sid` of `sub` ended.
+    pub fn logout_token(&self, client_id: &str, sub: &str, sid: &str, now: i64) -> Option<String> {
+        let claims = json!({
+            "iss": self.issuer,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + 120,
+            "jti": crate::keys::random_id(16),
+            "sub": sub,
+            "sid": sid,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        });
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("logout+jwt".into());
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .inspect_err(|e| tracing::error!(error = %e, "could not sign a logout token"))
             .ok()
     }
 }

@@ -198,6 +198,11 @@ pub trait OidcStore: Send + Sync {
     /// optionally of one user.
     async fn list_oidc_grants(&self, user_id: Option<&str>) -> StoreResult<Vec<OidcGrant>>;
 
+    /// Claim the grants whose sign-in (portal session) was revoked and whose
+    /// back-channel logout was not handled yet: each is returned to one
+    /// caller only, across instances.
+    async fn claim_oidc_logouts(&self, now: i64) -> StoreResult<Vec<OidcGrant>>;
+
     /// Delete codes and tokens expired before `before`.
     async fn sweep_oidc(&self, before: i64) -> StoreResult<()>;
 }

@@ -165,6 +165,9 @@ impl OidcStore for PausedStore {
     async fn list_oidc_grants(&self, user_id: Option<&str>) -> StoreResult<Vec<OidcGrant>> {
         self.inner.list_oidc_grants(user_id).await
     }
+    async fn claim_oidc_logouts(&self, now: i64) -> StoreResult<Vec<OidcGrant>> {
+        self.inner.claim_oidc_logouts(now).await
+    }
     async fn sweep_oidc(&self, before: i64) -> StoreResult<()> {
         self.inner.sweep_oidc(before).await
     }

@@ -323,6 +323,11 @@ impl<'a> Validator<'a> {
                     self.err(format!("oidc.client[{i}].redirect_uris[{j}]"), e);
                 }
             }
+            if let Some(u) = &c.backchannel_logout_uri {
+                if let Err(e) = crate::oidc::check_redirect_uri(u) {
+                    self.err(p("backchannel_logout_uri"), e);
+                }
+            }
             for (j, u) in c.post_logout_redirect_uris.iter().enumerate() {
                 if let Err(e) = crate::oidc::check_redirect_uri(u) {
                     self.err(
@@ -347,6 +352,7 @@ impl<'a> Validator<'a> {
                 secret_hash,
                 redirect_uris: c.redirect_uris,
                 post_logout_redirect_uris: c.post_logout_redirect_uris,
+                backchannel_logout_uri: c.backchannel_logout_uri,
                 admission: Admission {
                     domains: c
                         .allow_domains

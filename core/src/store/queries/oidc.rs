@@ -210,6 +210,21 @@ macro_rules! impl_oidc_store {
                 .collect()
             }
 
+            async fn claim_oidc_logouts(&self, now: i64) -> StoreResult<Vec<OidcGrant>> {
+                sqlx::query(
+                    "UPDATE oidc_grants SET logout_sent_at = $1 WHERE logout_sent_at IS NULL AND id IN ( \
+                       SELECT g.id FROM oidc_grants g JOIN sessions s ON s.id_hash = g.session \
+                       WHERE g.logout_sent_at IS NULL AND s.revoked_at IS NOT NULL LIMIT 200) \
+                     RETURNING id, client_id, user_id, session, scope, auth_time, auth_method, created_at",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(shared::oidc_grant)
+                .collect()
+            }
+
             async fn sweep_oidc(&self, before: i64) -> StoreResult<()> {
                 sqlx::query("DELETE FROM oidc_codes WHERE expires_at < $1")
                     .bind(before)

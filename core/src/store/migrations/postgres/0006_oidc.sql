@@ -27,8 +27,12 @@ CREATE TABLE oidc_grants (
     auth_time BIGINT NOT NULL,
     auth_method TEXT NOT NULL,
     created_at BIGINT NOT NULL,
-    revoked_at BIGINT
+    revoked_at BIGINT,
+    -- When the end of its sign-in was handled (back-channel logout sent
+    -- to the client, or nothing to send): once, by one instance.
+    logout_sent_at BIGINT
 );
+CREATE INDEX oidc_grants_logout ON oidc_grants (logout_sent_at);
 CREATE INDEX oidc_grants_session ON oidc_grants (session);
 CREATE INDEX oidc_grants_user ON oidc_grants (user_id);
 

@@ -27,8 +27,12 @@ CREATE TABLE oidc_grants (
     auth_time INTEGER NOT NULL,
     auth_method TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    -- When the end of its sign-in was handled (back-channel logout sent
+    -- to the client, or nothing to send): once, by one instance.
+    logout_sent_at INTEGER
 );
+CREATE INDEX oidc_grants_logout ON oidc_grants (logout_sent_at);
 CREATE INDEX oidc_grants_session ON oidc_grants (session);
 CREATE INDEX oidc_grants_user ON oidc_grants (user_id);
 
