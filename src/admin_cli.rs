@@ -313,7 +313,7 @@ pub async fn oidc_grants_list(store: &DynStore, user: Option<&str>) -> Out {
         },
         None => None,
     };
-    let grants = store.list_oidc_grants(user_id.as_deref()).await?;
+    let grants = store.list_oidc_grants(user_id.as_deref(), now()).await?;
     let mut lines = Vec::with_capacity(grants.len());
     for g in grants {
         let who = match store.user_by_id(&g.user_id).await? {
@@ -338,7 +338,7 @@ pub async fn oidc_grants_revoke(store: &DynStore, id: Option<&str>, user: Option
                 return Err(AdminError(format!("no user {e}")));
             };
             store
-                .list_oidc_grants(Some(&user.id))
+                .list_oidc_grants(Some(&user.id), now())
                 .await?
                 .into_iter()
                 .map(|g| g.id)

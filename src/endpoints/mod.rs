@@ -224,7 +224,7 @@ fn writes_anonymously(method: &Method, path: &str) -> bool {
         }
         // Takes (deletes) a handoff code, or stores one: bounded like the
         // others.
-        "/handoff" | "/authorize" => true,
+        "/handoff" | "/authorize" | "/oidc/authorize" => true,
         _ => false,
     }
 }

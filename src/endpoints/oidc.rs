@@ -230,8 +230,12 @@ pub async fn authorize(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
     };
     let now = app.clock.now();
     // `prompt=login` and `max_age` ask for a sign-in made after the request:
-    // the time is carried across the sign-in as `sesame_after`.
-    let after: Option<i64> = p.get("sesame_after").and_then(|a| a.parse().ok());
+    // the time is carried across the sign-in as `sesame_after`, sealed and
+    // bound to this client and state (nobody can make an older sign-in do).
+    let after = match p.get("sesame_after") {
+        Some(v) => opened_after(app, v, &client.id, state.unwrap_or(""), now).await,
+        None => None,
+    };
     let needed_after = after.or_else(|| prompts.contains(&"login").then_some(now));
     let recent_enough = |created: i64| match needed_after {
         Some(a) => created >= a,
@@ -243,7 +247,12 @@ pub async fn authorize(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
             return Ok(fail("login_required", "the person is not signed in"));
         }
         // Here again after the sign-in, with the same parameters.
-        let stamp = needed_after.unwrap_or(now).to_string();
+        let stamp = sealed_after(
+            app,
+            needed_after.unwrap_or(now),
+            &client.id,
+            state.unwrap_or(""),
+        );
         let mut again: Vec<(&str, &str)> = AUTHORIZE_PARAMS
             .iter()
             .filter_map(|k| p.get(k).map(|v| (*k, v)))
@@ -351,6 +360,24 @@ fn form_post_page(
     )
 }
 
+/// What `sesame_after` is sealed for (the AEAD's associated data).
+const AFTER_SEAL: &str = "sesame/oidc-after";
+
+/// `sesame_after`: a time, sealed with the client and state it is for.
+fn sealed_after(app: &App, at: i64, client: &str, state: &str) -> String {
+    app.keys
+        .seal_cookie(AFTER_SEAL, &format!("{at}|{client}|{state}"))
+}
+
+/// The time a `sesame_after` value carries, if it opens, is for this
+/// client and state, and is not in the future.
+async fn opened_after(app: &App, value: &str, client: &str, state: &str, now: i64) -> Option<i64> {
+    let plain = app.open_cookie(AFTER_SEAL, value).await?;
+    let mut parts = plain.splitn(3, '|');
+    let at: i64 = parts.next()?.parse().ok()?;
+    (parts.next()? == client && parts.next()? == state && at <= now).then_some(at)
+}
+
 /// A token endpoint error; `401` with a challenge for `invalid_client`.
 fn token_error(app: &App, error: &'static str, description: &str, basic: bool) -> Resp {
     count_error(app, error);
@@ -413,10 +440,10 @@ fn credentials(
 }
 
 /// Authenticate the client of a token request.
-fn client_of<'p>(
+async fn client_of<'p>(
     app: &App,
     oidc: &'p Provider,
-    req: &Req,
+    req: &Req<'_>,
     form: &Params,
 ) -> std::result::Result<&'p OidcClient, Resp> {
     let (id, secret, basic) =
@@ -443,10 +470,14 @@ fn client_of<'p>(
                     ));
                 }
             }
-            if oidc.secret_matches(client, &s) {
-                Ok(client)
-            } else {
-                Err(refused(basic))
+            match oidc.secret_matches(client, &s).await {
+                Some(true) => Ok(client),
+                Some(false) => Err(refused(basic)),
+                None => Err(Resp::json(
+                    503,
+                    &json!({"error": "temporarily_unavailable", "error_description": "busy; try again"}),
+                )
+                .header(header::RETRY_AFTER, "1")),
             }
         }
         _ => Err(refused(basic)),
@@ -462,7 +493,7 @@ pub async fn token(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
         Ok(f) => f,
         Err(why) => return Ok(token_error(app, "invalid_request", why, false)),
     };
-    let client = match client_of(app, oidc, req, &form) {
+    let client = match client_of(app, oidc, req, &form).await {
         Ok(c) => c,
         Err(resp) => return Ok(resp),
     };
@@ -536,15 +567,13 @@ async fn code_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &Para
         auth_method: c.auth_method,
         created_at: now,
     };
-    issue(
-        app,
-        oidc,
-        &grant,
-        Some(&c.code_hash),
-        c.nonce.as_deref(),
-        "authorization_code",
-    )
-    .await
+    let how = Issue {
+        from_code: Some(&c.code_hash),
+        nonce: c.nonce.as_deref(),
+        scope: None,
+        grant_type: "authorization_code",
+    };
+    issue(app, oidc, client, &grant, how).await
 }
 
 /// `grant_type=refresh_token`: a new access token and a new refresh token;
@@ -579,6 +608,7 @@ async fn refresh_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &P
         return Ok(invalid("the refresh token was issued to another client"));
     }
     // A narrower scope may be asked for; a wider one may not (RFC 6749 6).
+    let mut narrower = None;
     if let Some(asked) = form.get("scope") {
         let has: Vec<&str> = grant.scope.split(' ').collect();
         if !asked
@@ -593,8 +623,32 @@ async fn refresh_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &P
                 false,
             ));
         }
+        // The new access token has the narrower scope; the grant (and its
+        // refresh token) keeps what was granted (RFC 6749 6).
+        let kept: Vec<&str> = has
+            .iter()
+            .copied()
+            .filter(|s| asked.split(' ').any(|a| a == *s))
+            .collect();
+        narrower = Some(kept.join(" "));
     }
-    issue(app, oidc, &grant, None, None, "refresh_token").await
+    let how = Issue {
+        from_code: None,
+        nonce: None,
+        scope: narrower.as_deref(),
+        grant_type: "refresh_token",
+    };
+    issue(app, oidc, client, &grant, how).await
+}
+
+/// How tokens are being issued.
+struct Issue<'a> {
+    /// The code a new grant comes from; `None`: a refresh of a live grant.
+    from_code: Option<&'a str>,
+    nonce: Option<&'a str>,
+    /// The access token's scope, when narrower than the grant's.
+    scope: Option<&'a str>,
+    grant_type: &'static str,
 }
 
 /// Tokens for `grant` (a new one from a code, or a live one refreshed): an
@@ -602,11 +656,16 @@ async fn refresh_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &P
 async fn issue(
     app: &App,
     oidc: &Provider,
+    client: &OidcClient,
     grant: &OidcGrant,
-    from_code: Option<&str>,
-    nonce: Option<&str>,
-    grant_type: &'static str,
+    how: Issue<'_>,
 ) -> Result {
+    let Issue {
+        from_code,
+        nonce,
+        scope,
+        grant_type,
+    } = how;
     let now = app.clock.now();
     let invalid = |why: &str| token_error(app, "invalid_grant", why, false);
     let Some(user) = app
@@ -617,36 +676,59 @@ async fn issue(
     else {
         return Ok(invalid("the account is disabled or gone"));
     };
+    // Who may use the app is asked again at every refresh: someone taken
+    // off its lists gets nothing more.
+    if !client.admission.admits(&user.email, &user.groups) {
+        return Ok(invalid("this account may no longer use this application"));
+    }
+    // No token outlives the sign-in it comes from.
+    let Some(session) = app
+        .store
+        .session(&grant.session)
+        .await?
+        .filter(|s| !s.revoked && s.expires_at > now)
+    else {
+        return Ok(invalid("the sign-in has ended"));
+    };
+    let until = |ttl: i64| (now + ttl).min(session.expires_at);
+    let token_scope = scope.unwrap_or(&grant.scope);
     let access = random_id(32);
     let refresh = grant
         .scope
         .split(' ')
         .any(|s| s == "offline_access")
         .then(|| random_id(32));
+    let expires_in = until(oidc::TOKEN_TTL_SECS) - now;
     let mut tokens = vec![NewToken {
         hash: hash_id(&access),
         kind: "access",
-        expires_at: now + oidc::TOKEN_TTL_SECS,
+        expires_at: until(oidc::TOKEN_TTL_SECS),
+        scope: scope.map(str::to_string),
     }];
     if let Some(r) = &refresh {
         tokens.push(NewToken {
             hash: hash_id(r),
             kind: "refresh",
-            expires_at: now + oidc::REFRESH_TTL_SECS,
+            expires_at: until(oidc::REFRESH_TTL_SECS),
+            scope: None,
         });
     }
     match from_code {
         Some(code_hash) => {
-            app.store
+            if !app
+                .store
                 .create_oidc_grant(grant, code_hash, &tokens)
                 .await?
+            {
+                return Ok(invalid("the code was already used"));
+            }
         }
         None => app.store.add_oidc_tokens(&grant.id, &tokens).await?,
     }
     let Some(id_token) = oidc.id_token(&oidc::IdToken {
         client_id: &grant.client_id,
         user: &user,
-        scope: &grant.scope,
+        scope: token_scope,
         nonce,
         auth_time: grant.auth_time,
         method: grant.auth_method,
@@ -667,9 +749,9 @@ async fn issue(
     let mut body = json!({
         "access_token": access,
         "token_type": "Bearer",
-        "expires_in": oidc::TOKEN_TTL_SECS,
+        "expires_in": expires_in,
         "id_token": id_token,
-        "scope": grant.scope,
+        "scope": token_scope,
     });
     if let Some(r) = refresh {
         body["refresh_token"] = json!(r);
@@ -687,7 +769,7 @@ pub async fn revoke(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
         Ok(f) => f,
         Err(why) => return Ok(token_error(app, "invalid_request", why, false)),
     };
-    let client = match client_of(app, oidc, req, &form) {
+    let client = match client_of(app, oidc, req, &form).await {
         Ok(c) => c,
         Err(resp) => return Ok(resp),
     };

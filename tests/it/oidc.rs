@@ -265,6 +265,30 @@ store_tests! {
         let code = code_for(&app, &b, true).await;
         let t: Value = redeem(&app, &code).await.json().await.unwrap();
         assert!(t.get("refresh_token").is_none(), "{t}");
+
+        // A narrower scope asked for at a refresh: that access token has
+        // only it; the grant keeps the rest.
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("scope", "openid email offline_access")])
+            .replace("scope=openid+email&", "");
+        let back = location(&b.get(&url).send().await.unwrap());
+        let code = param(&back, "code").unwrap();
+        let t: Value = exchange(&app, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT)]).await.json().await.unwrap();
+        let r = exchange(&app, &[("grant_type", "refresh_token"), ("refresh_token", t["refresh_token"].as_str().unwrap()), ("scope", "openid")]).await;
+        assert_eq!(r.status(), 200);
+        let narrow: Value = r.json().await.unwrap();
+        assert_eq!(narrow["scope"], "openid");
+        let info: Value = client_for(&app, false)
+            .get(format!("{}/.sesame/oidc/userinfo", issuer(&app)))
+            .bearer_auth(narrow["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(info.get("email").is_none() && info["sub"].is_string(), "{info}");
+        let r = refresh(&app, narrow["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(r.json::<Value>().await.unwrap()["scope"], "openid email offline_access");
     }
 
     async fn revocation_ends_a_token_and_a_refresh_token_its_grant() {
@@ -435,6 +459,75 @@ store_tests! {
         let r = b.get(authorize_url(&app, "grafana", REDIRECT, &[])).send().await.unwrap();
         assert!(location(&r).contains("/.sesame/login?"), "signed out");
         assert!(rx.try_recv().is_err(), "one token for one sign-in");
+    }
+
+    async fn no_token_outlives_the_sign_in_or_the_persons_access_to_the_app() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        let t = offline_tokens(&app, &b).await;
+        let refresh_token = t["refresh_token"].as_str().unwrap().to_string();
+        // Refreshed within the sign-in's lifetime (12 h): fine.
+        app.clock.advance(Duration::from_secs(11 * 3600));
+        let r = refresh(&app, &refresh_token).await;
+        assert_eq!(r.status(), 200);
+        let t: Value = r.json().await.unwrap();
+        assert!(t["expires_in"].as_i64().unwrap() <= 3600);
+        // Past it: the access token and the refresh token are done.
+        app.clock.advance(Duration::from_secs(3600 + 1));
+        assert_eq!(userinfo(&app, t["access_token"].as_str().unwrap()).await, 401);
+        let r = refresh(&app, t["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+        // Taken off the app's list: no more tokens.
+        let (ok, _, err) = app.cli(&["user", "add", "grace@example.com", "--group", "staff"]);
+        assert!(ok, "{err}");
+        let b = client_for(&app, true);
+        let url = authorize_url(&app, "staff-only", REDIRECT, &[("scope", "openid offline_access")])
+            .replace("scope=openid+email&", "");
+        let back = sign_in_from(&app, &b, "grace@example.com", &url).await;
+        let code = param(&back, "code").unwrap_or_else(|| panic!("{back}"));
+        let r = client_for(&app, false)
+            .post(format!("{}/.sesame/oidc/token", issuer(&app)))
+            .basic_auth("staff-only", Some(SECRET))
+            .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT)])
+            .send()
+            .await
+            .unwrap();
+        let t: Value = r.json().await.unwrap();
+        let (ok, _, err) = app.cli(&["user", "set-groups", "grace@example.com"]);
+        assert!(ok, "{err}");
+        let r = client_for(&app, false)
+            .post(format!("{}/.sesame/oidc/token", issuer(&app)))
+            .basic_auth("staff-only", Some(SECRET))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", t["refresh_token"].as_str().unwrap())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    }
+
+    async fn an_older_sign_in_cannot_pass_for_a_fresh_one() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        code_for(&app, &b, false).await;
+        app.clock.advance(Duration::from_secs(5));
+        // prompt=login with a made-up "signed in after" of the attacker's.
+        for forged in ["0", "1", "AAAA"] {
+            let url = authorize_url(&app, "grafana", REDIRECT, &[("prompt", "login"), ("sesame_after", forged)]);
+            let r = b.get(&url).send().await.unwrap();
+            assert!(location(&r).starts_with(&format!("{}/.sesame/login?", issuer(&app))), "{forged}");
+            let url = authorize_url(&app, "grafana", REDIRECT, &[("max_age", "0"), ("sesame_after", forged)]);
+            let r = b.get(&url).send().await.unwrap();
+            assert!(location(&r).starts_with(&format!("{}/.sesame/login?", issuer(&app))), "{forged}");
+        }
+        // The provider's own value, taken to another client: no good there.
+        let url = authorize_url(&app, "grafana", REDIRECT, &[("prompt", "login")]);
+        let login = location(&b.get(&url).send().await.unwrap());
+        let rd = param(&login, "rd").unwrap();
+        let sealed = param(&rd, "sesame_after").expect("the time is carried");
+        let url = authorize_url(&app, "staff-only", REDIRECT, &[("max_age", "0"), ("sesame_after", &sealed)]);
+        let r = b.get(&url).send().await.unwrap();
+        assert!(location(&r).starts_with(&format!("{}/.sesame/login?", issuer(&app))));
     }
 
     async fn grants_are_listed_and_revoked_from_the_command_line() {

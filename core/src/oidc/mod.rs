@@ -140,6 +140,8 @@ pub struct Provider {
     /// Secrets that verified, by client id, as SHA-256: argon2 runs once
     /// per client and secret, not per token request.
     verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// argon2 verifications running now (at most two).
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Provider {
@@ -180,6 +182,7 @@ impl Provider {
             kid,
             jwk,
             verified: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(2),
         })
     }
 
@@ -197,22 +200,29 @@ impl Provider {
     }
 
     /// Does `secret` authenticate `client`?
-    pub fn secret_matches(&self, client: &OidcClient, secret: &str) -> bool {
+    /// argon2 (tens of milliseconds, 19 MiB) runs on a blocking thread,
+    /// two at most at a time; `None` when both are busy (the caller
+    /// answers "try again").
+    pub async fn secret_matches(&self, client: &OidcClient, secret: &str) -> Option<bool> {
         let Some(phc) = &client.secret_hash else {
-            return false;
+            return Some(false);
         };
         if self.secret_known(client, secret) {
-            return true;
+            return Some(true);
         }
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        let ok = secret::verify(phc, secret);
+        let _permit = self.hashing.try_acquire().ok()?;
+        let (phc, given) = (phc.clone(), secret.to_string());
+        let ok = tokio::task::spawn_blocking(move || secret::verify(&phc, &given))
+            .await
+            .unwrap_or(false);
         if ok {
             self.verified
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(client.id.clone(), digest);
         }
-        ok
+        Some(ok)
     }
 
     /// `{issuer}/.sesame/oidc/...`

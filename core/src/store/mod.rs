@@ -161,13 +161,14 @@ pub trait OidcStore: Send + Sync {
     async fn take_oidc_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeTaken>;
 
     /// Store a grant made from a code, with its first tokens, and note it
-    /// on the code (so that a second use of the code can revoke it).
+    /// on the code (so that a second use of the code can revoke it); false
+    /// (nothing stored) if a second use of the code came first.
     async fn create_oidc_grant(
         &self,
         grant: &OidcGrant,
         code_hash: &str,
         tokens: &[NewToken],
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
     /// Use a refresh token (atomically: one caller gets `Fresh`): its grant
     /// if it, the grant and the sign-in are live; a token used before
@@ -188,7 +189,8 @@ pub trait OidcStore: Send + Sync {
     ) -> StoreResult<bool>;
 
     /// The grant of a live access token, if the token, the grant and the
-    /// sign-in it came from (the portal session) are all still live.
+    /// sign-in it came from (the portal session: not revoked, not past its
+    /// lifetime) are all still live; its scope is the token's.
     async fn oidc_access(&self, token_hash: &str, now: i64) -> StoreResult<Option<OidcGrant>>;
 
     /// Revoke a grant and so every token of it; false if it was not live.
@@ -196,7 +198,11 @@ pub trait OidcStore: Send + Sync {
 
     /// Live grants (not revoked, their sign-in not revoked), newest first,
     /// optionally of one user.
-    async fn list_oidc_grants(&self, user_id: Option<&str>) -> StoreResult<Vec<OidcGrant>>;
+    async fn list_oidc_grants(
+        &self,
+        user_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Vec<OidcGrant>>;
 
     /// Claim the grants whose sign-in (portal session) was revoked and whose
     /// back-channel logout was not handled yet: each is returned to one

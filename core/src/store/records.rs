@@ -249,6 +249,8 @@ pub struct NewToken {
     pub hash: String,
     pub kind: &'static str,
     pub expires_at: i64,
+    /// Its own scope, narrower than the grant's; `None`: the grant's.
+    pub scope: Option<String>,
 }
 
 /// What using a refresh token found.

@@ -137,7 +137,7 @@ impl OidcStore for PausedStore {
         grant: &OidcGrant,
         code_hash: &str,
         tokens: &[NewToken],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.inner.create_oidc_grant(grant, code_hash, tokens).await
     }
     async fn use_refresh_token(&self, token_hash: &str, now: i64) -> StoreResult<RefreshUse> {
@@ -162,8 +162,12 @@ impl OidcStore for PausedStore {
     async fn revoke_oidc_grant(&self, id: &str, now: i64) -> StoreResult<bool> {
         self.inner.revoke_oidc_grant(id, now).await
     }
-    async fn list_oidc_grants(&self, user_id: Option<&str>) -> StoreResult<Vec<OidcGrant>> {
-        self.inner.list_oidc_grants(user_id).await
+    async fn list_oidc_grants(
+        &self,
+        user_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Vec<OidcGrant>> {
+        self.inner.list_oidc_grants(user_id, now).await
     }
     async fn claim_oidc_logouts(&self, now: i64) -> StoreResult<Vec<OidcGrant>> {
         self.inner.claim_oidc_logouts(now).await

@@ -48,7 +48,17 @@ macro_rules! impl_oidc_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(match used {
-                    Some((Some(_), grant)) => CodeTaken::Reused { grant },
+                    Some((Some(_), grant)) => {
+                        if grant.is_none() {
+                            // The first use is still being answered: it
+                            // must store nothing now.
+                            sqlx::query("UPDATE oidc_codes SET grant_id = '-' WHERE code_hash = $1 AND grant_id IS NULL")
+                                .bind(code_hash)
+                                .execute(&self.pool)
+                                .await?;
+                        }
+                        CodeTaken::Reused { grant }
+                    }
                     _ => CodeTaken::Unknown,
                 })
             }
@@ -58,7 +68,7 @@ macro_rules! impl_oidc_store {
                 g: &OidcGrant,
                 code_hash: &str,
                 tokens: &[NewToken],
-            ) -> StoreResult<()> {
+            ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO oidc_grants (id, client_id, user_id, session, scope, auth_time, auth_method, created_at) \
@@ -74,22 +84,29 @@ macro_rules! impl_oidc_store {
                 .bind(g.created_at)
                 .execute(&mut *tx)
                 .await?;
-                for t in tokens {
-                    sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at) VALUES ($1, $2, $3, $4)")
-                        .bind(&t.hash)
-                        .bind(&g.id)
-                        .bind(t.kind)
-                        .bind(t.expires_at)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query("UPDATE oidc_codes SET grant_id = $1 WHERE code_hash = $2")
+                // The code's first use, unless a second use was seen first
+                // (then nothing is stored: the first user gets nothing).
+                let noted = sqlx::query("UPDATE oidc_codes SET grant_id = $1 WHERE code_hash = $2 AND grant_id IS NULL")
                     .bind(&g.id)
                     .bind(code_hash)
                     .execute(&mut *tx)
                     .await?;
+                if noted.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for t in tokens {
+                    sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at, scope) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(&t.hash)
+                        .bind(&g.id)
+                        .bind(t.kind)
+                        .bind(t.expires_at)
+                        .bind(&t.scope)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
-                Ok(())
+                Ok(true)
             }
 
             async fn use_refresh_token(&self, token_hash: &str, now: i64) -> StoreResult<RefreshUse> {
@@ -116,9 +133,10 @@ macro_rules! impl_oidc_store {
                 let grant = sqlx::query(
                     "SELECT g.id, g.client_id, g.user_id, g.session, g.scope, g.auth_time, g.auth_method, g.created_at \
                      FROM oidc_grants g JOIN sessions s ON s.id_hash = g.session \
-                     WHERE g.id = $1 AND g.revoked_at IS NULL AND s.revoked_at IS NULL",
+                     WHERE g.id = $1 AND g.revoked_at IS NULL AND s.revoked_at IS NULL AND s.expires_at > $2",
                 )
                 .bind(&grant_id)
+                .bind(now)
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(match grant {
@@ -130,11 +148,12 @@ macro_rules! impl_oidc_store {
             async fn add_oidc_tokens(&self, grant_id: &str, tokens: &[NewToken]) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 for t in tokens {
-                    sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at) VALUES ($1, $2, $3, $4)")
+                    sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at, scope) VALUES ($1, $2, $3, $4, $5)")
                         .bind(&t.hash)
                         .bind(grant_id)
                         .bind(t.kind)
                         .bind(t.expires_at)
+                        .bind(&t.scope)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -173,16 +192,24 @@ macro_rules! impl_oidc_store {
             async fn oidc_access(&self, token_hash: &str, now: i64) -> StoreResult<Option<OidcGrant>> {
                 sqlx::query(
                     "SELECT g.id, g.client_id, g.user_id, g.session, g.scope, g.auth_time, g.auth_method, g.created_at \
+                     , t.scope AS token_scope \
                      FROM oidc_tokens t JOIN oidc_grants g ON g.id = t.grant_id JOIN sessions s ON s.id_hash = g.session \
                      WHERE t.token_hash = $1 AND t.kind = 'access' AND t.expires_at > $2 \
-                     AND g.revoked_at IS NULL AND s.revoked_at IS NULL",
+                     AND g.revoked_at IS NULL AND s.revoked_at IS NULL AND s.expires_at > $2",
                 )
                 .bind(token_hash)
                 .bind(now)
                 .fetch_optional(&self.pool)
                 .await?
                 .as_ref()
-                .map(shared::oidc_grant)
+                .map(|row| {
+                    // An access token of a narrowed refresh carries its own scope.
+                    let mut g = shared::oidc_grant(row)?;
+                    if let Some(scope) = shared::Cols::opt_text(row, "token_scope")? {
+                        g.scope = scope;
+                    }
+                    Ok(g)
+                })
                 .transpose()
             }
 
@@ -195,14 +222,15 @@ macro_rules! impl_oidc_store {
                 Ok(r.rows_affected() > 0)
             }
 
-            async fn list_oidc_grants(&self, user_id: Option<&str>) -> StoreResult<Vec<OidcGrant>> {
+            async fn list_oidc_grants(&self, user_id: Option<&str>, now: i64) -> StoreResult<Vec<OidcGrant>> {
                 sqlx::query(
                     "SELECT g.id, g.client_id, g.user_id, g.session, g.scope, g.auth_time, g.auth_method, g.created_at \
                      FROM oidc_grants g JOIN sessions s ON s.id_hash = g.session \
-                     WHERE g.revoked_at IS NULL AND s.revoked_at IS NULL AND ($1 IS NULL OR g.user_id = $1) \
+                     WHERE g.revoked_at IS NULL AND s.revoked_at IS NULL AND s.expires_at > $2 AND ($1 IS NULL OR g.user_id = $1) \
                      ORDER BY g.created_at DESC",
                 )
                 .bind(user_id)
+                .bind(now)
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
@@ -234,6 +262,17 @@ macro_rules! impl_oidc_store {
                     .bind(before)
                     .execute(&self.pool)
                     .await?;
+                // Grants with no token left whose sign-in is over (and its
+                // end handled): nothing can use or announce them any more.
+                sqlx::query(
+                    "DELETE FROM oidc_grants WHERE created_at < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM oidc_tokens t WHERE t.grant_id = oidc_grants.id) \
+                     AND (logout_sent_at IS NOT NULL OR revoked_at IS NOT NULL \
+                          OR NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id_hash = oidc_grants.session AND s.expires_at > $1))",
+                )
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
         }

@@ -11,10 +11,16 @@ macro_rules! impl_session_store {
                 // sign-in that read the user before a `user disable` or
                 // `set-groups` cannot store what that read saw. PostgreSQL
                 // also locks the row, so the insert waits for such a change
-                // (and the change for the insert) to commit.
+                // (and the change for the insert) to commit. A session handed
+                // off from a portal session is stored only while that one is
+                // live, its row locked too: a revocation running at the same
+                // time either sees the new child or makes the insert fail.
                 sqlx::query(concat!(
                     "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen, parent) \
-                     SELECT $1, id, email, name, groups_json, $2, $3, $4, $5, $7 FROM users WHERE id = $6 AND disabled = 0",
+                     SELECT $1, id, email, name, groups_json, $2, $3, $4, $5, $7 FROM users WHERE id = $6 AND disabled = 0 \
+                     AND ($7 IS NULL OR EXISTS (SELECT 1 FROM sessions p WHERE p.id_hash = $7 AND p.revoked_at IS NULL AND p.expires_at > $3",
+                    $user_lock,
+                    "))",
                     $user_lock,
                     " RETURNING ",
                     $crate::store::shared::session_cols!()

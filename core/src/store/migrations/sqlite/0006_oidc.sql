@@ -41,7 +41,9 @@ CREATE TABLE oidc_tokens (
     grant_id TEXT NOT NULL,
     kind TEXT NOT NULL,
     expires_at INTEGER NOT NULL,
-    used_at INTEGER
+    used_at INTEGER,
+    -- An access token's own scope, when a refresh asked for less.
+    scope TEXT
 );
 CREATE INDEX oidc_tokens_grant ON oidc_tokens (grant_id);
 CREATE INDEX oidc_tokens_expires ON oidc_tokens (expires_at);
