@@ -125,3 +125,61 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_on_one_host_signs_in_through_the_portal_on_another_with_a_passkey_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "the browser test needs Chromium at {CHROMIUM}: apt-get install -y chromium"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    ensure_driver(&dir);
+    // Passkeys over plain http: the portal on `localhost`; the app on a
+    // host of its own (Chromium finds every *.localhost on this machine).
+    let app = spawn_with(Options {
+        passkey_prompt: true,
+        portal: Some("localhost"),
+        site0_host: "wiki.localhost",
+        ..Default::default()
+    })
+    .await;
+    let api = mail_api(app.mail.clone()).await;
+    let shots = std::env::var_os("SESAME_TEST_SHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| app.store.dir().to_path_buf());
+    let out = tokio::process::Command::new("node")
+        .arg("portal.mjs")
+        .current_dir(&dir)
+        .env("SITE", &app.base)
+        .env("PORTAL", app.portal.as_deref().unwrap())
+        .env("MAIL_API", &api)
+        .env("EMAIL", "portal@example.com")
+        .env("SHOTS", &shots)
+        .env("CHROMIUM", CHROMIUM)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("step: done"), "{stdout}");
+    let back = app
+        .upstream
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/back")
+        .expect("the app saw /back");
+    assert_eq!(
+        back.header("sesame-auth-method").as_deref(),
+        Some("passkey")
+    );
+    assert_eq!(
+        back.header("remote-email").as_deref(),
+        Some("portal@example.com")
+    );
+    let m = app.metrics().await;
+    assert_eq!(
+        TestApp::metric(&m, "sesame_handoffs_total{result=\"ok\"}"),
+        2.0
+    );
+}
