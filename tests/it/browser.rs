@@ -50,9 +50,12 @@ async fn mail_api(mail: MailBox) -> String {
     format!("http://{addr}/mail")
 }
 
-/// playwright-core from tests/browser/package-lock.json, installed on first use.
-fn ensure_driver(dir: &Path) {
-    if dir.join("node_modules/playwright-core").is_dir() {
+/// playwright-core and openid-client from tests/browser/package-lock.json,
+/// installed on first use.
+pub(crate) fn ensure_driver(dir: &Path) {
+    if dir.join("node_modules/playwright-core").is_dir()
+        && dir.join("node_modules/openid-client").is_dir()
+    {
         return;
     }
     let out = Command::new("npm")

@@ -29,9 +29,19 @@ async fn spawn_oidc() -> TestApp {
 
 /// With `grafana_extra` added to the Grafana client's table.
 async fn spawn_oidc_with(grafana_extra: &str) -> TestApp {
+    spawn_oidc_on("auth.localhost", grafana_extra).await
+}
+
+/// The portal (the issuer) on `host`.
+async fn spawn_oidc_on(host: &'static str, grafana_extra: &str) -> TestApp {
     let hash = sesame::oidc::secret::hash(SECRET).unwrap();
     spawn_with(Options {
-        portal: Some("auth.localhost"),
+        portal: Some(host),
+        site0_host: if host == "localhost" {
+            "wiki.localhost"
+        } else {
+            "localhost"
+        },
         extra: format!(
             r#"
 [[oidc.client]]
@@ -852,4 +862,72 @@ async fn discovery_names_the_issuer_exactly_and_what_is_supported() {
         .await
         .unwrap();
     assert_ne!(r.status(), 200);
+}
+
+/// panva's openid-client (Node; an OpenID-certified relying party) through
+/// discovery, the code flow with PKCE, state and nonce, userinfo, refresh,
+/// revocation and the end-session URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certified_openid_client_library_signs_in_refreshes_and_revokes() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    crate::browser::ensure_driver(&dir);
+    // Node finds `localhost` by itself: the issuer is there.
+    let app = spawn_oidc_on("localhost", "").await;
+    let mut rp = tokio::process::Command::new("node")
+        .arg("oidc_rp.mjs")
+        .current_dir(&dir)
+        .env("ISSUER", issuer(&app))
+        .env("CLIENT_ID", "grafana")
+        .env("CLIENT_SECRET", SECRET)
+        .env("REDIRECT_URI", REDIRECT)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node (Node.js) is needed: apt-get install -y nodejs npm");
+    let mut out = tokio::io::BufReader::new(rp.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+        .await
+        .expect("the RP prints its authorization URL")
+        .unwrap();
+    let Some(authorize) = first else {
+        let o = rp.wait_with_output().await.unwrap();
+        panic!("the RP stopped: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    assert!(
+        authorize.starts_with(&format!("{}/.sesame/oidc/authorize?", issuer(&app))),
+        "{authorize}"
+    );
+    let b = client_for(&app, true);
+    let back = sign_in_from(&app, &b, "ada@example.com", &authorize).await;
+    let mut stdin = rp.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{back}\n").as_bytes())
+        .await
+        .unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+        .await
+        .expect("the RP answers")
+        .unwrap();
+    let status = rp.wait().await.unwrap();
+    let Some(last) = last else {
+        panic!("the RP failed ({status})");
+    };
+    let found: Value = serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    assert!(status.success(), "{found}");
+    assert_eq!(found["email"], "ada@example.com");
+    assert_eq!(found["userinfo_email"], "ada@example.com");
+    assert_eq!(found["iss"], issuer(&app).as_str());
+    assert_eq!(found["aud"], "grafana");
+    assert_eq!(found["refreshed"], true);
+    assert_eq!(found["after_revocation"], "invalid_grant");
+    let end = found["end_session"].as_str().unwrap();
+    assert!(
+        end.starts_with(&format!("{}/.sesame/oidc/end_session?", issuer(&app))),
+        "{end}"
+    );
+    // The end-session URL it built signs the browser out and returns.
+    let r = b.get(end).send().await.unwrap();
+    assert_eq!(location(&r), "http://localhost:9/logged-out");
 }
