@@ -432,6 +432,8 @@ async fn the_per_address_limit_is_shared_by_the_instances() {
 async fn a_handoff_made_on_one_instance_is_taken_on_the_other_and_a_portal_sign_out_reaches_both() {
     use std::net::SocketAddr;
     use std::sync::Arc;
+    let secret = "cluster-client-secret-0123456789";
+    let hash = sesame::oidc::secret::hash(secret).unwrap();
     let store = TestStore::new(Backend::Postgres).await;
     let mail = MailBox::start();
     let upstream = Upstream::start().await;
@@ -453,6 +455,10 @@ signup = "open"
 passkey_prompt = false
 [portal]
 public_url = "http://auth.localhost:{port}"
+[[oidc.client]]
+id = "app"
+secret = "{hash}"
+redirect_uris = ["http://localhost:9/cb"]
 [[site]]
 name = "Wiki"
 public_url = "http://wiki.localhost:{port}"
@@ -537,6 +543,44 @@ upstream = ["{}"]
         assert_eq!(r.status(), 200, "{}", logs());
     }
 
+    // OpenID Connect across the instances: the code made on A, redeemed on
+    // B, the token used on A.
+    let r = to_a
+        .get(format!(
+            "{portal}/.sesame/oidc/authorize?response_type=code&client_id=app&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&scope=openid+email"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let back = location(&r);
+    let code = url::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code: {back}\n{}", logs()));
+    let r = to_b
+        .post(format!("{portal}/.sesame/oidc/token"))
+        .basic_auth("app", Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "http://localhost:9/cb"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", logs());
+    let tokens: serde_json::Value = r.json().await.unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let userinfo = |client: &reqwest::Client| {
+        client
+            .get(format!("{portal}/.sesame/oidc/userinfo"))
+            .bearer_auth(&access)
+            .send()
+    };
+    assert_eq!(userinfo(&to_a).await.unwrap().status(), 200);
+
     // Signed out at the portal on B: the site's session ends on A too (A
     // cached it as live a moment ago).
     let r = to_b
@@ -563,4 +607,6 @@ upstream = ["{}"]
         "portal sign-out on B -> site session refused on A: {} ms",
         t.elapsed().as_millis()
     );
+    // And the client's token, on A.
+    assert_eq!(userinfo(&to_a).await.unwrap().status(), 401);
 }
