@@ -28,6 +28,17 @@ struct LinkKey {
     decoding: DecodingKey,
 }
 
+/// The PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410), as `jsonwebtoken`
+/// takes it.
+pub fn ed25519_pkcs8(seed: &[u8; 32]) -> Vec<u8> {
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(seed);
+    der
+}
+
 /// An Ed25519 key for the assertion header.
 pub struct AssertionKey {
     pub kid: String,
@@ -40,15 +51,9 @@ impl AssertionKey {
     fn from_seed(kid: &str, seed: &[u8]) -> Option<AssertionKey> {
         let seed: [u8; 32] = seed.try_into().ok()?;
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-        // PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410).
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-            0x04, 0x20,
-        ];
-        der.extend_from_slice(&seed);
         Some(AssertionKey {
             kid: kid.to_string(),
-            encoding: EncodingKey::from_ed_der(&der),
+            encoding: EncodingKey::from_ed_der(&ed25519_pkcs8(&seed)),
             public: signing.verifying_key().to_bytes(),
         })
     }

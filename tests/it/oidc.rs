@@ -58,6 +58,18 @@ public = true
 redirect_uris = ["{SPA_REDIRECT}"]
 
 [[oidc.client]]
+id = "es-app"
+secret = "{hash}"
+redirect_uris = ["{REDIRECT}"]
+id_token_signed_response_alg = "ES256"
+
+[[oidc.client]]
+id = "ed-app"
+secret = "{hash}"
+redirect_uris = ["{REDIRECT}"]
+id_token_signed_response_alg = "EdDSA"
+
+[[oidc.client]]
 id = "staff-only"
 secret = "{hash}"
 redirect_uris = ["{REDIRECT}"]
@@ -538,6 +550,49 @@ store_tests! {
         let url = authorize_url(&app, "staff-only", REDIRECT, &[("max_age", "0"), ("sesame_after", &sealed)]);
         let r = b.get(&url).send().await.unwrap();
         assert!(location(&r).starts_with(&format!("{}/.sesame/login?", issuer(&app))));
+    }
+
+    async fn a_client_may_have_its_id_tokens_signed_es256_or_eddsa() {
+        let app = spawn_oidc().await;
+        let b = client_for(&app, true);
+        code_for(&app, &b, false).await;
+        let jwks: Value = client_for(&app, false)
+            .get(format!("{}/.sesame/oidc/jwks.json", issuer(&app)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for (client, alg) in [("es-app", jsonwebtoken::Algorithm::ES256), ("ed-app", jsonwebtoken::Algorithm::EdDSA)] {
+            let url = authorize_url(&app, client, REDIRECT, &[("nonce", "n1")]);
+            let code = param(&location(&b.get(&url).send().await.unwrap()), "code").unwrap();
+            let r = client_for(&app, false)
+                .post(format!("{}/.sesame/oidc/token", issuer(&app)))
+                .basic_auth(client, Some(SECRET))
+                .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT)])
+                .send()
+                .await
+                .unwrap();
+            let token = r.json::<Value>().await.unwrap()["id_token"].as_str().unwrap().to_string();
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(header.alg, alg, "{client}");
+            let key = jwks["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["kid"].as_str() == header.kid.as_deref())
+                .unwrap_or_else(|| panic!("the JWKS has the key of {client}: {jwks}"));
+            let decoding = match alg {
+                jsonwebtoken::Algorithm::ES256 => jsonwebtoken::DecodingKey::from_ec_components(key["x"].as_str().unwrap(), key["y"].as_str().unwrap()).unwrap(),
+                _ => jsonwebtoken::DecodingKey::from_ed_components(key["x"].as_str().unwrap()).unwrap(),
+            };
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.set_audience(&[client]);
+            v.set_issuer(&[issuer(&app)]);
+            let claims = jsonwebtoken::decode::<Value>(&token, &decoding, &v).expect("verifies").claims;
+            assert_eq!(claims["nonce"], "n1");
+        }
     }
 
     async fn grants_are_listed_and_revoked_from_the_command_line() {

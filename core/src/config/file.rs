@@ -54,6 +54,7 @@ pub struct OidcClientFile {
     #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
+    pub id_token_signed_response_alg: Option<String>,
     #[serde(default)]
     pub public: bool,
     #[serde(default)]

@@ -123,6 +123,8 @@ pub struct OidcClient {
     /// Where a logout token is posted when a sign-in the client holds a
     /// grant of ends (OIDC Back-Channel Logout 1.0).
     pub backchannel_logout_uri: Option<String>,
+    /// What its ID tokens are signed with (RS256 by default).
+    pub id_token_alg: crate::oidc::SigningAlg,
     /// Who may use this app (empty lists: everyone signed in).
     pub admission: Admission,
     pub require_passkey: bool,

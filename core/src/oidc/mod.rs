@@ -5,27 +5,26 @@
 //! (codes, grants, tokens) is in the store.
 
 pub mod secret;
+mod signing;
+
+pub use signing::{Signer, SigningAlg};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey};
-use rsa::traits::PublicKeyParts;
+use jsonwebtoken::Header;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::OidcClient;
-use crate::store::{AuthMethod, DynStore, StoreError, StoreResult, User};
+use crate::store::{AuthMethod, DynStore, StoreResult, User};
 
 /// How long an authorization code can be redeemed.
 pub const CODE_TTL_SECS: i64 = 60;
 /// How long an access token (and an ID token) is good for.
 pub const TOKEN_TTL_SECS: i64 = 3600;
-/// The name of the ID-token key in the store's secrets.
-const KEY_SECRET: &str = "oidc_rs256.v1";
 
 /// How long a refresh token can be used (each use gives a new one).
 pub const REFRESH_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -133,10 +132,8 @@ pub fn user_claims(user: &User, scope: &str) -> serde_json::Map<String, Value> {
 pub struct Provider {
     pub issuer: String,
     pub clients: Vec<OidcClient>,
-    key: EncodingKey,
-    decoding: jsonwebtoken::DecodingKey,
-    kid: String,
-    jwk: Value,
+    /// RS256, ES256, EdDSA (in that order; RS256 first).
+    signers: Vec<Signer>,
     /// Secrets that verified, by client id, as SHA-256: argon2 runs once
     /// per client and secret, not per token request.
     verified: Mutex<HashMap<String, [u8; 32]>>,
@@ -153,37 +150,24 @@ impl Provider {
         store: &DynStore,
         now: i64,
     ) -> StoreResult<Provider> {
-        // A fresh key at every start, kept only by the first instance ever
-        // to store one (about 0.1 s, and only with clients configured).
-        let fresh = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
-            .map_err(|e| StoreError::Other(format!("RSA key generation: {e}")))?
-            .to_pkcs1_der()
-            .map_err(|e| StoreError::Other(format!("RSA key encoding: {e}")))?;
-        let der = store
-            .ensure_secret(KEY_SECRET, fresh.as_bytes(), now)
-            .await?;
-        let private = rsa::RsaPrivateKey::from_pkcs1_der(&der)
-            .map_err(|e| StoreError::Other(format!("bad OIDC key in store: {e}")))?;
-        let public = private.to_public_key();
-        let n = BASE64_URL_SAFE_NO_PAD.encode(public.n().to_bytes_be());
-        let e = BASE64_URL_SAFE_NO_PAD.encode(public.e().to_bytes_be());
-        let kid = format!(
-            "rs256-{}",
-            &BASE64_URL_SAFE_NO_PAD.encode(Sha256::digest(n.as_bytes()))[..12]
-        );
-        let decoding = jsonwebtoken::DecodingKey::from_rsa_components(&n, &e)
-            .map_err(|e| StoreError::Other(format!("OIDC public key: {e}")))?;
-        let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": e});
         Ok(Provider {
             issuer,
             clients,
-            key: EncodingKey::from_rsa_der(&der),
-            decoding,
-            kid,
-            jwk,
+            signers: signing::load(store, now).await?,
             verified: Mutex::new(HashMap::new()),
             hashing: tokio::sync::Semaphore::new(2),
         })
+    }
+
+    /// The key tokens for `client` are signed with.
+    fn signer_for(&self, client_id: &str) -> &Signer {
+        let alg = self
+            .client(client_id)
+            .map_or(SigningAlg::Rs256, |c| c.id_token_alg);
+        self.signers
+            .iter()
+            .find(|s| s.alg == alg)
+            .unwrap_or(&self.signers[0])
     }
 
     pub fn client(&self, id: &str) -> Option<&OidcClient> {
@@ -247,7 +231,7 @@ impl Provider {
             "backchannel_logout_supported": true,
             "backchannel_logout_session_supported": true,
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
+            "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": SCOPES,
@@ -263,18 +247,20 @@ impl Provider {
     /// The claims of an ID token this provider signed (`id_token_hint`):
     /// signature and issuer checked, expiry not (a hint may be old).
     pub fn read_id_token(&self, token: &str) -> Option<Value> {
-        let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        let signer = self.signers.iter().find(|s| s.kid == kid)?;
+        let mut v = jsonwebtoken::Validation::new(signer.algorithm());
         v.validate_exp = false;
         v.validate_aud = false;
         v.set_issuer(&[&self.issuer]);
         v.required_spec_claims.clear();
-        jsonwebtoken::decode::<Value>(token, &self.decoding, &v)
+        jsonwebtoken::decode::<Value>(token, &signer.decoding, &v)
             .ok()
             .map(|d| d.claims)
     }
 
     pub fn jwks(&self) -> Value {
-        json!({"keys": [self.jwk]})
+        json!({"keys": self.signers.iter().map(|s| &s.jwk).collect::<Vec<_>>()})
     }
 
     /// An ID token for `client`, signed RS256.
@@ -291,9 +277,10 @@ impl Provider {
         if let Some(n) = t.nonce {
             claims.insert("nonce".into(), json!(n));
         }
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        let signer = self.signer_for(t.client_id);
+        let mut header = Header::new(signer.algorithm());
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &signer.key)
             .inspect_err(|e| tracing::error!(error = %e, "could not sign an ID token"))
             .ok()
     }
@@ -313,10 +300,11 @@ impl Provider {
             "sid": sid,
             "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
         });
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
+        let signer = self.signer_for(client_id);
+        let mut header = Header::new(signer.algorithm());
+        header.kid = Some(signer.kid.clone());
         header.typ = Some("logout+jwt".into());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        jsonwebtoken::encode(&header, &claims, &signer.key)
             .inspect_err(|e| tracing::error!(error = %e, "could not sign a logout token"))
             .ok()
     }

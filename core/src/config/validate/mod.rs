@@ -323,6 +323,16 @@ impl<'a> Validator<'a> {
                     self.err(format!("oidc.client[{i}].redirect_uris[{j}]"), e);
                 }
             }
+            let id_token_alg = match c.id_token_signed_response_alg.as_deref() {
+                None => crate::oidc::SigningAlg::Rs256,
+                Some(a) => crate::oidc::SigningAlg::parse(a).unwrap_or_else(|| {
+                    self.err(
+                        p("id_token_signed_response_alg"),
+                        format!("{a:?}: use \"RS256\" (the default), \"ES256\" or \"EdDSA\""),
+                    );
+                    crate::oidc::SigningAlg::Rs256
+                }),
+            };
             if let Some(u) = &c.backchannel_logout_uri {
                 if let Err(e) = crate::oidc::check_redirect_uri(u) {
                     self.err(p("backchannel_logout_uri"), e);
@@ -353,6 +363,7 @@ impl<'a> Validator<'a> {
                 redirect_uris: c.redirect_uris,
                 post_logout_redirect_uris: c.post_logout_redirect_uris,
                 backchannel_logout_uri: c.backchannel_logout_uri,
+                id_token_alg,
                 admission: Admission {
                     domains: c
                         .allow_domains

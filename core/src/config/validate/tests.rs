@@ -371,6 +371,12 @@ fn oidc_clients_need_a_portal_a_hash_and_exact_https_redirects() {
             "{uri}"
         );
     }
+    let alg = format!("{good}\nid_token_signed_response_alg = \"HS256\"");
+    assert!(message(
+        &with(true, &alg),
+        "oidc.client[0].id_token_signed_response_alg"
+    )
+    .contains("ES256"));
     let twice = format!("{good}\n[[oidc.client]]\n{good}");
     assert!(message(&with(true, &twice), "oidc.client[1].id").contains("already"));
 }
