@@ -270,13 +270,24 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
                 "/oidc/authorize" if m == Method::GET || m == Method::POST => {
                     return oidc::authorize(app, provider, req).await
                 }
-                "/oidc/token" => return oidc::token(app, provider, req).await,
-                "/oidc/revoke" => return oidc::revoke(app, provider, req).await,
+                // Called by script too, from a public client's page (CORS).
+                "/oidc/token" | "/oidc/revoke" | "/oidc/userinfo" if m == Method::OPTIONS => {
+                    return Ok(oidc::preflight(provider, req))
+                }
+                "/oidc/token" => {
+                    let r = oidc::token(app, provider, req).await?;
+                    return Ok(oidc::cors(provider, req, r));
+                }
+                "/oidc/revoke" => {
+                    let r = oidc::revoke(app, provider, req).await?;
+                    return Ok(oidc::cors(provider, req, r));
+                }
                 "/oidc/end_session" if m == Method::GET || m == Method::POST => {
                     return oidc::end_session(app, provider, req).await
                 }
                 "/oidc/userinfo" if m == Method::GET || m == Method::POST => {
-                    return oidc::userinfo(app, req).await
+                    let r = oidc::userinfo(app, req).await?;
+                    return Ok(oidc::cors(provider, req, r));
                 }
                 _ => {}
             }

@@ -52,6 +52,44 @@ fn public_json(value: &serde_json::Value) -> Resp {
     .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
 }
 
+/// The request's `Origin`, if it is a public client's (the origin of one
+/// of its redirect URIs): a single-page app calling from the browser.
+fn public_client_origin<'r>(oidc: &Provider, req: &'r Req) -> Option<&'r str> {
+    let origin = req.headers.get(header::ORIGIN)?.to_str().ok()?;
+    oidc.clients
+        .iter()
+        .filter(|c| c.is_public())
+        .flat_map(|c| &c.redirect_uris)
+        .filter_map(|u| url::Url::parse(u).ok())
+        .any(|u| u.origin().ascii_serialization() == origin)
+        .then_some(origin)
+}
+
+/// CORS for the token, revocation and userinfo endpoints: readable by the
+/// pages of public clients only (confidential clients call from servers).
+pub fn cors(oidc: &Provider, req: &Req, resp: Resp) -> Resp {
+    let resp = resp.header(header::VARY, "Origin");
+    match public_client_origin(oidc, req) {
+        Some(origin) => resp.header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+        None => resp,
+    }
+}
+
+/// `OPTIONS` before a public client's cross-origin call.
+pub fn preflight(oidc: &Provider, req: &Req) -> Resp {
+    let r = Resp::new(204, "text/plain; charset=utf-8", "");
+    match public_client_origin(oidc, req) {
+        Some(_) => cors(oidc, req, r)
+            .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST")
+            .header(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, content-type",
+            )
+            .header(header::ACCESS_CONTROL_MAX_AGE, "600"),
+        None => r.header(header::VARY, "Origin"),
+    }
+}
+
 pub fn discovery(oidc: &Provider) -> Resp {
     public_json(&oidc.discovery())
 }

@@ -823,6 +823,26 @@ store_tests! {
         };
         let r = token(VERIFIER, code).await;
         assert_eq!(r.status(), 200);
+        // The SPA's page may read the token endpoint's answers (CORS); a
+        // page of another origin may not.
+        let preflight = |origin: &'static str| {
+            let c = client_for(&app, false);
+            let url = format!("{}/.sesame/oidc/token", issuer(&app));
+            async move {
+                c.request(reqwest::Method::OPTIONS, url)
+                    .header("Origin", origin)
+                    .header("Access-Control-Request-Method", "POST")
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let r = preflight("http://localhost:9").await;
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:9");
+        assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+        let r = preflight("https://evil.example").await;
+        assert!(r.headers().get("access-control-allow-origin").is_none());
         // A public client's id with a secret, or no client at all: refused.
         let r = client_for(&app, false)
             .post(format!("{}/.sesame/oidc/token", issuer(&app)))
