@@ -15,6 +15,10 @@ use crate::metrics::{Metrics, RequestCounters};
 use crate::pages::Pages;
 use crate::ratelimit::RateLimiter;
 use crate::session::{cookies, Sessions};
+
+/// Sign-ins that may be waited on at once on one instance (each wait holds
+/// a request open for up to 20 s); past it, a wait answers at once.
+const MAX_WAITING: usize = 10_000;
 use crate::store::{self, DynStore};
 
 /// A configured site with what the hot path needs precomputed.
@@ -84,6 +88,10 @@ pub struct App {
     /// In memory: passkey sign-in starts from everyone together (each
     /// stores a ceremony).
     pub passkey_start_limit: crate::ratelimit::LocalLimiter,
+    /// In memory: waits for another device's decision, per client.
+    pub wait_limit: crate::ratelimit::LocalLimiter,
+    /// The asking browsers waiting here for another device's decision.
+    pub waiters: crate::signin::cross_device::Waiters,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
     /// The WebAuthn relying party for passkeys.
@@ -221,6 +229,12 @@ impl App {
                 config.rate_limit.passkey_starts_per_minute,
                 clock.clone(),
             ),
+            wait_limit: crate::ratelimit::LocalLimiter::new(
+                std::time::Duration::from_secs(60),
+                config.rate_limit.waits_per_client_per_minute,
+                clock.clone(),
+            ),
+            waiters: crate::signin::cross_device::Waiters::new(MAX_WAITING),
             config,
             sites,
             store,
@@ -332,6 +346,7 @@ impl App {
                 email: &self.email_limit,
                 code: &self.code_limit,
             },
+            waiters: &self.waiters,
         }
     }
 
@@ -410,6 +425,21 @@ impl App {
         }
     }
 
+    /// Wake the browsers waiting here whose sign-in another instance
+    /// decided: one read of all of them (called every second).
+    pub async fn wake_decided(&self) {
+        let ids = self.waiters.ids();
+        if ids.is_empty() {
+            return;
+        }
+        match self.store.decided_pending(&ids).await {
+            Ok(decided) => decided.iter().for_each(|id| self.waiters.wake(id)),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read which waited-on sign-ins were decided")
+            }
+        }
+    }
+
     /// Delete expired pending logins and count the unconfirmed ones.
     pub async fn sweep(&self) {
         self.sessions.sweep_cache();
@@ -434,7 +464,15 @@ impl App {
             tracing::warn!(error = %e, "sweeping expired handoff codes failed");
         }
         match self.store.sweep_pending(self.clock.now()).await {
-            Ok(n) => self.metrics.links_opened_unconfirmed.inc_by(n),
+            Ok(swept) => {
+                self.metrics
+                    .links_opened_unconfirmed
+                    .inc_by(swept.unconfirmed);
+                self.metrics
+                    .cross_device
+                    .with_label_values(&[crate::signin::cross_device::EMAIL, "expired"])
+                    .inc_by(swept.uncollected);
+            }
             Err(e) => tracing::warn!(error = %e, "sweeping expired sign-ins failed"),
         }
     }

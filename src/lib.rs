@@ -235,6 +235,19 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
             }
         });
     }
+    {
+        // A sign-in approved on another instance reaches the browser
+        // waiting here within a second.
+        let app = app.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                app.wake_decided().await;
+            }
+        });
+    }
 
     let conf = ServerConf {
         threads: app.config.threads,

@@ -173,7 +173,15 @@ pub struct Metrics {
     pub oidc_errors: IntCounterVec,
     /// Back-channel logout tokens posted, by result (`ok`, `refused`, `failed`).
     pub oidc_backchannel: IntCounterVec,
+    /// Sign-ins decided on another device, by `kind` (`email`: the link
+    /// opened elsewhere) and `result` (`approved`, `wrong_number`,
+    /// `cancelled`: "this wasn't me", `expired`: too late, or approved and
+    /// never collected by the asking browser).
+    pub cross_device: IntCounterVec,
 }
+
+/// The `result` values of `sesame_cross_device_total`.
+pub const CROSS_DEVICE_RESULTS: [&str; 4] = ["approved", "wrong_number", "cancelled", "expired"];
 
 /// The `result` values of `sesame_handoffs_total`.
 pub const HANDOFF_RESULTS: [&str; 6] = [
@@ -360,6 +368,12 @@ impl Metrics {
                 "Back-channel logout tokens posted to OIDC clients, by result",
                 &["result"],
             ),
+            cross_device: counter_vec(
+                &registry,
+                "sesame_cross_device_total",
+                "Sign-ins decided on another device, by kind and result",
+                &["kind", "result"],
+            ),
             registry,
         };
         metrics.start_at_zero();
@@ -378,6 +392,9 @@ impl Metrics {
         }
         for result in HANDOFF_RESULTS {
             zero(&self.handoffs, &[result]);
+        }
+        for result in CROSS_DEVICE_RESULTS {
+            zero(&self.cross_device, &["email", result]);
         }
         zero(&self.oidc_tokens, &["authorization_code"]);
         for result in [

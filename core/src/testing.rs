@@ -22,6 +22,7 @@ use crate::passkey::{Ceremonies, RelyingParty};
 use crate::ratelimit::RateLimiter;
 use crate::return_to::ReturnTo;
 use crate::session::{LiveSession, Sessions};
+use crate::signin::cross_device::{Asker, Waiters};
 use crate::signin::pending::PendingState;
 use crate::signin::{Limits, SignIn};
 use crate::store::{DynStore, User};
@@ -55,6 +56,7 @@ pub(crate) struct Rig {
     pub(crate) code: RateLimiter,
     pub(crate) mail: Mutex<mpsc::UnboundedReceiver<OutgoingMail>>,
     pub(crate) rp: RelyingParty,
+    pub(crate) waiters: Waiters,
 }
 
 /// A link and code as the email carries them.
@@ -63,6 +65,10 @@ pub(crate) struct Mailed {
     pub(crate) token: String,
     pub(crate) code: String,
 }
+
+/// The asking browser's User-Agent.
+pub(crate) const FIREFOX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
 pub(crate) const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
 
@@ -125,6 +131,7 @@ impl Rig {
             outbox,
             mail: Mutex::new(rx),
             rp,
+            waiters: Waiters::new(100),
         }
     }
 
@@ -144,6 +151,7 @@ impl Rig {
                 email: &self.email,
                 code: &self.code,
             },
+            waiters: &self.waiters,
         }
     }
 
@@ -185,7 +193,13 @@ impl Rig {
         let id = self.sign_in().request(&email, CLIENT).await.unwrap();
         let rd = ReturnTo::root(self.site(0));
         self.sign_in()
-            .issue(self.site(0), email, rd, id.clone())
+            .issue(
+                self.site(0),
+                email,
+                rd,
+                id.clone(),
+                Asker::of(Some(FIREFOX), CLIENT),
+            )
             .await;
         id.to_string()
     }

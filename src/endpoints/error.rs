@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::metrics::LimitKind;
 use crate::passkey::PasskeyError;
 use crate::signin::SignInError;
-use crate::store::StoreError;
+use crate::store::{Decision, StoreError};
 
 /// Why an endpoint did not do what was asked.
 #[derive(Debug)]
@@ -80,7 +80,8 @@ pub fn answers_json(path: &str) -> bool {
     path.starts_with("/api/")
         || matches!(
             path,
-            "/passkey/register/start"
+            "/login/wait"
+                | "/passkey/register/start"
                 | "/passkey/register/finish"
                 | "/passkey/proof/start"
                 | "/passkey/proof/finish"
@@ -128,6 +129,18 @@ fn refusal(e: &SignInError) -> (u16, &'static str, &'static str, bool) {
             "Sign-in not allowed",
             "This address may not sign in here.",
             false,
+        ),
+        SignInError::Cancelled(Decision::WrongNumber) => (
+            403,
+            "This sign-in was cancelled",
+            "On the other device, a number was picked that this browser did not show, so nobody was signed in. If it was you, ask for a new link; if not, someone else asked to sign in with your address.",
+            true,
+        ),
+        SignInError::Cancelled(_) => (
+            403,
+            "This sign-in was cancelled",
+            "Someone opened the link and said they had not asked for it, so nobody was signed in. If it was you, ask for a new link.",
+            true,
         ),
         // Gone, and the two that never get here (see `From<SignInError>`).
         SignInError::CodeGone
@@ -207,9 +220,10 @@ impl Failure {
                 attempts_left,
                 email,
                 return_to,
+                number,
             }) => {
                 let msg = format!("That code is not right. {attempts_left} attempt(s) left.");
-                check_email_page(app, req, &email, &return_to, Some(&msg), 400)
+                check_email_page(app, req, &email, &return_to, number, Some(&msg), 400)
             }
             Failure::SignIn(e) => {
                 let (status, title, message, offer_new_link) = refusal(&e);

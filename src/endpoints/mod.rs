@@ -219,6 +219,9 @@ impl<'a> ErrorPage<'a> {
 fn writes_anonymously(method: &Method, path: &str) -> bool {
     match path {
         "/magic" => true,
+        // Decide a sign-in, or collect one (a session).
+        "/magic/approve" | "/magic/deny" => method == Method::POST,
+        "/login/continue" => true,
         "/login" | "/code" | "/passkey/login/start" | "/passkey/login/finish" => {
             method == Method::POST
         }
@@ -299,6 +302,10 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
         "/magic" if m == Method::GET => signin::confirm_page(app, req).await?,
         "/magic" if m == Method::POST => signin::consume_link(app, req).await?,
         "/code" if m == Method::POST => signin::consume_code(app, req).await?,
+        "/magic/approve" if m == Method::POST => signin::approve(app, req).await?,
+        "/magic/deny" if m == Method::POST => signin::deny(app, req).await?,
+        "/login/wait" if m == Method::GET => signin::wait(app, req).await?,
+        "/login/continue" if m == Method::GET => signin::continue_signin(app, req).await?,
         "/logout" if m == Method::POST => signin::logout(app, req).await?,
         "/whoami" if m == Method::GET => signin::whoami(app, req).await,
         "/jwks.json" if m == Method::GET => jwks(app),
@@ -322,7 +329,8 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
         "/passkey/offer" if m == Method::GET => account::offer_page(app, req).await,
         "/stepup" if m == Method::GET => account::stepup_page(app, req).await?,
         p if p.starts_with("/static/") && m == Method::GET => static_asset(&p["/static/".len()..]),
-        "/login" | "/magic" | "/code" | "/logout" | "/whoami" => {
+        "/login" | "/magic" | "/code" | "/logout" | "/whoami" | "/magic/approve"
+        | "/magic/deny" | "/login/wait" | "/login/continue" => {
             return Err(Failure::MethodNotAllowed)
         }
         _ => return Err(Failure::NotFound),

@@ -6,13 +6,16 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::error::{Failure, Result};
+use super::ErrorPage;
 use super::{Req, Resp};
 use crate::app::App;
 use crate::email::Email;
+use crate::metrics::LimitKind;
 use crate::return_to::ReturnTo;
 use crate::session::cookies::CookieScope;
 use crate::session::{cookies, LiveSession, NewSession};
-use crate::signin::SignedIn;
+use crate::signin::cross_device::{self, Asker, Decided, Status};
+use crate::signin::{SignInError, SignedIn};
 use crate::store::StoreError;
 
 #[derive(Serialize)]
@@ -31,6 +34,10 @@ struct CheckEmailPage<'a> {
     ttl_minutes: u64,
     rd: &'a str,
     error: Option<&'a str>,
+    /// The number another device approves this browser's sign-in with.
+    number: u8,
+    /// Seconds between the page's refreshes without JavaScript.
+    refresh: u64,
 }
 
 #[derive(Serialize)]
@@ -39,7 +46,16 @@ struct ConfirmPage<'a> {
     token: &'a str,
     masked_email: &'a str,
     auto: bool,
+    asked_agent: &'a str,
+    asked_net: &'a str,
+    asked_ago: &'a str,
+    choices: [u8; 3],
 }
+
+/// Seconds a wait for another device's decision is held open.
+const WAIT_SECS: u64 = 20;
+/// Seconds between refreshes of "check your email" without JavaScript.
+const REFRESH_SECS: u64 = 30;
 
 fn return_to(app: &App, req: &Req, raw: Option<String>) -> ReturnTo {
     ReturnTo::parse(
@@ -74,6 +90,7 @@ pub(super) fn check_email_page(
     req: &Req,
     email: &Email,
     rd: &str,
+    number: u8,
     error: Option<&str>,
     status: u16,
 ) -> Resp {
@@ -85,6 +102,8 @@ pub(super) fn check_email_page(
             ttl_minutes: app.sign_in().ttl_minutes(),
             rd,
             error,
+            number,
+            refresh: REFRESH_SECS,
         },
     );
     Resp::page(app, status, html)
@@ -131,13 +150,23 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Result {
         max_age,
         CookieScope::HostOnly,
     );
+    let number = cross_device::number(&app.keys, &pending_id);
+    let asker = Asker::of(
+        req.headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+        req.client_ip,
+    );
     let issuing = app.clone();
     let (site_id, to, back_to) = (req.site_id, email.clone(), rd.clone());
     tokio::spawn(async move {
         let site = &issuing.site(site_id).site;
-        issuing.sign_in().issue(site, to, back_to, pending_id).await;
+        issuing
+            .sign_in()
+            .issue(site, to, back_to, pending_id, asker)
+            .await;
     });
-    Ok(check_email_page(app, req, &email, rd.as_str(), None, 200).cookie(pending_cookie))
+    Ok(check_email_page(app, req, &email, rd.as_str(), number, None, 200).cookie(pending_cookie))
 }
 
 async fn pending_id(app: &App, req: &Req<'_>) -> Option<String> {
@@ -159,9 +188,134 @@ pub async fn confirm_page(app: &App, req: &Req<'_>) -> Result {
             token: &raw,
             masked_email: &link.masked_email,
             auto,
+            asked_agent: &link.asker.agent,
+            asked_net: &link.asker.net,
+            asked_ago: &link.asked_ago,
+            choices: link.choices,
         },
     );
     Ok(Resp::page(app, 200, html).no_referrer())
+}
+
+/// POST /magic/approve: another device picked a number for the sign-in of
+/// a link. It gets no session either way.
+pub async fn approve(app: &App, req: &Req<'_>) -> Result {
+    if !req.same_origin() {
+        return Err(Failure::CrossSite);
+    }
+    let raw = req.form_param("token").unwrap_or_default();
+    let number = req.form_param("number").unwrap_or_default();
+    let decided = app.sign_in().approve(&req.site.site, &raw, &number).await?;
+    Ok(decided_page(app, req, decided))
+}
+
+/// POST /magic/deny: "This wasn't me".
+pub async fn deny(app: &App, req: &Req<'_>) -> Result {
+    if !req.same_origin() {
+        return Err(Failure::CrossSite);
+    }
+    let raw = req.form_param("token").unwrap_or_default();
+    let decided = app.sign_in().deny(&req.site.site, &raw).await?;
+    Ok(decided_page(app, req, decided))
+}
+
+fn decided_page(app: &App, req: &Req, decided: Decided) -> Resp {
+    let (title, message) = match decided {
+        Decided::Approved => (
+            "Sign-in approved",
+            "The other device continues by itself in a moment. This device was not signed in.",
+        ),
+        Decided::WrongNumber => (
+            "Sign-in cancelled",
+            "That was not the number the other device shows, so the sign-in was cancelled and nobody was signed in. If it was you, ask for a new link there.",
+        ),
+        Decided::Denied => (
+            "Sign-in cancelled",
+            "Nobody was signed in. Someone typed your address on the sign-in page; as long as nobody else reads your email, they cannot get in.",
+        ),
+    };
+    let status = if decided == Decided::Approved {
+        200
+    } else {
+        403
+    };
+    ErrorPage::new(&req.site.site.name, title, message)
+        .respond(app, status)
+        .no_referrer()
+}
+
+/// GET /login/wait: the "check your email" page waits here (up to
+/// [`WAIT_SECS`]) for another device to decide its sign-in. Reads the store
+/// when called and when woken; writes nothing.
+pub async fn wait(app: &App, req: &Req<'_>) -> Result {
+    let key = crate::ratelimit::client_key(req.client_ip);
+    if let Err(retry_after) = app.wait_limit.hit(&key) {
+        app.metrics.limited(LimitKind::Anonymous);
+        return Err(Failure::Limited {
+            kind: LimitKind::Anonymous,
+            retry_after,
+        });
+    }
+    let Some(id) = pending_id(app, req).await else {
+        return Ok(Resp::json(200, &json!({"state": "none"})));
+    };
+    let Some(waiting) = app.waiters.enter(&id) else {
+        // As many sign-ins are waited on here as allowed: ask again soon.
+        return Ok(Resp::json(
+            200,
+            &json!({"state": "waiting", "retry_after": 5}),
+        ));
+    };
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(WAIT_SECS);
+    let status = loop {
+        let woken = waiting.notify.notified();
+        tokio::pin!(woken);
+        // Registered before the read: a decision made just after it wakes us.
+        woken.as_mut().enable();
+        let (status, _) = app.sign_in().status(&req.site.site, &id).await?;
+        if status != Status::Waiting || tokio::time::timeout_at(until, woken).await.is_err() {
+            break status;
+        }
+    };
+    let mut body = json!({"state": status.label()});
+    match status {
+        Status::Approved => body["continue"] = json!("/.sesame/login/continue"),
+        Status::Cancelled(d) => body["reason"] = json!(d.as_str()),
+        _ => {}
+    }
+    Ok(Resp::json(200, &body))
+}
+
+/// GET /login/continue: the asking browser takes its approved sign-in (a
+/// session, once); while undecided, "check your email" again (what a page
+/// without JavaScript refreshes to).
+pub async fn continue_signin(app: &App, req: &Req<'_>) -> Result {
+    let id = pending_id(app, req)
+        .await
+        .ok_or(SignInError::CodeElsewhere)?;
+    let sign_in = app.sign_in();
+    match sign_in.status(&req.site.site, &id).await? {
+        (Status::Approved, _) => {
+            let done = sign_in.collect(&req.site.site, &id).await?;
+            Ok(signed_in(app, req, &done).await)
+        }
+        (Status::Waiting, Some(p)) => {
+            let number = cross_device::number(&app.keys, &id);
+            Ok(check_email_page(
+                app,
+                req,
+                &p.email,
+                &p.return_to,
+                number,
+                None,
+                200,
+            ))
+        }
+        // Not stored (yet, or any more): nothing to continue.
+        (Status::Waiting, None) | (Status::Expired, _) => Err(SignInError::LinkExpired.into()),
+        (Status::Cancelled(d), _) => Err(SignInError::Cancelled(d).into()),
+        (Status::Used, _) => Err(SignInError::LinkUsed.into()),
+    }
 }
 
 /// POST /magic: consume the link and start a session.

@@ -141,7 +141,8 @@ async fn another_browser_needs_a_deliberate_click() {
         .await
         .unwrap();
     assert!(!html.contains("data-auto"), "no auto-continue elsewhere");
-    assert!(html.contains("Sign in as b…@example.com"));
+    assert!(html.contains("Someone asked to sign in as b…@example.com"));
+    assert!(html.contains("Sign in on this device"));
     // Opening the page signed nobody in.
     assert_eq!(other.get(app.url("/x")).send().await.unwrap().status(), 401);
     assert_eq!(

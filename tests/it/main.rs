@@ -34,6 +34,7 @@ mod caddy;
 mod cluster;
 mod code;
 mod config;
+mod cross_device;
 mod docs;
 mod forward_auth;
 mod intercept;

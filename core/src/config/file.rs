@@ -175,6 +175,7 @@ pub struct RateLimitFile {
     pub codes_per_email_per_day: Option<u32>,
     pub anonymous_per_client_per_minute: Option<u32>,
     pub passkey_starts_per_minute: Option<u32>,
+    pub waits_per_client_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

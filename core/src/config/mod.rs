@@ -277,6 +277,10 @@ pub struct RateLimitConfig {
     /// each stores a ceremony for 5 minutes, so this bounds their number
     /// whatever the number of client addresses.
     pub passkey_starts_per_minute: u32,
+    /// Requests a minute one client may make to the waiting endpoint of
+    /// "check your email" (each is held up to 20 s until another device
+    /// decides), counted in memory.
+    pub waits_per_client_per_minute: u32,
 }
 
 /// Names of the identity headers sent to one site's upstream.

@@ -86,6 +86,11 @@ pub const STATIC: &[(&str, &str, &str)] = &[
         include_str!("../../assets/static/confirm.js"),
     ),
     (
+        "wait.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/static/wait.js"),
+    ),
+    (
         "form_post.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/static/form_post.js"),

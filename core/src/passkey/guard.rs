@@ -102,6 +102,11 @@ pub async fn send_code(
         attempts: 0,
         views: 0,
         consumed: false,
+        created_at: now,
+        asked_agent: String::new(),
+        asked_net: String::new(),
+        decision: None,
+        collected: false,
     };
     cx.store.create_pending(&pending).await?;
     let vars = CodeMail {

@@ -8,6 +8,7 @@
 //! count the `sesame_magic_link_verifications_total` results and write the
 //! audit lines. Time comes from the clock, randomness from `keys`.
 
+pub mod cross_device;
 pub mod pending;
 
 use std::net::IpAddr;
@@ -23,7 +24,8 @@ use crate::pages::Pages;
 use crate::ratelimit::{client_key, RateLimiter};
 use crate::return_to::ReturnTo;
 use crate::session::{NewSession, Sessions};
-use crate::store::{AuthMethod, DynStore, PendingId, PendingLogin, StoreError, User};
+use crate::store::{AuthMethod, Decision, DynStore, PendingId, PendingLogin, StoreError, User};
+use cross_device::{Asker, Waiters};
 use pending::PendingState;
 
 /// Why a step of sign-in did not go through.
@@ -48,6 +50,8 @@ pub enum SignInError {
         attempts_left: u32,
         email: Email,
         return_to: String,
+        /// The number the page shows for another device to approve with.
+        number: u8,
     },
     /// Expired, used, or out of attempts.
     #[error("the code no longer works")]
@@ -55,6 +59,9 @@ pub enum SignInError {
     /// The user was removed or disabled, or signup no longer admits them.
     #[error("this address may not sign in")]
     NotAllowed,
+    /// Cancelled on another device (a wrong number, or "this wasn't me").
+    #[error("the sign-in was cancelled on another device")]
+    Cancelled(Decision),
     /// Over a rate limit; try again after `retry_after` seconds.
     #[error("rate limited ({}): retry after {retry_after} s", kind.label())]
     Limited { kind: LimitKind, retry_after: u64 },
@@ -72,6 +79,7 @@ impl SignInError {
             SignInError::CodeElsewhere => "no_pending",
             SignInError::CodeWrong { .. } => "wrong",
             SignInError::NotAllowed => "not_allowed",
+            SignInError::Cancelled(_) => "gone",
             SignInError::Limited { .. } | SignInError::Store(_) => return None,
         })
     }
@@ -93,6 +101,12 @@ pub struct Confirmable {
     pub pending_id: PendingId,
     /// The address, masked (`a…@example.com`).
     pub masked_email: String,
+    /// Who asked, for a device that did not: browser and OS, network.
+    pub asker: Asker,
+    /// When it was asked for ("3 minutes ago").
+    pub asked_ago: String,
+    /// The numbers another device picks the asking browser's among.
+    pub choices: [u8; 3],
 }
 
 /// What a session was started by, for the audit line.
@@ -127,6 +141,8 @@ pub struct SignIn<'a> {
     pub link: &'a MagicLinkConfig,
     pub signup: &'a Signup,
     pub limits: Limits<'a>,
+    /// The asking browsers waiting here for another device's decision.
+    pub waiters: &'a Waiters,
 }
 
 /// A fresh id for a pending sign-in (also the token's `jti`).
@@ -178,6 +194,7 @@ impl SignIn<'_> {
         email: Email,
         return_to: ReturnTo,
         pending_id: PendingId,
+        asker: Asker,
     ) {
         let allowed = match self.may_sign_in(&email).await {
             Ok(allowed) => allowed,
@@ -199,6 +216,11 @@ impl SignIn<'_> {
             attempts: 0,
             views: 0,
             consumed: false,
+            created_at: now,
+            asked_agent: asker.agent,
+            asked_net: asker.net,
+            decision: None,
+            collected: false,
         };
         if !allowed {
             // A decoy, never mailed, that no code matches (a random MAC): the
@@ -257,15 +279,26 @@ impl SignIn<'_> {
     pub async fn confirm(&self, site: &Site, raw: &str) -> Result<Confirmable, SignInError> {
         let result = async {
             let claims = self.verify_link(site, raw).await?;
-            match self.store.view_pending(&claims.jti).await? {
-                Some(p) if PendingState::of(&p, self.clock.now(), u32::MAX).link_works() => {}
+            let now = self.clock.now();
+            let p = match self.store.view_pending(&claims.jti).await? {
+                Some(p) if PendingState::of(&p, now, u32::MAX).link_works() => p,
+                Some(PendingLogin {
+                    decision: Some(d @ (Decision::WrongNumber | Decision::Denied)),
+                    ..
+                }) => return Err(SignInError::Cancelled(d)),
                 _ => return Err(SignInError::LinkUsed),
-            }
+            };
             self.metrics.confirm_views.inc();
             Ok(Confirmable {
                 masked_email: Email::parse(&claims.sub)
                     .map(|e| e.masked())
                     .unwrap_or_default(),
+                asker: Asker {
+                    agent: p.asked_agent,
+                    net: p.asked_net,
+                },
+                asked_ago: cross_device::ago(now - p.created_at),
+                choices: cross_device::choices(self.keys, &claims.jti),
                 pending_id: claims.jti.into(),
             })
         }
@@ -334,6 +367,7 @@ impl SignIn<'_> {
                     attempts_left: max.saturating_sub(pending.attempts),
                     email: pending.email,
                     return_to: pending.return_to,
+                    number: cross_device::number(self.keys, id),
                 });
             }
             let Some(pending) = self.store.consume_pending(id, self.clock.now()).await? else {

@@ -77,6 +77,11 @@ mod tests {
             attempts,
             views,
             consumed,
+            created_at: 0,
+            asked_agent: String::new(),
+            asked_net: String::new(),
+            decision: None,
+            collected: false,
         }
     }
 

@@ -102,9 +102,41 @@ pub trait PendingStore: Send + Sync {
         max_attempts: u32,
     ) -> StoreResult<Option<PendingLogin>>;
 
-    /// Delete expired pending logins; returns how many had their confirm page
-    /// opened but were never used (suspected mail-scanner hits).
-    async fn sweep_pending(&self, now: i64) -> StoreResult<u64>;
+    /// Atomically decide a live, undecided pending login from another
+    /// device (`Approved`, `WrongNumber` or `Denied`; `Used` is
+    /// [`PendingStore::consume_pending`]); `None` if it was decided already,
+    /// expired or never existed. Exactly one decision wins. An approval is
+    /// kept until `collect_by` for the asking browser to collect.
+    async fn decide_pending(
+        &self,
+        id: &str,
+        now: i64,
+        decision: Decision,
+        collect_by: i64,
+    ) -> StoreResult<Option<PendingLogin>>;
+
+    /// Atomically take an approved pending login for the browser that
+    /// asked for it; `None` if it is not approved, was taken already or
+    /// its time to collect ran out. Exactly one caller wins.
+    async fn collect_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>>;
+
+    /// Which of `ids` are decided (by any instance): one read however many
+    /// browsers wait.
+    async fn decided_pending(&self, ids: &[String]) -> StoreResult<Vec<String>>;
+
+    /// Delete expired pending logins; counts those whose confirm page was
+    /// opened but that were never used (suspected mail-scanner hits) and
+    /// the approvals their asking browser never collected.
+    async fn sweep_pending(&self, now: i64) -> StoreResult<SweptPending>;
+}
+
+/// What [`PendingStore::sweep_pending`] deleted, of note.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweptPending {
+    /// Opened, never used: suspected mail scanners.
+    pub unconfirmed: u64,
+    /// Approved on another device, never collected by the asking browser.
+    pub uncollected: u64,
 }
 
 /// Sessions: created with the user's identity as stored, revoked once.

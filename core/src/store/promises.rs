@@ -33,6 +33,11 @@ fn pending(id: &str, expires_at: i64) -> PendingLogin {
         attempts: 0,
         views: 0,
         consumed: false,
+        created_at: 0,
+        asked_agent: String::new(),
+        asked_net: String::new(),
+        decision: None,
+        collected: false,
     }
 }
 
@@ -118,14 +123,104 @@ async fn views_are_counted_and_the_sweep_reports_links_opened_but_never_used() {
     store.consume_pending("used", 10).await.unwrap().unwrap();
     assert_eq!(
         store.sweep_pending(50).await.unwrap(),
-        0,
+        SweptPending::default(),
         "none expired yet"
     );
     assert!(store.pending("viewed").await.unwrap().is_some());
-    assert_eq!(store.sweep_pending(100).await.unwrap(), 1);
+    assert_eq!(store.sweep_pending(100).await.unwrap().unconfirmed, 1);
     for id in ["viewed", "used", "untouched"] {
         assert!(store.pending(id).await.unwrap().is_none(), "{id} swept");
     }
+}
+
+#[tokio::test]
+async fn a_sign_in_is_decided_once_and_an_approval_collected_once() {
+    let (_dir, store) = store().await;
+    // Approvals, cancellations and the link race: one decision wins.
+    store.create_pending(&pending("p1", 1_000)).await.unwrap();
+    let racers: Vec<_> = (0..9)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                match i % 3 {
+                    0 => store.consume_pending("p1", 10).await.unwrap(),
+                    1 => store
+                        .decide_pending("p1", 10, Decision::Approved, 130)
+                        .await
+                        .unwrap(),
+                    _ => store
+                        .decide_pending("p1", 10, Decision::Denied, 130)
+                        .await
+                        .unwrap(),
+                }
+            })
+        })
+        .collect();
+    let mut won = vec![];
+    for r in racers {
+        won.extend(r.await.unwrap().and_then(|p| p.decision));
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let decided = store.pending("p1").await.unwrap().unwrap();
+    assert_eq!(decided.decision, Some(won[0]));
+
+    // An approval: collected once, only until its time to collect.
+    store.create_pending(&pending("p2", 1_000)).await.unwrap();
+    assert!(store.collect_pending("p2", 10).await.unwrap().is_none());
+    let p = store
+        .decide_pending("p2", 10, Decision::Approved, 130)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((p.decision, p.expires_at), (Some(Decision::Approved), 130));
+    assert!(store.consume_pending("p2", 11).await.unwrap().is_none());
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.collect_pending("p2", 20).await.unwrap() })
+        })
+        .collect();
+    let mut collected = 0;
+    for r in racers {
+        collected += r.await.unwrap().is_some() as usize;
+    }
+    assert_eq!(collected, 1);
+    store.create_pending(&pending("p3", 1_000)).await.unwrap();
+    store
+        .decide_pending("p3", 10, Decision::Approved, 130)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.collect_pending("p3", 130).await.unwrap().is_none());
+
+    // A cancellation is never collected; an expired sign-in never decided.
+    store.create_pending(&pending("p4", 100)).await.unwrap();
+    let p = store
+        .decide_pending("p4", 10, Decision::WrongNumber, 130)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (p.decision, p.expires_at),
+        (Some(Decision::WrongNumber), 100)
+    );
+    assert!(store.collect_pending("p4", 20).await.unwrap().is_none());
+    store.create_pending(&pending("p5", 100)).await.unwrap();
+    assert!(store
+        .decide_pending("p5", 100, Decision::Approved, 300)
+        .await
+        .unwrap()
+        .is_none());
+
+    let ids: Vec<String> = ["p1", "p2", "p4", "p5", "nope"].map(String::from).into();
+    let mut decided = store.decided_pending(&ids).await.unwrap();
+    decided.sort();
+    assert_eq!(decided, ["p1", "p2", "p4"]);
+    // p3's approval (and p1's, if it was approved) was never collected:
+    // counted when swept.
+    let swept = store.sweep_pending(1_000).await.unwrap();
+    let p1 = u64::from(won[0] == Decision::Approved);
+    assert_eq!(swept.uncollected, 1 + p1, "{swept:?}");
 }
 
 #[tokio::test]

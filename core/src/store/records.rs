@@ -146,7 +146,54 @@ pub struct PendingLogin {
     pub attempts: u32,
     /// Times its confirm page was opened.
     pub views: u32,
+    /// Decided: used, approved or cancelled (see `decision`).
     pub consumed: bool,
+    /// When it was asked for.
+    pub created_at: i64,
+    /// The asking browser's family and OS ("Firefox on Linux"), as the
+    /// confirm page shows it on another device.
+    pub asked_agent: String,
+    /// The asking browser's network, coarsely ("203.0.113.x").
+    pub asked_net: String,
+    /// How it was decided, once it was.
+    pub decision: Option<Decision>,
+    /// An approval the asking browser has turned into its session.
+    pub collected: bool,
+}
+
+/// How a pending sign-in was decided (at most once, atomically).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Its link or code was used.
+    Used,
+    /// Approved on another device, for the asking browser.
+    Approved,
+    /// Another device picked a number the asking browser did not show.
+    WrongNumber,
+    /// Another device said "this wasn't me".
+    Denied,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Used => "used",
+            Decision::Approved => "approved",
+            Decision::WrongNumber => "wrong_number",
+            Decision::Denied => "denied",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Decision> {
+        [
+            Decision::Used,
+            Decision::Approved,
+            Decision::WrongNumber,
+            Decision::Denied,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
 }
 
 impl fmt::Debug for PendingLogin {
@@ -159,6 +206,7 @@ impl fmt::Debug for PendingLogin {
             .field("attempts", &self.attempts)
             .field("views", &self.views)
             .field("consumed", &self.consumed)
+            .field("decision", &self.decision)
             .finish_non_exhaustive()
     }
 }

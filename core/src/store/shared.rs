@@ -7,8 +7,9 @@
 use sqlx::Row;
 
 use super::{
-    AuthMethod, Ceremony, CeremonyKind, Handoff, KeyPurpose, KeyRecord, OidcCode, OidcGrant,
-    PasskeyRecord, PendingLogin, SessionHash, SessionRecord, StoreError, StoreResult, User, UserId,
+    AuthMethod, Ceremony, CeremonyKind, Decision, Handoff, KeyPurpose, KeyRecord, OidcCode,
+    OidcGrant, PasskeyRecord, PendingLogin, SessionHash, SessionRecord, StoreError, StoreResult,
+    User, UserId,
 };
 use crate::email::Email;
 
@@ -59,7 +60,7 @@ fn groups(row: &impl Cols) -> StoreResult<Vec<String>> {
 // SQLite re-prepares after a migration widened a table keeps its width.
 macro_rules! pending_cols {
     () => {
-        "id, email, site, return_to, code_mac, expires_at, attempts, views, consumed_at"
+        "id, email, site, return_to, code_mac, expires_at, attempts, views, consumed_at, created_at, asked_agent, asked_net, outcome, collected_at"
     };
 }
 pub(super) use pending_cols;
@@ -128,6 +129,19 @@ pub(super) fn pending(row: &impl Cols) -> StoreResult<PendingLogin> {
         attempts: row.int("attempts")?.clamp(0, u32::MAX as i64) as u32,
         views: row.int("views")?.clamp(0, u32::MAX as i64) as u32,
         consumed: row.opt_int("consumed_at")?.is_some(),
+        created_at: row.int("created_at")?,
+        asked_agent: row.text("asked_agent")?,
+        asked_net: row.text("asked_net")?,
+        decision: match row.opt_text("outcome")? {
+            // Rows decided before outcomes were kept: by their link or code.
+            None if row.opt_int("consumed_at")?.is_some() => Some(Decision::Used),
+            None => None,
+            Some(d) => Some(
+                Decision::parse(&d)
+                    .ok_or_else(|| StoreError::Other(format!("unknown sign-in outcome {d:?}")))?,
+            ),
+        },
+        collected: row.opt_int("collected_at")?.is_some(),
     })
 }
 

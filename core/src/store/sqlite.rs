@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/sqlite/0004_passkeys.sql")),
     (5, include_str!("migrations/sqlite/0005_portal.sql")),
     (6, include_str!("migrations/sqlite/0006_oidc.sql")),
+    (7, include_str!("migrations/sqlite/0007_cross_device.sql")),
 ];
 
 pub struct SqliteStore {

@@ -66,7 +66,24 @@ impl PendingStore for PausedStore {
     async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>> {
         self.inner.consume_pending(id, now).await
     }
-    async fn sweep_pending(&self, now: i64) -> StoreResult<u64> {
+    async fn decide_pending(
+        &self,
+        id: &str,
+        now: i64,
+        decision: Decision,
+        collect_by: i64,
+    ) -> StoreResult<Option<PendingLogin>> {
+        self.inner
+            .decide_pending(id, now, decision, collect_by)
+            .await
+    }
+    async fn collect_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>> {
+        self.inner.collect_pending(id, now).await
+    }
+    async fn decided_pending(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        self.inner.decided_pending(ids).await
+    }
+    async fn sweep_pending(&self, now: i64) -> StoreResult<SweptPending> {
         self.inner.sweep_pending(now).await
     }
     async fn attempt_code(

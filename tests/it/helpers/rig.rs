@@ -28,6 +28,8 @@ pub struct Options {
     pub passkey_starts_per_minute: u32,
     /// `[rate_limit] per_client` (sign-in links per client address per hour).
     pub per_client: u32,
+    /// `[rate_limit] waits_per_client_per_minute`: high by default.
+    pub waits_per_minute: u32,
     /// `[portal] public_url = "http://{host}:{port}"` with this host.
     pub portal: Option<&'static str>,
     /// The first site's host (`localhost` by default).
@@ -49,6 +51,7 @@ impl Default for Options {
             anonymous_per_minute: 100_000,
             passkey_starts_per_minute: 100_000,
             per_client: 1000,
+            waits_per_minute: 100_000,
             portal: None,
             site0_host: "localhost",
         }
@@ -106,6 +109,7 @@ per_email = 5
 per_client = {per_client}
 anonymous_per_client_per_minute = {anonymous}
 passkey_starts_per_minute = {passkey_starts}
+waits_per_client_per_minute = {waits}
 
 [[site]]
 name = "Test app"
@@ -136,6 +140,7 @@ upstream = ["{upstream}"]
         anonymous = o.anonymous_per_minute,
         per_client = o.per_client,
         passkey_starts = o.passkey_starts_per_minute,
+        waits = o.waits_per_minute,
         site0 = o.site0,
         extra = o.extra,
         portal = match o.portal {
@@ -372,6 +377,17 @@ impl Drop for TestApp {
             let _ = std::thread::spawn(move || r.stop()).join();
         }
     }
+}
+
+/// A "check your email" page with its number (another device approves
+/// with it, different for every sign-in) as `NN`, for comparing pages.
+pub fn without_number(html: &str) -> String {
+    let mut out = html.to_string();
+    if let Some(at) = out.find("class=\"number\"") {
+        let end = out[at..].find("</p>").map_or(out.len(), |e| at + e);
+        out.replace_range(at..end, "class=\"number\">NN");
+    }
+    out
 }
 
 /// `name="rd" value="..."` out of a page, unescaped.

@@ -200,6 +200,7 @@ impl<'a> Validator<'a> {
                 .anonymous_per_client_per_minute
                 .unwrap_or(120),
             passkey_starts_per_minute: f.rate_limit.passkey_starts_per_minute.unwrap_or(6000),
+            waits_per_client_per_minute: f.rate_limit.waits_per_client_per_minute.unwrap_or(60),
         };
 
         if f.site.is_empty() {

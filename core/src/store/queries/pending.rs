@@ -7,8 +7,8 @@ macro_rules! impl_pending_store {
         impl $crate::store::PendingStore for $store {
             async fn create_pending(&self, p: &PendingLogin) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO pending_logins (id, email, site, return_to, code_mac, expires_at, attempts, views) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 0, 0)",
+                    "INSERT INTO pending_logins (id, email, site, return_to, code_mac, expires_at, attempts, views, created_at, asked_agent, asked_net) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8, $9)",
                 )
                 .bind(p.id.as_str())
                 .bind(p.email.as_str())
@@ -16,6 +16,9 @@ macro_rules! impl_pending_store {
                 .bind(&p.return_to)
                 .bind(&p.code_mac)
                 .bind(p.expires_at)
+                .bind(p.created_at)
+                .bind(&p.asked_agent)
+                .bind(&p.asked_net)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -43,7 +46,7 @@ macro_rules! impl_pending_store {
 
             async fn consume_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>> {
                 sqlx::query(
-                    concat!("UPDATE pending_logins SET consumed_at = $1 \
+                    concat!("UPDATE pending_logins SET consumed_at = $1, outcome = 'used' \
                      WHERE id = $2 AND consumed_at IS NULL AND expires_at > $1 RETURNING ", $crate::store::shared::pending_cols!()),
                 )
                 .bind(now)
@@ -70,19 +73,75 @@ macro_rules! impl_pending_store {
                 .transpose()
             }
 
-            async fn sweep_pending(&self, now: i64) -> StoreResult<u64> {
+            async fn decide_pending(&self, id: &str, now: i64, decision: $crate::store::Decision, collect_by: i64) -> StoreResult<Option<PendingLogin>> {
+                // An approval lives on only as long as the asking browser
+                // has to collect it; a cancellation keeps the link's expiry.
+                let expires = if decision == $crate::store::Decision::Approved { Some(collect_by) } else { None };
+                sqlx::query(
+                    concat!("UPDATE pending_logins SET consumed_at = $1, outcome = $2, expires_at = COALESCE($3, expires_at) \
+                     WHERE id = $4 AND consumed_at IS NULL AND expires_at > $1 RETURNING ", $crate::store::shared::pending_cols!()),
+                )
+                .bind(now)
+                .bind(decision.as_str())
+                .bind(expires)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(shared::pending)
+                .transpose()
+            }
+
+            async fn collect_pending(&self, id: &str, now: i64) -> StoreResult<Option<PendingLogin>> {
+                sqlx::query(
+                    concat!("UPDATE pending_logins SET collected_at = $1 \
+                     WHERE id = $2 AND outcome = 'approved' AND collected_at IS NULL AND expires_at > $1 RETURNING ", $crate::store::shared::pending_cols!()),
+                )
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .as_ref()
+                .map(shared::pending)
+                .transpose()
+            }
+
+            async fn decided_pending(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+                let mut decided = Vec::new();
+                // Bounded statements: SQLite allows 32,766 parameters, and
+                // a short list plans well on both.
+                for chunk in ids.chunks(500) {
+                    let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "SELECT id FROM pending_logins WHERE consumed_at IS NOT NULL AND id IN ({})",
+                        marks.join(", ")
+                    );
+                    let mut q = sqlx::query_scalar::<_, String>(&sql);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    decided.extend(q.fetch_all(&self.pool).await?);
+                }
+                Ok(decided)
+            }
+
+            async fn sweep_pending(&self, now: i64) -> StoreResult<$crate::store::SweptPending> {
                 sqlx::query("DELETE FROM ceremonies WHERE expires_at <= $1")
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
-                let unconfirmed: Vec<i64> = sqlx::query_scalar(
+                let kinds: Vec<i64> = sqlx::query_scalar(
                     "DELETE FROM pending_logins WHERE expires_at <= $1 \
-                     RETURNING CAST(CASE WHEN views > 0 AND consumed_at IS NULL THEN 1 ELSE 0 END AS BIGINT)",
+                     RETURNING CAST(CASE WHEN views > 0 AND consumed_at IS NULL THEN 1 \
+                     WHEN outcome = 'approved' AND collected_at IS NULL THEN 2 ELSE 0 END AS BIGINT)",
                 )
                 .bind(now)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(unconfirmed.iter().filter(|&&v| v != 0).count() as u64)
+                Ok($crate::store::SweptPending {
+                    unconfirmed: kinds.iter().filter(|&&v| v == 1).count() as u64,
+                    uncollected: kinds.iter().filter(|&&v| v == 2).count() as u64,
+                })
             }
         }
     };
