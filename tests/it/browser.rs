@@ -71,39 +71,49 @@ pub(crate) fn ensure_driver(dir: &Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
+/// Run `script` (in tests/browser/) with node against Chromium; its stdout
+/// once it said "step: done". Screenshots go to SESAME_TEST_SHOTS if set,
+/// else next to the test's store.
+async fn run_script(app: &TestApp, script: &str, env: &[(&str, &str)]) -> String {
     assert!(
         Path::new(CHROMIUM).exists(),
         "the browser test needs Chromium at {CHROMIUM}: apt-get install -y chromium"
     );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     ensure_driver(&dir);
+    let shots = std::env::var_os("SESAME_TEST_SHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| app.store.dir().to_path_buf());
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .current_dir(&dir)
+        .envs(env.iter().copied())
+        .env("SHOTS", &shots)
+        .env("CHROMIUM", CHROMIUM)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("step: done"), "{stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
     let app = spawn_with(Options {
         passkey_prompt: true,
         ..Default::default()
     })
     .await;
     let api = mail_api(app.mail.clone()).await;
-    // Screenshots (offer, account, failure) go to SESAME_TEST_SHOTS if set.
-    let shots = std::env::var_os("SESAME_TEST_SHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| app.store.dir().to_path_buf());
-    let out = tokio::process::Command::new("node")
-        .arg("passkey.mjs")
-        .current_dir(&dir)
-        .env("SESAME_BASE", &app.base)
-        .env("MAIL_API", &api)
-        .env("EMAIL", "chromium@example.com")
-        .env("SHOTS", &shots)
-        .env("CHROMIUM", CHROMIUM)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("step: done"), "{stdout}");
+    let env = [
+        ("SESAME_BASE", app.base.as_str()),
+        ("MAIL_API", &api),
+        ("EMAIL", "chromium@example.com"),
+    ];
+    run_script(&app, "passkey.mjs", &env).await;
     for path in ["/", "/back"] {
         let seen = app
             .upstream
@@ -131,12 +141,6 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_on_one_host_signs_in_through_the_portal_on_another_with_a_passkey_in_chromium() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "the browser test needs Chromium at {CHROMIUM}: apt-get install -y chromium"
-    );
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    ensure_driver(&dir);
     // Passkeys over plain http: the portal on `localhost`; the app on a
     // host of its own (Chromium finds every *.localhost on this machine).
     let app = spawn_with(Options {
@@ -147,25 +151,13 @@ async fn an_app_on_one_host_signs_in_through_the_portal_on_another_with_a_passke
     })
     .await;
     let api = mail_api(app.mail.clone()).await;
-    let shots = std::env::var_os("SESAME_TEST_SHOTS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| app.store.dir().to_path_buf());
-    let out = tokio::process::Command::new("node")
-        .arg("portal.mjs")
-        .current_dir(&dir)
-        .env("SITE", &app.base)
-        .env("PORTAL", app.portal.as_deref().unwrap())
-        .env("MAIL_API", &api)
-        .env("EMAIL", "portal@example.com")
-        .env("SHOTS", &shots)
-        .env("CHROMIUM", CHROMIUM)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("step: done"), "{stdout}");
+    let env = [
+        ("SITE", app.base.as_str()),
+        ("PORTAL", app.portal.as_deref().unwrap()),
+        ("MAIL_API", &api),
+        ("EMAIL", "portal@example.com"),
+    ];
+    run_script(&app, "portal.mjs", &env).await;
     let back = app
         .upstream
         .seen()
@@ -185,4 +177,47 @@ async fn an_app_on_one_host_signs_in_through_the_portal_on_another_with_a_passke
         TestApp::metric(&m, "sesame_handoffs_total{result=\"ok\"}"),
         2.0
     );
+}
+
+/// The laptop asks, the phone (a context of its own) opens the emailed link,
+/// picks the laptop's number, and the laptop lands in the app; then "This
+/// wasn't me" cancels a second request and the laptop's page says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_asked_on_a_laptop_is_approved_on_a_phone_in_chromium() {
+    let app = spawn().await;
+    let api = mail_api(app.mail.clone()).await;
+    let env = [
+        ("SITE", app.base.as_str()),
+        ("MAIL_API", &api),
+        ("EMAIL", "two-devices@example.com"),
+    ];
+    let out = run_script(&app, "cross_device.mjs", &env).await;
+    let took = out
+        .lines()
+        .find_map(|l| l.strip_prefix("approval-to-arrival-ms: "))
+        .expect("the script measured the approval");
+    println!("from the phone's click on the number to the laptop in the app: {took} ms");
+    let arrived = app
+        .upstream
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/dashboard")
+        .expect("the app saw /dashboard");
+    assert_eq!(
+        arrived.header("remote-email").as_deref(),
+        Some("two-devices@example.com")
+    );
+    assert_eq!(
+        arrived.header("sesame-auth-method").as_deref(),
+        Some("magic_link")
+    );
+    let m = app.metrics().await;
+    let count = |result: &str| {
+        TestApp::metric(
+            &m,
+            &format!("sesame_cross_device_total{{kind=\"email\",result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!((count("approved"), count("cancelled")), (1.0, 1.0));
+    assert_eq!(TestApp::metric(&m, "sesame_sessions_created_total"), 1.0);
 }

@@ -397,6 +397,85 @@ async fn a_rotation_reaches_every_instance_and_signs_nobody_out() {
     assert_eq!(Cluster::status(&c.b, &b, "/x").await, 200);
 }
 
+/// The laptop asks on A and waits there; the phone approves on B. A learns
+/// of it from the store (its once-a-second read of every waiter), the
+/// waiting browser hears, and continues on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_on_one_instance_reaches_the_browser_waiting_on_the_other() {
+    let c = Cluster::start().await;
+    let laptop = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap();
+    let phone = browser();
+    let seen = c.mail.count_to("far@example.com");
+    let r = c
+        .post(
+            &c.a,
+            &laptop,
+            "/.sesame/login",
+            &[("email", "far@example.com"), ("rd", "/inbox")],
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", c.logs());
+    let number = number_on(&r.text().await.unwrap()).expect("a number to match");
+    let mail = c.mail.wait_for("far@example.com", seen).await;
+
+    let waiting = {
+        let (laptop, url) = (laptop.clone(), c.a.url("/.sesame/login/wait"));
+        tokio::spawn(async move {
+            let v: serde_json::Value = laptop.get(url).send().await.unwrap().json().await.unwrap();
+            (v, Instant::now())
+        })
+    };
+    // The wait is held on A before the approval is sent to B.
+    tokio::task::yield_now().await;
+    let sent = Instant::now();
+    let r = c
+        .post(
+            &c.b,
+            &phone,
+            "/.sesame/magic/approve",
+            &[("token", &mail.token()), ("number", &number)],
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", c.logs());
+    let (state, heard_at) = waiting.await.unwrap();
+    // Unwoken, the held wait would have answered "waiting" after 20 s.
+    assert_eq!(state["state"], "approved", "{state}\n{}", c.logs());
+    let took = heard_at.saturating_duration_since(sent);
+    println!("approved on B, heard by the browser waiting on A after {took:?}");
+
+    let r = laptop
+        .get(c.b.url("/.sesame/login/continue"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", c.logs());
+    // Into the app (by way of the passkey offer: this browser has none).
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(to.ends_with("%2Finbox") || to.ends_with("/inbox"), "{to}");
+    assert_eq!(Cluster::status(&c.a, &laptop, "/inbox").await, 200);
+    assert_eq!(
+        c.upstream.last().header("remote-email").as_deref(),
+        Some("far@example.com")
+    );
+    assert_eq!(
+        Cluster::status(&c.a, &phone, "/inbox").await,
+        401,
+        "the phone has no session"
+    );
+    // Collected once, across the instances too.
+    let r = laptop
+        .get(c.a.url("/.sesame/login/continue"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_address_limit_is_shared_by_the_instances() {
     let c = Cluster::start().await;

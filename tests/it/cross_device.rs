@@ -40,13 +40,6 @@ async fn ask(app: &TestApp, laptop: &reqwest::Client, email: &str, rd: &str) -> 
     Asked { mail, number }
 }
 
-fn number_on(page: &str) -> Option<String> {
-    let at = page.find("class=\"number\"")?;
-    let rest = &page[at..];
-    let digits = &rest[rest.find('>')? + 1..];
-    Some(digits[..digits.find('<')?].trim().to_string())
-}
-
 /// The numbers the confirm page offers to pick from.
 fn choices(page: &str) -> Vec<String> {
     page.match_indices("name=\"number\" value=\"")

@@ -390,6 +390,14 @@ pub fn without_number(html: &str) -> String {
     out
 }
 
+/// The number "check your email" shows, for approving on another device.
+pub fn number_on(page: &str) -> Option<String> {
+    let at = page.find("class=\"number\"")?;
+    let rest = &page[at..];
+    let digits = &rest[rest.find('>')? + 1..];
+    Some(digits[..digits.find('<')?].trim().to_string())
+}
+
 /// `name="rd" value="..."` out of a page, unescaped.
 pub fn hidden_value(html: &str, name: &str) -> Option<String> {
     let needle = format!("name=\"{name}\" value=\"");
