@@ -432,10 +432,17 @@ impl App {
         if ids.is_empty() {
             return;
         }
-        match self.store.decided_pending(&ids).await {
-            Ok(decided) => decided.iter().for_each(|id| self.waiters.wake(id)),
-            Err(e) => {
-                tracing::debug!(error = %e, "could not read which waited-on sign-ins were decided")
+        // Sign-ins asked by email, and of a signed-in phone: ids of both
+        // kinds are random, so each wakes only its own.
+        for decided in [
+            self.store.decided_pending(&ids).await,
+            self.store.decided_device_requests(&ids).await,
+        ] {
+            match decided {
+                Ok(decided) => decided.iter().for_each(|id| self.waiters.wake(id)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not read which waited-on sign-ins were decided")
+                }
             }
         }
     }
@@ -474,6 +481,17 @@ impl App {
                     .inc_by(swept.uncollected);
             }
             Err(e) => tracing::warn!(error = %e, "sweeping expired sign-ins failed"),
+        }
+        match self.store.sweep_device_requests(self.clock.now()).await {
+            Ok(uncollected) => {
+                for kind in uncollected {
+                    self.metrics
+                        .cross_device
+                        .with_label_values(&[kind.as_str(), "expired"])
+                        .inc();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeping expired device requests failed"),
         }
     }
 }

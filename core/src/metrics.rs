@@ -394,7 +394,9 @@ impl Metrics {
             zero(&self.handoffs, &[result]);
         }
         for result in CROSS_DEVICE_RESULTS {
-            zero(&self.cross_device, &["email", result]);
+            for kind in ["email", "qr"] {
+                zero(&self.cross_device, &[kind, result]);
+            }
         }
         zero(&self.oidc_tokens, &["authorization_code"]);
         for result in [

@@ -37,7 +37,7 @@ fn method_name(m: AuthMethod) -> &'static str {
 }
 
 /// Not signed in: to the login page, coming back here afterwards.
-fn to_login(req: &Req) -> Resp {
+pub(super) fn to_login(req: &Req) -> Resp {
     let site = &req.site.site;
     let here = match req.query {
         "" => site.sesame_url(req.path, &[]),

@@ -142,6 +142,18 @@ fn refusal(e: &SignInError) -> (u16, &'static str, &'static str, bool) {
             "Someone opened the link and said they had not asked for it, so nobody was signed in. If it was you, ask for a new link.",
             true,
         ),
+        SignInError::RequestUnknown => (
+            410,
+            "This sign-in has expired",
+            "Signing in with your phone works for 5 minutes. Start again from the sign-in page.",
+            true,
+        ),
+        SignInError::PasskeyProofRequired => (
+            403,
+            "Use your passkey first",
+            "Your account has a passkey: sign in with it on this device, then approve.",
+            false,
+        ),
         // Gone, and the two that never get here (see `From<SignInError>`).
         SignInError::CodeGone
         | SignInError::CodeWrong { .. }

@@ -6,6 +6,7 @@
 //! in `signin.rs`, `passkeys.rs` and `account.rs`.
 
 mod account;
+mod device;
 pub mod error;
 mod oidc;
 mod passkeys;
@@ -222,6 +223,11 @@ fn writes_anonymously(method: &Method, path: &str) -> bool {
         // Decide a sign-in, or collect one (a session).
         "/magic/approve" | "/magic/deny" => method == Method::POST,
         "/login/continue" => true,
+        // Store a phone request; look up (and decide) one by its code:
+        // bounded so that codes cannot be guessed at speed.
+        "/login/phone" => method == Method::POST,
+        "/device" => true,
+        "/device/approve" | "/device/deny" => method == Method::POST,
         "/login" | "/code" | "/passkey/login/start" | "/passkey/login/finish" => {
             method == Method::POST
         }
@@ -306,6 +312,11 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
         "/magic/deny" if m == Method::POST => signin::deny(app, req).await?,
         "/login/wait" if m == Method::GET => signin::wait(app, req).await?,
         "/login/continue" if m == Method::GET => signin::continue_signin(app, req).await?,
+        "/login/phone" if m == Method::POST => device::ask(app, req).await?,
+        "/login/phone" if m == Method::GET => device::phone(app, req).await?,
+        "/device" if m == Method::GET => device::device_page(app, req).await?,
+        "/device/approve" if m == Method::POST => device::decide(app, req, true).await?,
+        "/device/deny" if m == Method::POST => device::decide(app, req, false).await?,
         "/logout" if m == Method::POST => signin::logout(app, req).await?,
         "/whoami" if m == Method::GET => signin::whoami(app, req).await,
         "/jwks.json" if m == Method::GET => jwks(app),
@@ -330,9 +341,8 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
         "/stepup" if m == Method::GET => account::stepup_page(app, req).await?,
         p if p.starts_with("/static/") && m == Method::GET => static_asset(&p["/static/".len()..]),
         "/login" | "/magic" | "/code" | "/logout" | "/whoami" | "/magic/approve"
-        | "/magic/deny" | "/login/wait" | "/login/continue" => {
-            return Err(Failure::MethodNotAllowed)
-        }
+        | "/magic/deny" | "/login/wait" | "/login/continue" | "/login/phone" | "/device"
+        | "/device/approve" | "/device/deny" => return Err(Failure::MethodNotAllowed),
         _ => return Err(Failure::NotFound),
     })
 }

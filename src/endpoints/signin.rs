@@ -15,6 +15,7 @@ use crate::return_to::ReturnTo;
 use crate::session::cookies::CookieScope;
 use crate::session::{cookies, LiveSession, NewSession};
 use crate::signin::cross_device::{self, Asker, Decided, Status};
+use crate::signin::device::Requested;
 use crate::signin::{SignInError, SignedIn};
 use crate::store::StoreError;
 
@@ -55,7 +56,7 @@ struct ConfirmPage<'a> {
 /// Seconds a wait for another device's decision is held open.
 const WAIT_SECS: u64 = 20;
 /// Seconds between refreshes of "check your email" without JavaScript.
-const REFRESH_SECS: u64 = 30;
+pub(super) const REFRESH_SECS: u64 = 30;
 
 fn return_to(app: &App, req: &Req, raw: Option<String>) -> ReturnTo {
     ReturnTo::parse(
@@ -169,9 +170,28 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Result {
     Ok(check_email_page(app, req, &email, rd.as_str(), number, None, 200).cookie(pending_cookie))
 }
 
-async fn pending_id(app: &App, req: &Req<'_>) -> Option<String> {
+/// What this browser asked for: a sign-in by email (its pending id), or
+/// one by a signed-in phone.
+pub(super) enum Asked {
+    Email(String),
+    Phone(Requested),
+}
+
+pub(super) async fn asked(app: &App, req: &Req<'_>) -> Option<Asked> {
     let value = req.cookie(&req.site.pending_cookie)?;
-    app.open_cookie(&req.site.pending_seal, value).await
+    let plain = app.open_cookie(&req.site.pending_seal, value).await?;
+    Some(match super::device::from_text(&plain) {
+        Some(r) => Asked::Phone(r),
+        None => Asked::Email(plain),
+    })
+}
+
+/// The email sign-in this browser asked for, if any.
+async fn pending_id(app: &App, req: &Req<'_>) -> Option<String> {
+    match asked(app, req).await? {
+        Asked::Email(id) => Some(id),
+        Asked::Phone(_) => None,
+    }
 }
 
 /// GET /magic: show the confirm page. Never consumes the token.
@@ -206,7 +226,7 @@ pub async fn approve(app: &App, req: &Req<'_>) -> Result {
     let raw = req.form_param("token").unwrap_or_default();
     let number = req.form_param("number").unwrap_or_default();
     let decided = app.sign_in().approve(&req.site.site, &raw, &number).await?;
-    Ok(decided_page(app, req, decided))
+    Ok(decided_page(app, req, decided, &FROM_EMAIL))
 }
 
 /// POST /magic/deny: "This wasn't me".
@@ -216,24 +236,34 @@ pub async fn deny(app: &App, req: &Req<'_>) -> Result {
     }
     let raw = req.form_param("token").unwrap_or_default();
     let decided = app.sign_in().deny(&req.site.site, &raw).await?;
-    Ok(decided_page(app, req, decided))
+    Ok(decided_page(app, req, decided, &FROM_EMAIL))
 }
 
-fn decided_page(app: &App, req: &Req, decided: Decided) -> Resp {
-    let (title, message) = match decided {
-        Decided::Approved => (
-            "Sign-in approved",
-            "The other device continues by itself in a moment. This device was not signed in.",
-        ),
-        Decided::WrongNumber => (
-            "Sign-in cancelled",
-            "That was not the number the other device shows, so the sign-in was cancelled and nobody was signed in. If it was you, ask for a new link there.",
-        ),
-        Decided::Denied => (
-            "Sign-in cancelled",
-            "Nobody was signed in. Someone typed your address on the sign-in page; as long as nobody else reads your email, they cannot get in.",
-        ),
-    };
+/// Title and message of the page the deciding device sees, for an
+/// approval, a wrong number and "this wasn't me".
+pub(super) type Decisions = [(&'static str, &'static str); 3];
+
+const FROM_EMAIL: Decisions = [
+    (
+        "Sign-in approved",
+        "The other device continues by itself in a moment. This device was not signed in.",
+    ),
+    (
+        "Sign-in cancelled",
+        "That was not the number the other device shows, so the sign-in was cancelled and nobody was signed in. If it was you, ask for a new link there.",
+    ),
+    (
+        "Sign-in cancelled",
+        "Nobody was signed in. Someone typed your address on the sign-in page; as long as nobody else reads your email, they cannot get in.",
+    ),
+];
+
+pub(super) fn decided_page(app: &App, req: &Req, decided: Decided, pages: &Decisions) -> Resp {
+    let (title, message) = pages[match decided {
+        Decided::Approved => 0,
+        Decided::WrongNumber => 1,
+        Decided::Denied => 2,
+    }];
     let status = if decided == Decided::Approved {
         200
     } else {
@@ -256,8 +286,12 @@ pub async fn wait(app: &App, req: &Req<'_>) -> Result {
             retry_after,
         });
     }
-    let Some(id) = pending_id(app, req).await else {
+    let Some(asked) = asked(app, req).await else {
         return Ok(Resp::json(200, &json!({"state": "none"})));
+    };
+    let id = match &asked {
+        Asked::Email(id) => id.clone(),
+        Asked::Phone(r) => r.id.clone(),
     };
     let Some(waiting) = app.waiters.enter(&id) else {
         // As many sign-ins are waited on here as allowed: ask again soon.
@@ -272,7 +306,10 @@ pub async fn wait(app: &App, req: &Req<'_>) -> Result {
         tokio::pin!(woken);
         // Registered before the read: a decision made just after it wakes us.
         woken.as_mut().enable();
-        let (status, _) = app.sign_in().status(&req.site.site, &id).await?;
+        let status = match &asked {
+            Asked::Email(id) => app.sign_in().status(&req.site.site, id).await?.0,
+            Asked::Phone(r) => app.sign_in().request_status(&req.site.site, &r.id).await?.0,
+        };
         if status != Status::Waiting || tokio::time::timeout_at(until, woken).await.is_err() {
             break status;
         }
@@ -290,9 +327,10 @@ pub async fn wait(app: &App, req: &Req<'_>) -> Result {
 /// session, once); while undecided, "check your email" again (what a page
 /// without JavaScript refreshes to).
 pub async fn continue_signin(app: &App, req: &Req<'_>) -> Result {
-    let id = pending_id(app, req)
-        .await
-        .ok_or(SignInError::CodeElsewhere)?;
+    let id = match asked(app, req).await.ok_or(SignInError::CodeElsewhere)? {
+        Asked::Email(id) => id,
+        Asked::Phone(r) => return continue_phone(app, req, &r).await,
+    };
     let sign_in = app.sign_in();
     match sign_in.status(&req.site.site, &id).await? {
         (Status::Approved, _) => {
@@ -313,6 +351,23 @@ pub async fn continue_signin(app: &App, req: &Req<'_>) -> Result {
         }
         // Not stored (yet, or any more): nothing to continue.
         (Status::Waiting, None) | (Status::Expired, _) => Err(SignInError::LinkExpired.into()),
+        (Status::Cancelled(d), _) => Err(SignInError::Cancelled(d).into()),
+        (Status::Used, _) => Err(SignInError::LinkUsed.into()),
+    }
+}
+
+/// `continue_signin` for a sign-in asked of a signed-in phone.
+async fn continue_phone(app: &App, req: &Req<'_>, r: &Requested) -> Result {
+    let sign_in = app.sign_in();
+    match sign_in.request_status(&req.site.site, &r.id).await? {
+        (Status::Approved, _) => {
+            let done = sign_in.collect_request(&req.site.site, &r.id).await?;
+            Ok(signed_in(app, req, &done).await)
+        }
+        (Status::Waiting, Some(stored)) => {
+            Ok(super::device::phone_page(app, req, r, &stored.return_to))
+        }
+        (Status::Waiting, None) | (Status::Expired, _) => Err(SignInError::RequestUnknown.into()),
         (Status::Cancelled(d), _) => Err(SignInError::Cancelled(d).into()),
         (Status::Used, _) => Err(SignInError::LinkUsed.into()),
     }

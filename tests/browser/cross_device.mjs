@@ -10,48 +10,16 @@
 // to the laptop's page loaded in the app.
 //
 // Env: SITE, MAIL_API, EMAIL, SHOTS, CHROMIUM.
-import { chromium } from "playwright-core";
+import { laptopAndPhone, launch, latestLink, step } from "./lib.mjs";
 
 const site = process.env.SITE;
-const mailApi = process.env.MAIL_API;
 const email = process.env.EMAIL;
 const shots = process.env.SHOTS || ".";
-const step = (what) => console.log(`step: ${what}`);
 
-const LAPTOP_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-const PHONE_UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 " +
-  "(KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36";
-
-/// The newest sign-in link mailed to EMAIL that is not `old`.
-async function newLink(old) {
-  for (let i = 0; i < 200; i++) {
-    const r = await fetch(`${mailApi}?to=${encodeURIComponent(email)}`);
-    if (r.ok) {
-      const link = (await r.text()).trim();
-      if (link && link !== old) return link;
-    }
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error("no sign-in mail arrived");
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-  ],
-});
+const browser = await launch();
 let laptop, phone;
 try {
-  const laptopContext = await browser.newContext({
-    userAgent: LAPTOP_UA, viewport: { width: 1024, height: 720 },
-  });
-  const phoneContext = await browser.newContext({
-    userAgent: PHONE_UA, viewport: { width: 390, height: 760 }, isMobile: true, hasTouch: true,
-    deviceScaleFactor: 2,
-  });
+  const { laptop: laptopContext, phone: phoneContext } = await laptopAndPhone(browser);
   laptop = await laptopContext.newPage();
   phone = await phoneContext.newPage();
 
@@ -66,7 +34,7 @@ try {
   await laptop.screenshot({ path: `${shots}/cross-device-laptop.png` });
 
   step("the phone opens the emailed link: who asked, and three numbers");
-  const link = await newLink("");
+  const link = await latestLink(email);
   await phone.goto(link);
   const body = await phone.textContent("body");
   for (const shown of ["Firefox on Linux", "127.0.0.x", "just now", "Sign in on this device"]) {
@@ -107,7 +75,7 @@ try {
   await laptop.fill("#email", email);
   await laptop.click("#login-form button[type=submit]");
   await laptop.waitForSelector(".number");
-  await phone.goto(await newLink(link));
+  await phone.goto(await latestLink(email, link));
   await phone.click("text=This wasn't me");
   await phone.waitForSelector("text=Nobody was signed in");
   await laptop.waitForSelector("#wait-status[role=alert]");

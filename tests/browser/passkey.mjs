@@ -6,34 +6,13 @@
 //
 // Env: SESAME_BASE (http://localhost:PORT), MAIL_API (URL returning the
 // latest sign-in link for ?to=EMAIL), EMAIL, SHOTS (folder for screenshots).
-import { chromium } from "playwright-core";
+import { launch, latestLink, step } from "./lib.mjs";
 
 const base = process.env.SESAME_BASE;
-const mailApi = process.env.MAIL_API;
 const email = process.env.EMAIL;
 const shots = process.env.SHOTS || ".";
-const step = (what) => console.log(`step: ${what}`);
 
-async function latestLink(before) {
-  for (let i = 0; i < 100; i++) {
-    const r = await fetch(`${mailApi}?to=${encodeURIComponent(email)}`);
-    if (r.ok) {
-      const link = (await r.text()).trim();
-      if (link && link !== before) return link;
-    }
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error("no sign-in mail arrived");
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-  ],
-});
+const browser = await launch();
 let page;
 try {
   const context = await browser.newContext();
@@ -71,7 +50,7 @@ try {
   await page.waitForSelector("text=Check your email");
 
   step("follow the emailed link in the same browser");
-  const link = await latestLink("");
+  const link = await latestLink(email);
   await page.goto(link);
   // The confirm page continues by itself here; after it, the passkey offer.
   await page.waitForURL(/\/\.sesame\/passkey\/offer/);

@@ -5,35 +5,14 @@
 // come back with the passkey, through the portal, without typing anything.
 //
 // Env: SITE, PORTAL, MAIL_API, EMAIL, SHOTS, CHROMIUM.
-import { chromium } from "playwright-core";
+import { launch, latestLink, step } from "./lib.mjs";
 
 const site = process.env.SITE;
 const portal = process.env.PORTAL;
-const mailApi = process.env.MAIL_API;
 const email = process.env.EMAIL;
 const shots = process.env.SHOTS || ".";
-const step = (what) => console.log(`step: ${what}`);
 
-async function latestLink() {
-  for (let i = 0; i < 100; i++) {
-    const r = await fetch(`${mailApi}?to=${encodeURIComponent(email)}`);
-    if (r.ok) {
-      const link = (await r.text()).trim();
-      if (link) return link;
-    }
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  throw new Error("no sign-in mail arrived");
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-  ],
-});
+const browser = await launch();
 let page;
 try {
   const context = await browser.newContext();
@@ -62,7 +41,7 @@ try {
   await page.waitForSelector("text=Check your email");
 
   step("follow the emailed link (the portal's) in the same browser; add a passkey on the portal");
-  const link = await latestLink();
+  const link = await latestLink(email);
   if (!link.startsWith(`${portal}/`)) throw new Error(`the link is not the portal's: ${link}`);
   await page.goto(link);
   await page.waitForURL(/\/\.sesame\/passkey\/offer/);

@@ -50,11 +50,14 @@ async fn mail_api(mail: MailBox) -> String {
     format!("http://{addr}/mail")
 }
 
-/// playwright-core and openid-client from tests/browser/package-lock.json,
+/// playwright-core, openid-client, and jsQR with pngjs (to read a QR code
+/// off a screenshot) from tests/browser/package-lock.json,
 /// installed on first use.
 pub(crate) fn ensure_driver(dir: &Path) {
-    if dir.join("node_modules/playwright-core").is_dir()
-        && dir.join("node_modules/openid-client").is_dir()
+    let wanted = ["playwright-core", "openid-client", "jsqr", "pngjs"];
+    if wanted
+        .iter()
+        .all(|m| dir.join("node_modules").join(m).is_dir())
     {
         return;
     }
@@ -179,45 +182,64 @@ async fn an_app_on_one_host_signs_in_through_the_portal_on_another_with_a_passke
     );
 }
 
-/// The laptop asks, the phone (a context of its own) opens the emailed link,
-/// picks the laptop's number, and the laptop lands in the app; then "This
-/// wasn't me" cancels a second request and the laptop's page says so.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sign_in_asked_on_a_laptop_is_approved_on_a_phone_in_chromium() {
-    let app = spawn().await;
+/// Run a two-device script for `email`: the laptop must land on
+/// `/dashboard` as `email`; returns what the app saw there.
+async fn laptop_lands_in_the_app(app: &TestApp, script: &str, email: &str) -> Seen {
     let api = mail_api(app.mail.clone()).await;
     let env = [
         ("SITE", app.base.as_str()),
         ("MAIL_API", &api),
-        ("EMAIL", "two-devices@example.com"),
+        ("EMAIL", email),
     ];
-    let out = run_script(&app, "cross_device.mjs", &env).await;
+    let out = run_script(app, script, &env).await;
     let took = out
         .lines()
         .find_map(|l| l.strip_prefix("approval-to-arrival-ms: "))
         .expect("the script measured the approval");
-    println!("from the phone's click on the number to the laptop in the app: {took} ms");
+    println!("{script}: from the phone's click on the number to the laptop in the app: {took} ms");
     let arrived = app
         .upstream
         .seen()
         .into_iter()
         .find(|s| s.path == "/dashboard")
         .expect("the app saw /dashboard");
-    assert_eq!(
-        arrived.header("remote-email").as_deref(),
-        Some("two-devices@example.com")
-    );
+    assert_eq!(arrived.header("remote-email").as_deref(), Some(email));
+    arrived
+}
+
+fn cross_device(m: &str, kind: &str, result: &str) -> f64 {
+    TestApp::metric(
+        m,
+        &format!("sesame_cross_device_total{{kind=\"{kind}\",result=\"{result}\"}}"),
+    )
+}
+
+/// The laptop asks, the phone (a context of its own) opens the emailed link,
+/// picks the laptop's number, and the laptop lands in the app; then "This
+/// wasn't me" cancels a second request and the laptop's page says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_asked_on_a_laptop_is_approved_on_a_phone_in_chromium() {
+    let app = spawn().await;
+    let arrived =
+        laptop_lands_in_the_app(&app, "cross_device.mjs", "two-devices@example.com").await;
     assert_eq!(
         arrived.header("sesame-auth-method").as_deref(),
         Some("magic_link")
     );
     let m = app.metrics().await;
-    let count = |result: &str| {
-        TestApp::metric(
-            &m,
-            &format!("sesame_cross_device_total{{kind=\"email\",result=\"{result}\"}}"),
-        )
-    };
-    assert_eq!((count("approved"), count("cancelled")), (1.0, 1.0));
+    assert_eq!(cross_device(&m, "email", "approved"), 1.0);
+    assert_eq!(cross_device(&m, "email", "cancelled"), 1.0);
     assert_eq!(TestApp::metric(&m, "sesame_sessions_created_total"), 1.0);
+}
+
+/// "Sign in with your phone": the phone, signed in, reads the laptop's QR
+/// code off a screenshot, picks the laptop's number, and the laptop lands in
+/// the app as the phone's account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laptop_is_signed_in_by_a_phone_reading_its_qr_code_in_chromium() {
+    let app = spawn().await;
+    laptop_lands_in_the_app(&app, "phone.mjs", "qr@example.com").await;
+    let m = app.metrics().await;
+    assert_eq!(cross_device(&m, "qr", "approved"), 1.0);
+    assert_eq!(TestApp::metric(&m, "sesame_sessions_created_total"), 2.0);
 }

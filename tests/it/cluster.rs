@@ -423,13 +423,7 @@ async fn an_approval_on_one_instance_reaches_the_browser_waiting_on_the_other() 
     let number = number_on(&r.text().await.unwrap()).expect("a number to match");
     let mail = c.mail.wait_for("far@example.com", seen).await;
 
-    let waiting = {
-        let (laptop, url) = (laptop.clone(), c.a.url("/.sesame/login/wait"));
-        tokio::spawn(async move {
-            let v: serde_json::Value = laptop.get(url).send().await.unwrap().json().await.unwrap();
-            (v, Instant::now())
-        })
-    };
+    let waiting = held_wait(&laptop, c.a.url("/.sesame/login/wait"));
     // The wait is held on A before the approval is sent to B.
     tokio::task::yield_now().await;
     let sent = Instant::now();

@@ -5,13 +5,14 @@
 use crate::helpers::*;
 use std::time::{Duration, Instant};
 
-const FIREFOX_LINUX: &str =
+pub(crate) const FIREFOX_LINUX: &str =
     "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-const CHROME_ANDROID: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 \
+pub(crate) const CHROME_ANDROID: &str =
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 \
      (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36";
 
 /// A browser with this User-Agent, patient enough for a held wait.
-fn browser_as(user_agent: &str) -> reqwest::Client {
+pub(crate) fn browser_as(user_agent: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -41,7 +42,7 @@ async fn ask(app: &TestApp, laptop: &reqwest::Client, email: &str, rd: &str) -> 
 }
 
 /// The numbers the confirm page offers to pick from.
-fn choices(page: &str) -> Vec<String> {
+pub(crate) fn choices(page: &str) -> Vec<String> {
     page.match_indices("name=\"number\" value=\"")
         .map(|(i, m)| {
             let rest = &page[i + m.len()..];
@@ -50,7 +51,7 @@ fn choices(page: &str) -> Vec<String> {
         .collect()
 }
 
-async fn wait(app: &TestApp, b: &reqwest::Client) -> serde_json::Value {
+pub(crate) async fn wait(app: &TestApp, b: &reqwest::Client) -> serde_json::Value {
     let r = b.get(app.url("/.sesame/login/wait")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -74,9 +75,13 @@ async fn pick(app: &TestApp, phone: &reqwest::Client, asked: &Asked, n: &str) ->
 }
 
 fn cross_device(metrics: &str, result: &str) -> f64 {
+    cross_device_of(metrics, "email", result)
+}
+
+pub(crate) fn cross_device_of(metrics: &str, kind: &str, result: &str) -> f64 {
     TestApp::metric(
         metrics,
-        &format!("sesame_cross_device_total{{kind=\"email\",result=\"{result}\"}}"),
+        &format!("sesame_cross_device_total{{kind=\"{kind}\",result=\"{result}\"}}"),
     )
 }
 
@@ -120,13 +125,7 @@ async fn approving_on_another_device_signs_the_asking_browser_in() {
     assert_eq!(choices(&open(&phone, &asked).await), offered, "the same choices every time");
 
     // The laptop waits; the phone approves; the laptop hears at once.
-    let waiting = {
-        let (laptop, url) = (laptop.clone(), app.url("/.sesame/login/wait"));
-        tokio::spawn(async move {
-            let v: serde_json::Value = laptop.get(url).send().await.unwrap().json().await.unwrap();
-            (v, Instant::now())
-        })
-    };
+    let waiting = held_wait(&laptop, app.url("/.sesame/login/wait"));
     let sent = Instant::now();
     let r = pick(&app, &phone, &asked, &asked.number).await;
     assert_eq!(r.status(), 200);

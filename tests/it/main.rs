@@ -47,6 +47,7 @@ mod nginx;
 mod oidc;
 mod outage;
 mod passkeys;
+mod phone;
 mod portal;
 mod rules;
 mod session;

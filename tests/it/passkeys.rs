@@ -10,9 +10,9 @@ use webauthn_rs::prelude::{
 
 use crate::helpers::*;
 
-struct Person {
-    b: reqwest::Client,
-    key: SoftPasskey,
+pub(crate) struct Person {
+    pub(crate) b: reqwest::Client,
+    pub(crate) key: SoftPasskey,
 }
 
 impl TestApp {
@@ -30,7 +30,7 @@ impl TestApp {
     }
 
     /// Sign in by link, then add a passkey; returns the person and the passkey's JSON.
-    async fn with_passkey(&self, email: &str) -> (Person, Value) {
+    pub(crate) async fn with_passkey(&self, email: &str) -> (Person, Value) {
         let b = browser();
         self.sign_in(&b, email).await;
         let mut key = SoftPasskey::new(true);
@@ -59,7 +59,7 @@ impl TestApp {
     }
 
     /// Sign `p` in again with its passkey (a fresh passkey session).
-    async fn passkey_sign_in(&self, p: &mut Person, email: &str) {
+    pub(crate) async fn passkey_sign_in(&self, p: &mut Person, email: &str) {
         let rcr = self.login_options(&p.b, json!({"email": email})).await;
         let assertion = p.key.do_authentication(self.origin(), rcr).unwrap();
         assert_eq!(self.finish_login(&p.b, &assertion).await.status(), 200);

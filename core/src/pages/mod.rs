@@ -44,6 +44,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../assets/templates/stepup.html"),
     ),
     (
+        "phone.html",
+        include_str!("../../assets/templates/phone.html"),
+    ),
+    (
+        "device.html",
+        include_str!("../../assets/templates/device.html"),
+    ),
+    (
         "form_post.html",
         include_str!("../../assets/templates/form_post.html"),
     ),

@@ -29,7 +29,7 @@ use super::pending::PendingState;
 use super::{SignIn, SignInError, SignedIn};
 use crate::config::Site;
 use crate::keys::Keys;
-use crate::store::{AuthMethod, Decision, PendingLogin, StoreError};
+use crate::store::{AuthMethod, Decision, DeviceRequest, PendingLogin, StoreError};
 
 /// How long the asking browser has to collect an approval.
 pub const COLLECT_SECS: i64 = 120;
@@ -163,13 +163,21 @@ pub enum Status {
 
 impl Status {
     pub fn of(p: &PendingLogin, now: i64) -> Status {
-        match p.decision {
-            Some(Decision::Approved) if p.collected => Status::Used,
-            Some(Decision::Approved) if now >= p.expires_at => Status::Expired,
+        Status::from(p.decision, p.collected, p.expires_at, now)
+    }
+
+    pub fn of_request(r: &DeviceRequest, now: i64) -> Status {
+        Status::from(r.decision, r.collected, r.expires_at, now)
+    }
+
+    fn from(decision: Option<Decision>, collected: bool, expires_at: i64, now: i64) -> Status {
+        match decision {
+            Some(Decision::Approved) if collected => Status::Used,
+            Some(Decision::Approved) if now >= expires_at => Status::Expired,
             Some(Decision::Approved) => Status::Approved,
             Some(d @ (Decision::WrongNumber | Decision::Denied)) => Status::Cancelled(d),
             Some(Decision::Used) => Status::Used,
-            None if now >= p.expires_at => Status::Expired,
+            None if now >= expires_at => Status::Expired,
             None => Status::Waiting,
         }
     }
@@ -276,7 +284,7 @@ impl SignIn<'_> {
     async fn decidable(&self, site: &Site, raw: &str) -> Result<PendingLogin, SignInError> {
         let claims = match self.verify_link(site, raw).await {
             Err(SignInError::LinkExpired) => {
-                self.count_cross_device("expired");
+                self.count_cross_device(EMAIL, "expired");
                 return Err(SignInError::LinkExpired);
             }
             other => other?,
@@ -336,16 +344,16 @@ impl SignIn<'_> {
             Decision::WrongNumber => ("wrong_number", "cross_device_wrong_number"),
             _ => ("cancelled", "cross_device_denied"),
         };
-        self.count_cross_device(result);
+        self.count_cross_device(EMAIL, result);
         tracing::info!(target: "sesame::audit", event, kind = EMAIL, site = %p.site, email = %p.email,
             login = %p.id, asked_from = %p.asked_net);
         Ok(())
     }
 
-    fn count_cross_device(&self, result: &str) {
+    pub(super) fn count_cross_device(&self, kind: &str, result: &str) {
         self.metrics
             .cross_device
-            .with_label_values(&[EMAIL, result])
+            .with_label_values(&[kind, result])
             .inc();
     }
 

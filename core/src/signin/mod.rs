@@ -9,6 +9,7 @@
 //! audit lines. Time comes from the clock, randomness from `keys`.
 
 pub mod cross_device;
+pub mod device;
 pub mod pending;
 
 use std::net::IpAddr;
@@ -62,6 +63,13 @@ pub enum SignInError {
     /// Cancelled on another device (a wrong number, or "this wasn't me").
     #[error("the sign-in was cancelled on another device")]
     Cancelled(Decision),
+    /// No live request has this QR or device code here.
+    #[error("the code is not valid or has expired")]
+    RequestUnknown,
+    /// This account approves other devices only from a session that signed
+    /// in with its passkey lately.
+    #[error("a fresh passkey sign-in is needed to approve")]
+    PasskeyProofRequired,
     /// Over a rate limit; try again after `retry_after` seconds.
     #[error("rate limited ({}): retry after {retry_after} s", kind.label())]
     Limited { kind: LimitKind, retry_after: u64 },
@@ -80,6 +88,7 @@ impl SignInError {
             SignInError::CodeWrong { .. } => "wrong",
             SignInError::NotAllowed => "not_allowed",
             SignInError::Cancelled(_) => "gone",
+            SignInError::RequestUnknown | SignInError::PasskeyProofRequired => return None,
             SignInError::Limited { .. } | SignInError::Store(_) => return None,
         })
     }
@@ -116,6 +125,8 @@ pub enum StartedBy<'a> {
     Login(&'a str),
     /// This passkey (its credential id).
     Passkey(&'a str),
+    /// A request approved by a signed-in device (the start of its id).
+    Request(&'a str),
 }
 
 /// The rate limits sign-in by email counts against.
@@ -466,6 +477,10 @@ impl SignIn<'_> {
             StartedBy::Passkey(id) => {
                 tracing::info!(target: "sesame::audit", event = "session_created", site = %site.name, email = %user.email,
                     method = method.as_str(), passkey = %id, session = short);
+            }
+            StartedBy::Request(id) => {
+                tracing::info!(target: "sesame::audit", event = "session_created", site = %site.name, email = %user.email,
+                    method = method.as_str(), request = %id, session = short);
             }
         }
         Ok(session)

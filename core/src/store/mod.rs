@@ -130,6 +130,46 @@ pub trait PendingStore: Send + Sync {
     async fn sweep_pending(&self, now: i64) -> StoreResult<SweptPending>;
 }
 
+/// Sign-in requests approved from a signed-in device (QR, device grant),
+/// each step atomic.
+#[async_trait]
+pub trait DeviceRequestStore: Send + Sync {
+    /// Store a new request; `Exists` if its user code is taken.
+    async fn create_device_request(&self, request: &DeviceRequest) -> StoreResult<()>;
+
+    async fn device_request(&self, id: &str) -> StoreResult<Option<DeviceRequest>>;
+
+    /// The request with this user code (its MAC), as it is.
+    async fn device_request_by_code(&self, user_code: &str) -> StoreResult<Option<DeviceRequest>>;
+
+    /// Atomically decide a live, undecided request; an approval names the
+    /// approving user and their session's method, and is kept until
+    /// `collect_by`. `None` if it was decided already, expired or never
+    /// existed. Exactly one decision wins.
+    async fn decide_device_request(
+        &self,
+        id: &str,
+        now: i64,
+        decision: Decision,
+        approver: Option<(&UserId, AuthMethod)>,
+        collect_by: i64,
+    ) -> StoreResult<Option<DeviceRequest>>;
+
+    /// Atomically take an approved request for the side that asked;
+    /// `None` if not approved, taken already or out of time.
+    async fn collect_device_request(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceRequest>>;
+
+    /// Which of `ids` are decided: one read however many wait.
+    async fn decided_device_requests(&self, ids: &[String]) -> StoreResult<Vec<String>>;
+
+    /// Delete expired requests; the kinds of the approvals never collected.
+    async fn sweep_device_requests(&self, now: i64) -> StoreResult<Vec<RequestKind>>;
+}
+
 /// What [`PendingStore::sweep_pending`] deleted, of note.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweptPending {
@@ -319,6 +359,7 @@ pub trait PasskeyStore: Send + Sync {
 pub trait Store:
     UserStore
     + PendingStore
+    + DeviceRequestStore
     + SessionStore
     + HandoffStore
     + OidcStore

@@ -25,6 +25,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/postgres/0005_portal.sql")),
     (6, include_str!("migrations/postgres/0006_oidc.sql")),
     (7, include_str!("migrations/postgres/0007_cross_device.sql")),
+    (
+        8,
+        include_str!("migrations/postgres/0008_device_requests.sql"),
+    ),
 ];
 /// Arbitrary key for `pg_advisory_xact_lock` while migrating.
 const MIGRATION_LOCK: i64 = 0x5e5a_3e00;

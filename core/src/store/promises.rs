@@ -223,6 +223,175 @@ async fn a_sign_in_is_decided_once_and_an_approval_collected_once() {
     assert_eq!(swept.uncollected, 1 + p1, "{swept:?}");
 }
 
+fn request(id: &str, code: &str, expires_at: i64) -> DeviceRequest {
+    DeviceRequest {
+        id: id.into(),
+        kind: RequestKind::Qr,
+        user_code: code.into(),
+        site: "wiki".into(),
+        client_id: None,
+        scope: String::new(),
+        return_to: "https://wiki.example.com/".into(),
+        asked_agent: "Firefox on Linux".into(),
+        asked_net: "203.0.113.x".into(),
+        created_at: 0,
+        expires_at,
+        decision: None,
+        user_id: None,
+        auth_method: None,
+        collected: false,
+    }
+}
+
+#[tokio::test]
+async fn a_device_request_is_decided_once_by_one_account_and_collected_once() {
+    let (_dir, store) = store().await;
+    store
+        .create_device_request(&request("r1", "c1", 300))
+        .await
+        .unwrap();
+    // A user code names one live request.
+    assert!(matches!(
+        store.create_device_request(&request("r2", "c1", 300)).await,
+        Err(StoreError::Exists)
+    ));
+    assert_eq!(
+        store
+            .device_request_by_code("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "r1"
+    );
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let user = UserId::from(format!("u{i}"));
+                let decision = if i % 2 == 0 {
+                    Decision::Approved
+                } else {
+                    Decision::Denied
+                };
+                store
+                    .decide_device_request(
+                        "r1",
+                        10,
+                        decision,
+                        Some((&user, AuthMethod::Passkey)),
+                        130,
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = vec![];
+    for r in racers {
+        won.extend(r.await.unwrap());
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    let r = store.device_request("r1").await.unwrap().unwrap();
+    assert_eq!(r.decision, won[0].decision);
+    if r.decision == Some(Decision::Approved) {
+        assert_eq!(
+            (r.expires_at, r.auth_method),
+            (130, Some(AuthMethod::Passkey))
+        );
+        assert!(r.user_id.is_some());
+    } else {
+        assert_eq!(
+            (r.expires_at, r.user_id),
+            (300, None),
+            "a cancellation names nobody"
+        );
+    }
+
+    store
+        .create_device_request(&request("r3", "c3", 300))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .collect_device_request("r3", 10)
+            .await
+            .unwrap()
+            .is_none(),
+        "not approved yet"
+    );
+    let user = UserId::from("u_ada".to_string());
+    store
+        .decide_device_request(
+            "r3",
+            10,
+            Decision::Approved,
+            Some((&user, AuthMethod::MagicLink)),
+            130,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let racers: Vec<_> = (0..6)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.collect_device_request("r3", 20).await.unwrap() })
+        })
+        .collect();
+    let mut collected = 0;
+    for r in racers {
+        collected += r.await.unwrap().is_some() as usize;
+    }
+    assert_eq!(collected, 1);
+    // Expired: neither decided nor collected.
+    store
+        .create_device_request(&request("r4", "c4", 100))
+        .await
+        .unwrap();
+    assert!(store
+        .decide_device_request(
+            "r4",
+            100,
+            Decision::Approved,
+            Some((&user, AuthMethod::MagicLink)),
+            200
+        )
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .create_device_request(&request("r5", "c5", 300))
+        .await
+        .unwrap();
+    store
+        .decide_device_request(
+            "r5",
+            10,
+            Decision::Approved,
+            Some((&user, AuthMethod::MagicLink)),
+            130,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .collect_device_request("r5", 130)
+        .await
+        .unwrap()
+        .is_none());
+
+    let ids: Vec<String> = ["r1", "r3", "r4", "r5", "nope"].map(String::from).into();
+    let mut decided = store.decided_device_requests(&ids).await.unwrap();
+    decided.sort();
+    assert_eq!(decided, ["r1", "r3", "r5"]);
+    // r5's approval (and r1's, if approved) was never collected.
+    let swept = store.sweep_device_requests(1_000).await.unwrap();
+    let r1 = usize::from(won[0].decision == Some(Decision::Approved));
+    assert_eq!(swept.len(), 1 + r1, "{swept:?}");
+    assert!(swept.iter().all(|k| *k == RequestKind::Qr));
+    assert!(store.device_request("r3").await.unwrap().is_none(), "swept");
+}
+
 #[tokio::test]
 async fn a_session_carries_the_users_identity_as_stored_and_ends_once() {
     let (_dir, store) = store().await;

@@ -196,6 +196,68 @@ impl Decision {
     }
 }
 
+/// What a [`DeviceRequest`] signs in: a browser that shows a QR code, or
+/// a program given a user code (the device grant, RFC 8628).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Qr,
+    Device,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Qr => "qr",
+            RequestKind::Device => "device",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RequestKind> {
+        [RequestKind::Qr, RequestKind::Device]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A sign-in asked for without an address, approved from a device that is
+/// signed in already. `id` is what the asking side holds (a random id in a
+/// sealed cookie; for the device grant the hash of its device code);
+/// `user_code` is the MAC of the short code the person types or scans.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceRequest {
+    pub id: String,
+    pub kind: RequestKind,
+    pub user_code: String,
+    pub site: String,
+    pub client_id: Option<String>,
+    pub scope: String,
+    pub return_to: String,
+    pub asked_agent: String,
+    pub asked_net: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// `Approved`, `WrongNumber` or `Denied`, once decided.
+    pub decision: Option<Decision>,
+    /// Who approved it, and how their session signed in.
+    pub user_id: Option<UserId>,
+    pub auth_method: Option<AuthMethod>,
+    pub collected: bool,
+}
+
+impl fmt::Debug for DeviceRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceRequest")
+            .field("kind", &self.kind)
+            .field("site", &self.site)
+            .field("client_id", &self.client_id)
+            .field("expires_at", &self.expires_at)
+            .field("decision", &self.decision)
+            .field("user_id", &self.user_id)
+            .field("collected", &self.collected)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for PendingLogin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingLogin")

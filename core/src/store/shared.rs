@@ -7,9 +7,9 @@
 use sqlx::Row;
 
 use super::{
-    AuthMethod, Ceremony, CeremonyKind, Decision, Handoff, KeyPurpose, KeyRecord, OidcCode,
-    OidcGrant, PasskeyRecord, PendingLogin, SessionHash, SessionRecord, StoreError, StoreResult,
-    User, UserId,
+    AuthMethod, Ceremony, CeremonyKind, Decision, DeviceRequest, Handoff, KeyPurpose, KeyRecord,
+    OidcCode, OidcGrant, PasskeyRecord, PendingLogin, RequestKind, SessionHash, SessionRecord,
+    StoreError, StoreResult, User, UserId,
 };
 use crate::email::Email;
 
@@ -64,6 +64,13 @@ macro_rules! pending_cols {
     };
 }
 pub(super) use pending_cols;
+
+macro_rules! device_cols {
+    () => {
+        "id, kind, user_code, site, client_id, scope, return_to, asked_agent, asked_net, created_at, expires_at, outcome, user_id, auth_method, collected_at"
+    };
+}
+pub(super) use device_cols;
 
 macro_rules! session_cols {
     () => {
@@ -140,6 +147,34 @@ pub(super) fn pending(row: &impl Cols) -> StoreResult<PendingLogin> {
                 Decision::parse(&d)
                     .ok_or_else(|| StoreError::Other(format!("unknown sign-in outcome {d:?}")))?,
             ),
+        },
+        collected: row.opt_int("collected_at")?.is_some(),
+    })
+}
+
+pub(super) fn device_request(row: &impl Cols) -> StoreResult<DeviceRequest> {
+    let bad = |what: &str, v: &str| StoreError::Other(format!("bad {what} in store: {v:?}"));
+    let kind = row.text("kind")?;
+    Ok(DeviceRequest {
+        id: row.text("id")?,
+        kind: RequestKind::parse(&kind).ok_or_else(|| bad("request kind", &kind))?,
+        user_code: row.text("user_code")?,
+        site: row.text("site")?,
+        client_id: row.opt_text("client_id")?,
+        scope: row.text("scope")?,
+        return_to: row.text("return_to")?,
+        asked_agent: row.text("asked_agent")?,
+        asked_net: row.text("asked_net")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        decision: match row.opt_text("outcome")? {
+            Some(d) => Some(Decision::parse(&d).ok_or_else(|| bad("request outcome", &d))?),
+            None => None,
+        },
+        user_id: row.opt_text("user_id")?.map(UserId::from),
+        auth_method: match row.opt_text("auth_method")? {
+            Some(m) => Some(AuthMethod::parse(&m).ok_or_else(|| bad("auth method", &m))?),
+            None => None,
         },
         collected: row.opt_int("collected_at")?.is_some(),
     })

@@ -26,6 +26,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/sqlite/0005_portal.sql")),
     (6, include_str!("migrations/sqlite/0006_oidc.sql")),
     (7, include_str!("migrations/sqlite/0007_cross_device.sql")),
+    (
+        8,
+        include_str!("migrations/sqlite/0008_device_requests.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

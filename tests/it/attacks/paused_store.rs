@@ -53,6 +53,44 @@ impl UserStore for PausedStore {
 }
 
 #[async_trait::async_trait]
+impl DeviceRequestStore for PausedStore {
+    async fn create_device_request(&self, r: &DeviceRequest) -> StoreResult<()> {
+        self.inner.create_device_request(r).await
+    }
+    async fn device_request(&self, id: &str) -> StoreResult<Option<DeviceRequest>> {
+        self.inner.device_request(id).await
+    }
+    async fn device_request_by_code(&self, code: &str) -> StoreResult<Option<DeviceRequest>> {
+        self.inner.device_request_by_code(code).await
+    }
+    async fn decide_device_request(
+        &self,
+        id: &str,
+        now: i64,
+        decision: Decision,
+        approver: Option<(&UserId, AuthMethod)>,
+        collect_by: i64,
+    ) -> StoreResult<Option<DeviceRequest>> {
+        self.inner
+            .decide_device_request(id, now, decision, approver, collect_by)
+            .await
+    }
+    async fn collect_device_request(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceRequest>> {
+        self.inner.collect_device_request(id, now).await
+    }
+    async fn decided_device_requests(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+        self.inner.decided_device_requests(ids).await
+    }
+    async fn sweep_device_requests(&self, now: i64) -> StoreResult<Vec<RequestKind>> {
+        self.inner.sweep_device_requests(now).await
+    }
+}
+
+#[async_trait::async_trait]
 impl PendingStore for PausedStore {
     async fn create_pending(&self, login: &PendingLogin) -> StoreResult<()> {
         self.inner.create_pending(login).await

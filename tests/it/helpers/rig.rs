@@ -390,6 +390,19 @@ pub fn without_number(html: &str) -> String {
     out
 }
 
+/// A wait of `b` at `url` (`/.sesame/login/wait`), held in a task: its
+/// answer and when it came.
+pub fn held_wait(
+    b: &reqwest::Client,
+    url: String,
+) -> tokio::task::JoinHandle<(serde_json::Value, std::time::Instant)> {
+    let b = b.clone();
+    tokio::spawn(async move {
+        let r = b.get(url).send().await.unwrap();
+        (r.json().await.unwrap(), std::time::Instant::now())
+    })
+}
+
 /// The number "check your email" shows, for approving on another device.
 pub fn number_on(page: &str) -> Option<String> {
     let at = page.find("class=\"number\"")?;

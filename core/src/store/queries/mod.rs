@@ -3,6 +3,7 @@
 //! differs), one file per kind of data. `impl_store!` implements every
 //! store trait for a store type with a `pool` and `announce`.
 
+pub(super) mod device;
 pub(super) mod keys;
 pub(super) mod limits;
 pub(super) mod oidc;
@@ -11,6 +12,26 @@ pub(super) mod pending;
 pub(super) mod sessions;
 pub(super) mod users;
 
+/// The ids among `$ids` that `$select` (a `SELECT id ... AND id IN` with
+/// the list left off) finds, in bounded statements: SQLite allows 32,766
+/// parameters, and a short list plans well on both.
+macro_rules! ids_among {
+    ($pool:expr, $select:literal, $ids:expr) => {{
+        let mut found = Vec::new();
+        for chunk in $ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(concat!($select, " ({})"), marks.join(", "));
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            found.extend(q.fetch_all($pool).await?);
+        }
+        found
+    }};
+}
+pub(in crate::store) use ids_among;
+
 /// Implements `Store` for `$store`, whose `pool` field is a sqlx pool.
 macro_rules! impl_store {
     // `$user_lock`: what locks a user row read by a statement that depends
@@ -18,6 +39,7 @@ macro_rules! impl_store {
     ($store:ty, $user_lock:literal) => {
         $crate::store::queries::users::impl_user_store!($store);
         $crate::store::queries::pending::impl_pending_store!($store);
+        $crate::store::queries::device::impl_device_request_store!($store);
         $crate::store::queries::sessions::impl_session_store!($store, $user_lock);
         $crate::store::queries::sessions::impl_handoff_store!($store);
         $crate::store::queries::oidc::impl_oidc_store!($store);

@@ -107,22 +107,11 @@ macro_rules! impl_pending_store {
             }
 
             async fn decided_pending(&self, ids: &[String]) -> StoreResult<Vec<String>> {
-                let mut decided = Vec::new();
-                // Bounded statements: SQLite allows 32,766 parameters, and
-                // a short list plans well on both.
-                for chunk in ids.chunks(500) {
-                    let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-                    let sql = format!(
-                        "SELECT id FROM pending_logins WHERE consumed_at IS NOT NULL AND id IN ({})",
-                        marks.join(", ")
-                    );
-                    let mut q = sqlx::query_scalar::<_, String>(&sql);
-                    for id in chunk {
-                        q = q.bind(id);
-                    }
-                    decided.extend(q.fetch_all(&self.pool).await?);
-                }
-                Ok(decided)
+                Ok($crate::store::queries::ids_among!(
+                    &self.pool,
+                    "SELECT id FROM pending_logins WHERE consumed_at IS NOT NULL AND id IN",
+                    ids
+                ))
             }
 
             async fn sweep_pending(&self, now: i64) -> StoreResult<$crate::store::SweptPending> {
