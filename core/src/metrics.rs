@@ -178,6 +178,8 @@ pub struct Metrics {
     /// `cancelled`: "this wasn't me", `expired`: too late, or approved and
     /// never collected by the asking browser).
     pub cross_device: IntCounterVec,
+    /// Emails queued about a sign-in from a browser the account had not used.
+    pub new_browser_notices: IntCounter,
 }
 
 /// The `result` values of `sesame_cross_device_total`.
@@ -373,6 +375,11 @@ impl Metrics {
                 "sesame_cross_device_total",
                 "Sign-ins decided on another device, by kind and result",
                 &["kind", "result"],
+            ),
+            new_browser_notices: counter(
+                &registry,
+                "sesame_new_browser_notices_total",
+                "Emails about a sign-in from a browser the account had not used",
             ),
             registry,
         };

@@ -14,7 +14,7 @@ use crate::return_to::ReturnTo;
 use crate::store::AuthMethod;
 
 /// `2026-11-27 14:05 UTC`
-fn when(t: i64) -> String {
+pub(super) fn when(t: i64) -> String {
     match cookie::time::OffsetDateTime::from_unix_timestamp(t) {
         Ok(d) => format!(
             "{}-{:02}-{:02} {:02}:{:02} UTC",

@@ -175,7 +175,11 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Result {
                     tracing::warn!(error = %e, "no passkey signal after a sign-in");
                     None
                 });
+            let browser = super::signin::note_browser(app, req, &done.user).await;
             let mut r = session_response(app, req, &done.session, &to);
+            if let Some(cookie) = browser {
+                r = r.cookie(cookie);
+            }
             r.status = 200;
             r.body = serde_json::to_vec(&json!({"redirect": to, "signal": signal}))
                 .unwrap_or_default()

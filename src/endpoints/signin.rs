@@ -17,7 +17,7 @@ use crate::session::{cookies, LiveSession, NewSession};
 use crate::signin::cross_device::{self, Asker, Decided, Status};
 use crate::signin::device::Requested;
 use crate::signin::{SignInError, SignedIn};
-use crate::store::StoreError;
+use crate::store::{BrowserSeen, StoreError};
 
 #[derive(Serialize)]
 struct LoginPage<'a> {
@@ -397,9 +397,96 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Result {
     Ok(signed_in(app, req, &done).await)
 }
 
+#[derive(Serialize)]
+struct NewBrowserMail<'a> {
+    site_name: &'a str,
+    browser: &'a str,
+    network: String,
+    when: String,
+    account_url: String,
+}
+
+/// Remember this browser for `user`, just signed in; a browser the account
+/// has not used before (and is not its first) is announced by email. The
+/// browser cookie to set, when this browser had none.
+pub(super) async fn note_browser(
+    app: &App,
+    req: &Req<'_>,
+    user: &crate::store::User,
+) -> Option<String> {
+    if !app.config.notify_new_device {
+        return None;
+    }
+    let ours = |v: &&str| {
+        v.len() == 32
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let (id, set) = match req.cookie(cookies::BROWSER_COOKIE).filter(ours) {
+        Some(v) => (v.to_string(), None),
+        None => {
+            let id = crate::random::id(24);
+            let cookie = cookies::set(
+                &req.site.site,
+                cookies::BROWSER_COOKIE,
+                &id,
+                400 * 24 * 3600,
+                CookieScope::HostOnly,
+            );
+            (id, Some(cookie))
+        }
+    };
+    let now = app.clock.now();
+    let seen = app
+        .store
+        .remember_browser(user.id.as_str(), &crate::session::hash_id(&id), now)
+        .await;
+    match seen {
+        Ok(BrowserSeen::New) => {
+            let site = &req.site.site;
+            let asker = Asker::of(
+                req.headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+                req.client_ip,
+            );
+            let vars = NewBrowserMail {
+                site_name: &site.name,
+                browser: &asker.agent,
+                network: req.client_ip.to_string(),
+                when: super::account::when(now),
+                account_url: site.sesame_url("/account", &[]),
+            };
+            let mail = crate::mail::OutgoingMail {
+                to: user.email.clone(),
+                subject: format!("New sign-in to {} from {}", site.name, asker.agent),
+                text: app.pages.render("new_browser.txt", &vars),
+                html: app.pages.render("new_browser.html", &vars),
+            };
+            if app.outbox.enqueue(mail, &app.metrics) {
+                app.metrics.new_browser_notices.inc();
+                tracing::info!(target: "sesame::audit", event = "new_browser_noticed", email = %user.email,
+                    site = %site.name, browser = %asker.agent, client = %req.client_ip);
+            }
+        }
+        Ok(BrowserSeen::Known | BrowserSeen::First) => {}
+        Err(e) => tracing::warn!(error = %e, "could not remember the browser of a sign-in"),
+    }
+    set
+}
+
 /// The session cookie and the way on: to the passkey offer first, once per
 /// browser, for people who have no passkey yet.
 async fn signed_in(app: &App, req: &Req<'_>, done: &SignedIn) -> Resp {
+    let browser = note_browser(app, req, &done.user).await;
+    let r = to_app(app, req, done).await;
+    match browser {
+        Some(cookie) => r.cookie(cookie),
+        None => r,
+    }
+}
+
+async fn to_app(app: &App, req: &Req<'_>, done: &SignedIn) -> Resp {
     if offer_passkey(app, req, &done.user).await {
         let offer = req
             .site

@@ -12,7 +12,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE};
 use pingora::http::RequestHeader;
 
 use crate::app::SiteRt;
-use crate::session::cookies::OFFERED_COOKIE;
+use crate::session::cookies::{BROWSER_COOKIE, OFFERED_COOKIE};
 use crate::session::LiveSession;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -178,6 +178,7 @@ fn strip_cookies(h: &mut HeaderMap, site: &SiteRt) {
             || name == site.pending_cookie
             || name == site.proof_cookie
             || name == OFFERED_COOKIE
+            || name == BROWSER_COOKIE
     };
     let mut kept: Vec<&str> = Vec::new();
     let mut changed = false;

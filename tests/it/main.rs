@@ -44,6 +44,7 @@ mod limits;
 mod link;
 mod mail;
 mod nginx;
+mod notices;
 mod oidc;
 mod outage;
 mod passkeys;

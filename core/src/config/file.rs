@@ -103,6 +103,7 @@ pub struct AuthFile {
     pub rp_id: Option<String>,
     pub rp_name: Option<String>,
     pub passkey_prompt: Option<bool>,
+    pub notify_new_device: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

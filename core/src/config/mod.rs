@@ -89,6 +89,8 @@ pub struct Config {
     pub rp_name: String,
     /// Offer to add a passkey right after a sign-in by email.
     pub passkey_prompt: bool,
+    /// Email the account when it signs in from a browser it has not used.
+    pub notify_new_device: bool,
     pub session: SessionConfig,
     pub magic_link: MagicLinkConfig,
     pub store: StoreConfig,

@@ -64,6 +64,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../assets/email/magic_link.txt"),
     ),
     (
+        "new_browser.html",
+        include_str!("../../assets/email/new_browser.html"),
+    ),
+    (
+        "new_browser.txt",
+        include_str!("../../assets/email/new_browser.txt"),
+    ),
+    (
         "passkey_notice.html",
         include_str!("../../assets/email/passkey_notice.html"),
     ),

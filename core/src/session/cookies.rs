@@ -21,6 +21,9 @@ pub const PROOF_COOKIE: &str = "sesame_proof";
 /// Holds, on a site behind a portal, the state of the handoff under way: the
 /// portal's code is taken only by the browser that has it.
 pub const HANDOFF_COOKIE: &str = "sesame_handoff";
+/// A random id of this browser, so that a sign-in from a browser the
+/// account has not used can be announced (`[auth] notify_new_device`).
+pub const BROWSER_COOKIE: &str = "sesame_browser";
 /// Marks a browser that was already offered to add a passkey.
 pub const OFFERED_COOKIE: &str = "sesame_passkey_offered";
 /// Cookies longer than this are not ours, whatever their name.

@@ -76,6 +76,24 @@ pub trait UserStore: Send + Sync {
 
     /// The user's WebAuthn handle, set to `fresh` if they had none yet.
     async fn ensure_user_handle(&self, user_id: &str, fresh: &str) -> StoreResult<String>;
+
+    /// Note that the user signed in from `browser` (a hash of its browser
+    /// cookie): whether it is one they used before, a new one, or the first
+    /// the account has (nothing to compare with). The newest 50 are kept.
+    async fn remember_browser(
+        &self,
+        user_id: &str,
+        browser: &str,
+        now: i64,
+    ) -> StoreResult<BrowserSeen>;
+}
+
+/// What [`UserStore::remember_browser`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserSeen {
+    Known,
+    New,
+    First,
 }
 
 /// Pending sign-ins (a link and code asked for), each step atomic.

@@ -29,6 +29,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("migrations/postgres/0008_device_requests.sql"),
     ),
+    (
+        9,
+        include_str!("migrations/postgres/0009_known_browsers.sql"),
+    ),
 ];
 /// Arbitrary key for `pg_advisory_xact_lock` while migrating.
 const MIGRATION_LOCK: i64 = 0x5e5a_3e00;

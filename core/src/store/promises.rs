@@ -393,6 +393,44 @@ async fn a_device_request_is_decided_once_by_one_account_and_collected_once() {
 }
 
 #[tokio::test]
+async fn browsers_are_remembered_per_account_the_newest_fifty() {
+    let (_dir, store) = store().await;
+    assert_eq!(
+        store.remember_browser("u1", "b0", 0).await.unwrap(),
+        BrowserSeen::First
+    );
+    assert_eq!(
+        store.remember_browser("u1", "b0", 1).await.unwrap(),
+        BrowserSeen::Known
+    );
+    assert_eq!(
+        store.remember_browser("u2", "b0", 1).await.unwrap(),
+        BrowserSeen::First,
+        "per account"
+    );
+    for i in 1..=60 {
+        let b = format!("b{i}");
+        assert_eq!(
+            store.remember_browser("u1", &b, i).await.unwrap(),
+            BrowserSeen::New
+        );
+    }
+    // The newest 50 are kept: b0 (the oldest) is forgotten, b60 is known.
+    assert_eq!(
+        store.remember_browser("u1", "b60", 99).await.unwrap(),
+        BrowserSeen::Known
+    );
+    assert_eq!(
+        store.remember_browser("u1", "b11", 99).await.unwrap(),
+        BrowserSeen::Known
+    );
+    assert_eq!(
+        store.remember_browser("u1", "b0", 100).await.unwrap(),
+        BrowserSeen::New
+    );
+}
+
+#[tokio::test]
 async fn a_session_carries_the_users_identity_as_stored_and_ends_once() {
     let (_dir, store) = store().await;
     let ada = user("u_1", "ada@example.com", &["staff"]);

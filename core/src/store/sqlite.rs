@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("migrations/sqlite/0008_device_requests.sql"),
     ),
+    (9, include_str!("migrations/sqlite/0009_known_browsers.sql")),
 ];
 
 pub struct SqliteStore {

@@ -47,6 +47,14 @@ impl UserStore for PausedStore {
     async fn user_by_handle(&self, handle: &str) -> StoreResult<Option<User>> {
         self.inner.user_by_handle(handle).await
     }
+    async fn remember_browser(
+        &self,
+        user_id: &str,
+        browser: &str,
+        now: i64,
+    ) -> StoreResult<BrowserSeen> {
+        self.inner.remember_browser(user_id, browser, now).await
+    }
     async fn ensure_user_handle(&self, user_id: &str, fresh: &str) -> StoreResult<String> {
         self.inner.ensure_user_handle(user_id, fresh).await
     }

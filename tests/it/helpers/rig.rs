@@ -30,6 +30,8 @@ pub struct Options {
     pub per_client: u32,
     /// `[rate_limit] waits_per_client_per_minute`: high by default.
     pub waits_per_minute: u32,
+    /// `[auth] notify_new_device`: on, as by default.
+    pub notify_new_device: bool,
     /// `[portal] public_url = "http://{host}:{port}"` with this host.
     pub portal: Option<&'static str>,
     /// The first site's host (`localhost` by default).
@@ -52,6 +54,7 @@ impl Default for Options {
             passkey_starts_per_minute: 100_000,
             per_client: 1000,
             waits_per_minute: 100_000,
+            notify_new_device: true,
             portal: None,
             site0_host: "localhost",
         }
@@ -99,6 +102,7 @@ timeout = "2s"
 
 [auth]
 passkey_prompt = {prompt}
+notify_new_device = {notify}
 
 [users]
 signup = "{signup}"
@@ -137,6 +141,7 @@ upstream = ["{upstream}"]
             .unwrap_or_else(|| format!("\"{upstream}\"")),
         public_port = o.public_port.unwrap_or(port),
         prompt = o.passkey_prompt,
+        notify = o.notify_new_device,
         anonymous = o.anonymous_per_minute,
         per_client = o.per_client,
         passkey_starts = o.passkey_starts_per_minute,

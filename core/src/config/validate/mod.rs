@@ -252,6 +252,7 @@ impl<'a> Validator<'a> {
             rp_id,
             rp_name,
             passkey_prompt,
+            notify_new_device: f.auth.notify_new_device.unwrap_or(true),
             session,
             magic_link,
             store: store?,
@@ -433,6 +434,7 @@ impl<'a> Validator<'a> {
             crate::session::cookies::OFFERED_COOKIE,
             crate::session::cookies::PROOF_COOKIE,
             crate::session::cookies::HANDOFF_COOKIE,
+            crate::session::cookies::BROWSER_COOKIE,
         ]
         .contains(&lower.as_str())
             || lower.starts_with("__host-")

@@ -136,6 +136,39 @@ macro_rules! impl_user_store {
                     .await?;
                 handle.flatten().ok_or_else(|| StoreError::Other("no such user".into()))
             }
+
+            async fn remember_browser(&self, user_id: &str, browser: &str, now: i64) -> StoreResult<$crate::store::BrowserSeen> {
+                let added = sqlx::query(
+                    "INSERT INTO known_browsers (user_id, browser, first_seen) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(user_id)
+                .bind(browser)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if added == 0 {
+                    return Ok($crate::store::BrowserSeen::Known);
+                }
+                let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM known_browsers WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                if known > 50 {
+                    sqlx::query(
+                        "DELETE FROM known_browsers WHERE user_id = $1 AND browser NOT IN \
+                         (SELECT browser FROM known_browsers WHERE user_id = $1 ORDER BY first_seen DESC, browser LIMIT 50)",
+                    )
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                }
+                Ok(if known == 1 {
+                    $crate::store::BrowserSeen::First
+                } else {
+                    $crate::store::BrowserSeen::New
+                })
+            }
         }
     };
 }
