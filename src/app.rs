@@ -92,6 +92,8 @@ pub struct App {
     pub wait_limit: crate::ratelimit::LocalLimiter,
     /// The asking browsers waiting here for another device's decision.
     pub waiters: crate::signin::cross_device::Waiters,
+    /// When each device code was last polled (`slow_down`).
+    pub device_polls: crate::signin::device::Polls,
     /// Content-Security-Policy of Sesame's own pages.
     pub csp: String,
     /// The WebAuthn relying party for passkeys.
@@ -235,6 +237,7 @@ impl App {
                 clock.clone(),
             ),
             waiters: crate::signin::cross_device::Waiters::new(MAX_WAITING),
+            device_polls: Default::default(),
             config,
             sites,
             store,

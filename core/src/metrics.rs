@@ -401,7 +401,7 @@ impl Metrics {
             zero(&self.handoffs, &[result]);
         }
         for result in CROSS_DEVICE_RESULTS {
-            for kind in ["email", "qr"] {
+            for kind in ["email", "qr", "device"] {
                 zero(&self.cross_device, &[kind, result]);
             }
         }

@@ -63,6 +63,9 @@ struct Asking<'a> {
     net: &'a str,
     ago: &'a str,
     choices: [u8; 3],
+    /// For the device grant: the program's name (it shows no number: its
+    /// code, typed or scanned here, is the match).
+    program: Option<&'a str>,
     /// A passkey sign-in is needed first (`here`: to come back to).
     needs_passkey: bool,
     here: &'a str,
@@ -199,7 +202,14 @@ pub async fn device_page(app: &App, req: &Req<'_>) -> Result {
     };
     let here = site.sesame_url("/device", &[("code", &code)]);
     let needs_passkey = !sign_in.may_approve(&live.record).await?;
+    let program = match (d.request.kind, &d.request.client_id, &app.oidc) {
+        (crate::store::RequestKind::Device, Some(id), Some(oidc)) => {
+            oidc.client(id).map(|c| c.name.as_str())
+        }
+        _ => None,
+    };
     let asking = Asking {
+        program,
         agent: &d.asker.agent,
         net: &d.asker.net,
         ago: &d.asked_ago,

@@ -234,6 +234,8 @@ fn writes_anonymously(method: &Method, path: &str) -> bool {
         // Takes (deletes) a handoff code, or stores one: bounded like the
         // others.
         "/handoff" | "/authorize" | "/oidc/authorize" => true,
+        // Stores a device request.
+        "/oidc/device_authorization" => true,
         _ => false,
     }
 }
@@ -278,6 +280,9 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
                 "/oidc/jwks.json" if m == Method::GET => return Ok(oidc::jwks(provider)),
                 "/oidc/authorize" if m == Method::GET || m == Method::POST => {
                     return oidc::authorize(app, provider, req).await
+                }
+                "/oidc/device_authorization" => {
+                    return oidc::device_authorization(app, provider, req).await
                 }
                 // Called by script too, from a public client's page (CORS).
                 "/oidc/token" | "/oidc/revoke" | "/oidc/userinfo" if m == Method::OPTIONS => {

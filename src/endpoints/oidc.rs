@@ -522,26 +522,43 @@ async fn client_of<'p>(
     }
 }
 
+/// A POST of a client to the token or device authorization endpoint: its
+/// form and the client, authenticated; else the error to answer.
+async fn client_post<'p>(
+    app: &App,
+    oidc: &'p Provider,
+    req: &Req<'_>,
+) -> std::result::Result<(Params, &'p OidcClient), Resp> {
+    if *req.method != Method::POST {
+        return Err(token_error(app, "invalid_request", "use POST", false));
+    }
+    let form = Params::of(req).map_err(|why| token_error(app, "invalid_request", why, false))?;
+    let client = client_of(app, oidc, req, &form).await?;
+    Ok((form, client))
+}
+
 /// `POST /.sesame/oidc/token`
 pub async fn token(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
-    if *req.method != Method::POST {
-        return Ok(token_error(app, "invalid_request", "use POST", false));
-    }
-    let form = match Params::of(req) {
-        Ok(f) => f,
-        Err(why) => return Ok(token_error(app, "invalid_request", why, false)),
-    };
-    let client = match client_of(app, oidc, req, &form).await {
+    let (form, client) = match client_post(app, oidc, req).await {
         Ok(c) => c,
         Err(resp) => return Ok(resp),
     };
     match form.get("grant_type") {
         Some("authorization_code") => code_grant(app, oidc, client, &form).await,
         Some("refresh_token") => refresh_grant(app, oidc, client, &form).await,
+        Some(DEVICE_CODE) if client.device_grant => {
+            device_grant(app, oidc, client, &form, req).await
+        }
+        Some(DEVICE_CODE) => Ok(token_error(
+            app,
+            "unauthorized_client",
+            "this client may not use the device grant (device_grant = true)",
+            false,
+        )),
         Some(_) => Ok(token_error(
             app,
             "unsupported_grant_type",
-            "authorization_code and refresh_token are supported",
+            "authorization_code, refresh_token and the device code are supported",
             false,
         )),
         None => Ok(token_error(
@@ -550,6 +567,159 @@ pub async fn token(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
             "grant_type is missing",
             false,
         )),
+    }
+}
+
+/// The device grant's `grant_type` (RFC 8628 3.4).
+const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// `POST /.sesame/oidc/device_authorization` (RFC 8628 3.1): a program asks
+/// to sign someone in; it shows them `user_code` and where to approve it.
+pub async fn device_authorization(app: &App, oidc: &Provider, req: &Req<'_>) -> Result {
+    let (form, client) = match client_post(app, oidc, req).await {
+        Ok(c) => c,
+        Err(resp) => return Ok(resp),
+    };
+    if !client.device_grant {
+        return Ok(token_error(
+            app,
+            "unauthorized_client",
+            "this client may not use the device grant (device_grant = true)",
+            false,
+        ));
+    }
+    let Some(scope) = oidc::scopes(form.get("scope").unwrap_or("openid")) else {
+        return Ok(token_error(
+            app,
+            "invalid_scope",
+            "the scope must include openid",
+            false,
+        ));
+    };
+    let asker = crate::signin::cross_device::Asker::of(
+        req.headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+        req.client_ip,
+    );
+    let device_code = random_id(32);
+    let requested = app
+        .sign_in()
+        .new_request(
+            crate::store::RequestKind::Device,
+            &req.site.site.name,
+            Some(&client.id),
+            &scope,
+            "",
+            asker,
+            &hash_id(&device_code),
+        )
+        .await?;
+    let site = &req.site.site;
+    let body = json!({
+        "device_code": device_code,
+        "user_code": requested.user_code,
+        "verification_uri": site.sesame_url("/device", &[]),
+        "verification_uri_complete": site.sesame_url("/device", &[("code", &requested.user_code)]),
+        "expires_in": crate::signin::device::REQUEST_SECS,
+        "interval": crate::signin::device::POLL_SECS,
+    });
+    Ok(Resp::json(200, &body).header(header::PRAGMA, "no-cache"))
+}
+
+/// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628
+/// 3.4): the program polls until the person approved or refused. A grant
+/// approved hangs from a session of its own (listed on the account page,
+/// revocable), signed in as the approving session was.
+async fn device_grant(
+    app: &App,
+    oidc: &Provider,
+    client: &OidcClient,
+    form: &Params,
+    req: &Req<'_>,
+) -> Result {
+    use crate::signin::cross_device::Status;
+    let Some(code) = form.get("device_code") else {
+        return Ok(token_error(
+            app,
+            "invalid_request",
+            "device_code is missing",
+            false,
+        ));
+    };
+    let id = hash_id(code);
+    let now = app.clock.now();
+    let pending = |error: &'static str, why: &str| {
+        // Polls are the flow's normal course: not counted as errors.
+        Resp::json(400, &json!({"error": error, "error_description": why}))
+            .header(header::PRAGMA, "no-cache")
+    };
+    let r = match app.store.device_request(&id).await? {
+        Some(r)
+            if r.kind == crate::store::RequestKind::Device
+                && r.client_id.as_deref() == Some(client.id.as_str()) =>
+        {
+            r
+        }
+        _ => {
+            return Ok(token_error(
+                app,
+                "invalid_grant",
+                "the device_code is unknown",
+                false,
+            ))
+        }
+    };
+    if app.device_polls.too_soon(&id) {
+        return Ok(pending(
+            "slow_down",
+            "polled faster than the interval: wait 5 s more between polls",
+        ));
+    }
+    let done = |error: &'static str, why: &str| {
+        app.device_polls.forget(&id);
+        token_error(app, error, why, false)
+    };
+    match Status::of_request(&r, now) {
+        Status::Waiting => Ok(pending(
+            "authorization_pending",
+            "the person has not approved it yet",
+        )),
+        Status::Cancelled(_) => Ok(done("access_denied", "the person refused it")),
+        Status::Expired => Ok(done("expired_token", "the code expired: start again")),
+        Status::Used => Ok(done("invalid_grant", "the code was already used")),
+        Status::Approved => {
+            let sign_in = app.sign_in();
+            let signed_in = match sign_in.collect_request(&req.site.site, &id).await {
+                Ok(s) => s,
+                Err(crate::signin::SignInError::Store(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Ok(done(
+                        "invalid_grant",
+                        "the code was already used, or the account may not sign in",
+                    ))
+                }
+            };
+            app.device_polls.forget(&id);
+            let record = &signed_in.session.record;
+            let grant = OidcGrant {
+                id: random_id(16),
+                client_id: client.id.clone(),
+                user_id: record.user_id.clone(),
+                session: record.id_hash.clone(),
+                scope: r.scope.clone(),
+                auth_time: now,
+                auth_method: record.auth_method,
+                created_at: now,
+            };
+            let how = Issue {
+                source: Source::Device,
+                nonce: None,
+                scope: None,
+                grant_type: "device_code",
+            };
+            issue(app, oidc, client, &grant, how).await
+        }
     }
 }
 
@@ -606,7 +776,7 @@ async fn code_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &Para
         created_at: now,
     };
     let how = Issue {
-        from_code: Some(&c.code_hash),
+        source: Source::Code(&c.code_hash),
         nonce: c.nonce.as_deref(),
         scope: None,
         grant_type: "authorization_code",
@@ -671,7 +841,7 @@ async fn refresh_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &P
         narrower = Some(kept.join(" "));
     }
     let how = Issue {
-        from_code: None,
+        source: Source::Refresh,
         nonce: None,
         scope: narrower.as_deref(),
         grant_type: "refresh_token",
@@ -679,10 +849,19 @@ async fn refresh_grant(app: &App, oidc: &Provider, client: &OidcClient, form: &P
     issue(app, oidc, client, &grant, how).await
 }
 
+/// Where the grant tokens are issued for comes from.
+enum Source<'a> {
+    /// A new grant, from this authorization code.
+    Code(&'a str),
+    /// A new grant, from an approved device code.
+    Device,
+    /// A live grant, refreshed.
+    Refresh,
+}
+
 /// How tokens are being issued.
 struct Issue<'a> {
-    /// The code a new grant comes from; `None`: a refresh of a live grant.
-    from_code: Option<&'a str>,
+    source: Source<'a>,
     nonce: Option<&'a str>,
     /// The access token's scope, when narrower than the grant's.
     scope: Option<&'a str>,
@@ -699,7 +878,7 @@ async fn issue(
     how: Issue<'_>,
 ) -> Result {
     let Issue {
-        from_code,
+        source,
         nonce,
         scope,
         grant_type,
@@ -751,17 +930,20 @@ async fn issue(
             scope: None,
         });
     }
-    match from_code {
-        Some(code_hash) => {
+    match source {
+        Source::Code(code_hash) => {
             if !app
                 .store
-                .create_oidc_grant(grant, code_hash, &tokens)
+                .create_oidc_grant(grant, Some(code_hash), &tokens)
                 .await?
             {
                 return Ok(invalid("the code was already used"));
             }
         }
-        None => app.store.add_oidc_tokens(&grant.id, &tokens).await?,
+        Source::Device => {
+            app.store.create_oidc_grant(grant, None, &tokens).await?;
+        }
+        Source::Refresh => app.store.add_oidc_tokens(&grant.id, &tokens).await?,
     }
     let Some(id_token) = oidc.id_token(&oidc::IdToken {
         client_id: &grant.client_id,

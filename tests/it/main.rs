@@ -35,6 +35,7 @@ mod cluster;
 mod code;
 mod config;
 mod cross_device;
+mod device_grant;
 mod docs;
 mod forward_auth;
 mod intercept;

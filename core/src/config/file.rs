@@ -65,6 +65,9 @@ pub struct OidcClientFile {
     pub allow_groups: Vec<String>,
     #[serde(default)]
     pub require_passkey: bool,
+    /// May sign in programs by the device grant (RFC 8628).
+    #[serde(default)]
+    pub device_grant: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -130,6 +130,9 @@ pub struct OidcClient {
     /// Who may use this app (empty lists: everyone signed in).
     pub admission: Admission,
     pub require_passkey: bool,
+    /// May use the device grant (RFC 8628): a program shows a code, the
+    /// person approves it on a signed-in device.
+    pub device_grant: bool,
 }
 
 impl OidcClient {

@@ -25,6 +25,49 @@ use crate::store::{
     AuthMethod, Decision, DeviceRequest, RequestKind, SessionRecord, StoreError, StoreResult,
 };
 
+/// Seconds a program waits between polls of the token endpoint.
+pub const POLL_SECS: u64 = 5;
+
+/// When each device request was last polled, to answer `slow_down` to a
+/// program that polls faster than [`POLL_SECS`] (per instance; nothing
+/// stored).
+pub struct Polls {
+    last: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Default for Polls {
+    fn default() -> Self {
+        Polls {
+            last: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl Polls {
+    /// Note a poll of `id`: true if it came too soon after the last one
+    /// (a fifth of the interval is forgiven: timers and round trips).
+    pub fn too_soon(&self, id: &str) -> bool {
+        let now = std::time::Instant::now();
+        let interval = std::time::Duration::from_secs(POLL_SECS);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() >= 10_000 {
+            last.retain(|_, t| now.duration_since(*t) < 2 * interval);
+        }
+        match last.insert(id.to_string(), now) {
+            Some(prev) => now.duration_since(prev) < interval * 4 / 5,
+            None => false,
+        }
+    }
+
+    /// `id` is done with: forget it.
+    pub fn forget(&self, id: &str) {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
 /// How long a QR or device code works.
 pub const REQUEST_SECS: i64 = 5 * 60;
 
@@ -102,11 +145,13 @@ impl SignIn<'_> {
         return_to: &str,
         asker: Asker,
     ) -> Result<Requested, SignInError> {
-        self.new_request(RequestKind::Qr, &site.name, None, "", return_to, asker)
+        let id = crate::random::id(24);
+        self.new_request(RequestKind::Qr, &site.name, None, "", return_to, asker, &id)
             .await
     }
 
-    /// Store a new request of `kind`, with a fresh id and user code.
+    /// Store a new request of `kind` as `id`, with a fresh user code.
+    #[allow(clippy::too_many_arguments)]
     pub async fn new_request(
         &self,
         kind: RequestKind,
@@ -115,14 +160,14 @@ impl SignIn<'_> {
         scope: &str,
         return_to: &str,
         asker: Asker,
+        id: &str,
     ) -> Result<Requested, SignInError> {
         let now = self.clock.now();
         // A taken code (one in billions while few are live) gets another.
         for _ in 0..3 {
             let user_code = new_user_code();
-            let id = crate::random::id(24);
             let request = DeviceRequest {
-                id: id.clone(),
+                id: id.to_string(),
                 kind,
                 user_code: stored_code(self.keys, &normalize(&user_code).unwrap_or_default()),
                 site: site.to_string(),
@@ -139,7 +184,12 @@ impl SignIn<'_> {
                 collected: false,
             };
             match self.store.create_device_request(&request).await {
-                Ok(()) => return Ok(Requested { id, user_code }),
+                Ok(()) => {
+                    return Ok(Requested {
+                        id: id.to_string(),
+                        user_code,
+                    })
+                }
                 Err(StoreError::Exists) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -209,8 +259,12 @@ impl SignIn<'_> {
         if !self.may_approve(by).await? {
             return Err(SignInError::PasskeyProofRequired);
         }
-        let right = number.trim().parse::<u8>().ok()
-            == Some(cross_device::number(self.keys, &d.request.id));
+        // A program shows only its code (RFC 8628), which the person typed
+        // or scanned from its screen: that is the match. A browser shows a
+        // number as well.
+        let right = d.request.kind == RequestKind::Device
+            || number.trim().parse::<u8>().ok()
+                == Some(cross_device::number(self.keys, &d.request.id));
         let decision = if right {
             Decision::Approved
         } else {

@@ -250,13 +250,14 @@ pub trait OidcStore: Send + Sync {
     /// before answers `Reused` with the grant its first use made.
     async fn take_oidc_code(&self, code_hash: &str, now: i64) -> StoreResult<CodeTaken>;
 
-    /// Store a grant made from a code, with its first tokens, and note it
-    /// on the code (so that a second use of the code can revoke it); false
-    /// (nothing stored) if a second use of the code came first.
+    /// Store a grant made from a code (or, `None`, an approved device
+    /// code), with its first tokens, and note it on the code (so that a
+    /// second use of the code can revoke it); false (nothing stored) if a
+    /// second use of the code came first.
     async fn create_oidc_grant(
         &self,
         grant: &OidcGrant,
-        code_hash: &str,
+        code_hash: Option<&str>,
         tokens: &[NewToken],
     ) -> StoreResult<bool>;
 

@@ -198,7 +198,7 @@ impl OidcStore for PausedStore {
     async fn create_oidc_grant(
         &self,
         grant: &OidcGrant,
-        code_hash: &str,
+        code_hash: Option<&str>,
         tokens: &[NewToken],
     ) -> StoreResult<bool> {
         self.inner.create_oidc_grant(grant, code_hash, tokens).await

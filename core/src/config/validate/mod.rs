@@ -314,7 +314,8 @@ impl<'a> Validator<'a> {
                     Some(s)
                 }
             };
-            if c.redirect_uris.is_empty() {
+            // A client of the device grant alone has no browser to send back.
+            if c.redirect_uris.is_empty() && !c.device_grant {
                 self.err(
                     p("redirect_uris"),
                     "needs at least one, e.g. [\"https://grafana.example.com/login/generic_oauth\"]",
@@ -376,6 +377,7 @@ impl<'a> Validator<'a> {
                     groups: c.allow_groups,
                 },
                 require_passkey: c.require_passkey,
+                device_grant: c.device_grant,
             });
         }
         clients

@@ -340,6 +340,18 @@ fn oidc_clients_need_a_portal_a_hash_and_exact_https_redirects() {
         "no hash in Debug"
     );
     assert!(message(&with(false, &good), "oidc.client").contains("[portal]"));
+    // A client of the device grant alone needs no redirect URI; others do.
+    let cli = load(&with(
+        true,
+        "id = \"cli\"\npublic = true\ndevice_grant = true",
+    ))
+    .unwrap();
+    assert!(cli.oidc_clients[0].device_grant);
+    assert!(message(
+        &with(true, "id = \"cli\"\npublic = true"),
+        "oidc.client[0].redirect_uris"
+    )
+    .contains("at least one"));
     assert!(message(
         &with(
             true,

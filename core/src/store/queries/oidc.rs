@@ -66,7 +66,7 @@ macro_rules! impl_oidc_store {
             async fn create_oidc_grant(
                 &self,
                 g: &OidcGrant,
-                code_hash: &str,
+                code_hash: Option<&str>,
                 tokens: &[NewToken],
             ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
@@ -86,14 +86,16 @@ macro_rules! impl_oidc_store {
                 .await?;
                 // The code's first use, unless a second use was seen first
                 // (then nothing is stored: the first user gets nothing).
-                let noted = sqlx::query("UPDATE oidc_codes SET grant_id = $1 WHERE code_hash = $2 AND grant_id IS NULL")
-                    .bind(&g.id)
-                    .bind(code_hash)
-                    .execute(&mut *tx)
-                    .await?;
-                if noted.rows_affected() == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
+                if let Some(code_hash) = code_hash {
+                    let noted = sqlx::query("UPDATE oidc_codes SET grant_id = $1 WHERE code_hash = $2 AND grant_id IS NULL")
+                        .bind(&g.id)
+                        .bind(code_hash)
+                        .execute(&mut *tx)
+                        .await?;
+                    if noted.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
                 }
                 for t in tokens {
                     sqlx::query("INSERT INTO oidc_tokens (token_hash, grant_id, kind, expires_at, scope) VALUES ($1, $2, $3, $4, $5)")
