@@ -62,7 +62,6 @@ struct Asking<'a> {
     agent: &'a str,
     net: &'a str,
     ago: &'a str,
-    choices: [u8; 3],
     /// For the device grant: the program's name (it shows no number: its
     /// code, typed or scanned here, is the match).
     program: Option<&'a str>,
@@ -117,7 +116,8 @@ pub async fn ask(app: &App, req: &Req<'_>) -> Result {
         &req.site.site,
         &req.site.pending_cookie,
         &sealed,
-        REQUEST_SECS,
+        // An approval near the end is still collected.
+        REQUEST_SECS + cross_device::COLLECT_SECS,
         CookieScope::HostOnly,
     );
     Ok(Resp::redirect(303, "/.sesame/login/phone").cookie(cookie))
@@ -213,7 +213,6 @@ pub async fn device_page(app: &App, req: &Req<'_>) -> Result {
         agent: &d.asker.agent,
         net: &d.asker.net,
         ago: &d.asked_ago,
-        choices: d.choices,
         needs_passkey,
         here: &here,
     };

@@ -689,6 +689,27 @@ async fn device_grant(
         Status::Expired => Ok(done("expired_token", "the code expired: start again")),
         Status::Used => Ok(done("invalid_grant", "the code was already used")),
         Status::Approved => {
+            // Who may use the app, and how they must have signed in, before
+            // anything is made for them.
+            let (Some(user_id), Some(method)) = (&r.user_id, r.auth_method) else {
+                return Ok(done("invalid_grant", "the approval names nobody"));
+            };
+            let admitted = match app.store.user_by_id(user_id.as_str()).await? {
+                Some(u) if !u.disabled => client.admission.admits(&u.email, &u.groups),
+                _ => false,
+            };
+            if !admitted {
+                return Ok(done(
+                    "access_denied",
+                    "this account may not use this application",
+                ));
+            }
+            if client.require_passkey && method != crate::store::AuthMethod::Passkey {
+                return Ok(done(
+                    "access_denied",
+                    "this application needs a passkey: approve from a session signed in with one",
+                ));
+            }
             let sign_in = app.sign_in();
             let signed_in = match sign_in.collect_request(&req.site.site, &id).await {
                 Ok(s) => s,

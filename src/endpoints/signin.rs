@@ -50,7 +50,6 @@ struct ConfirmPage<'a> {
     asked_agent: &'a str,
     asked_net: &'a str,
     asked_ago: &'a str,
-    choices: [u8; 3],
 }
 
 /// Seconds a wait for another device's decision is held open.
@@ -143,7 +142,9 @@ pub async fn request_link(app: &Arc<App>, req: &Req<'_>) -> Result {
     };
     let pending_id = app.sign_in().request(&email, req.client_ip).await?;
     let sealed = app.keys.seal_cookie(&req.site.pending_seal, &pending_id);
-    let max_age = app.config.magic_link.ttl.as_secs() as i64;
+    // An approval from another device near the link's end is still
+    // collected.
+    let max_age = app.config.magic_link.ttl.as_secs() as i64 + cross_device::COLLECT_SECS;
     let pending_cookie = cookies::set(
         &req.site.site,
         &req.site.pending_cookie,
@@ -211,7 +212,6 @@ pub async fn confirm_page(app: &App, req: &Req<'_>) -> Result {
             asked_agent: &link.asker.agent,
             asked_net: &link.asker.net,
             asked_ago: &link.asked_ago,
-            choices: link.choices,
         },
     );
     Ok(Resp::page(app, 200, html).no_referrer())

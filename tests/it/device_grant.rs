@@ -26,6 +26,13 @@ public = true
 device_grant = true
 
 [[oidc.client]]
+id = "strict"
+name = "Strict CLI"
+public = true
+device_grant = true
+require_passkey = true
+
+[[oidc.client]]
 id = "web"
 public = true
 redirect_uris = ["http://localhost:9/cb"]
@@ -167,6 +174,15 @@ async fn a_refusal_an_expired_code_and_a_client_without_the_grant_are_answered_a
     assert_eq!(decide(&app, &phone, "deny", asked["user_code"].as_str().unwrap()).await, 403);
     let (status, body) = poll(&app, "cli", asked["device_code"].as_str().unwrap()).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("access_denied")), "{body}");
+
+    // A client that needs a passkey, approved from an email session:
+    // access_denied, and nothing made for it.
+    let asked: Value = ask(&app, "strict", "openid").await.json().await.unwrap();
+    assert_eq!(decide(&app, &phone, "approve", asked["user_code"].as_str().unwrap()).await, 200);
+    let (_, body) = poll(&app, "strict", asked["device_code"].as_str().unwrap()).await;
+    assert_eq!(body["error"], "access_denied", "{body}");
+    let sessions = get_json(&phone, &format!("{}/.sesame/api/sessions", portal(&app)), None).await;
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
 
     // Five minutes: expired_token, and the code no longer opens.
     let asked: Value = ask(&app, "cli", "openid").await.json().await.unwrap();

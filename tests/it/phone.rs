@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cross_device::{
-    browser_as, choices, cross_device_of, wait, CHROME_ANDROID, FIREFOX_LINUX,
+    another, asks_for_the_number, browser_as, cross_device_of, wait, CHROME_ANDROID, FIREFOX_LINUX,
 };
 use crate::helpers::*;
 
@@ -97,9 +97,7 @@ async fn a_signed_in_phone_approves_the_browser_showing_the_code() {
     assert!(page.contains("Firefox on Linux"), "{page}");
     assert!(page.contains("127.0.0.x"));
     assert!(page.contains("ada@example.com"));
-    let offered = choices(&page);
-    assert_eq!(offered.len(), 3);
-    assert!(offered.contains(&shown.number), "{offered:?}");
+    assert!(asks_for_the_number(&page, &shown.number), "{page}");
 
     let waiting = held_wait(&laptop, app.url("/.sesame/login/wait"));
     let sent = Instant::now();
@@ -137,7 +135,8 @@ async fn a_wrong_number_or_this_wasnt_me_cancels_it_for_good() {
     let phone = signed_in_phone(&app, "bob@example.com").await;
     let shown = ask_by_phone(&app, &laptop, "/").await;
     let page = open(&app, &phone, &shown.code).await.text().await.unwrap();
-    let wrong = choices(&page).into_iter().find(|n| *n != shown.number).unwrap();
+    assert!(asks_for_the_number(&page, &shown.number), "{page}");
+    let wrong = another(&shown.number);
     let r = pick(&app, &phone, &shown.code, &wrong).await;
     assert_eq!(r.status(), 403);
     let state = wait(&app, &laptop).await;
@@ -245,7 +244,7 @@ async fn an_account_with_a_passkey_approves_only_after_using_it() {
     let shown = ask_by_phone(&app, &laptop, "/").await;
     let page = open(&app, &phone.b, &shown.code).await.text().await.unwrap();
     assert!(page.contains("id=\"passkey-stepup\""), "{page}");
-    assert!(choices(&page).is_empty(), "no numbers before the passkey: {page}");
+    assert!(!page.contains("name=\"number\""), "no number asked before the passkey: {page}");
     // An email session (a stolen one, say) cannot approve by posting.
     let r = pick(&app, &phone.b, &shown.code, &shown.number).await;
     assert_eq!(r.status(), 403);
@@ -255,13 +254,27 @@ async fn an_account_with_a_passkey_approves_only_after_using_it() {
     // With the passkey: the numbers, and the laptop signed in as by passkey.
     app.passkey_sign_in(&mut phone, "fay@example.com").await;
     let page = open(&app, &phone.b, &shown.code).await.text().await.unwrap();
-    assert!(choices(&page).contains(&shown.number), "{page}");
+    assert!(asks_for_the_number(&page, &shown.number), "{page}");
     assert_eq!(pick(&app, &phone.b, &shown.code, &shown.number).await.status(), 200);
     assert_eq!(laptop.get(app.url("/.sesame/login/continue")).send().await.unwrap().status(), 303);
     assert_eq!(laptop.get(app.url("/x")).send().await.unwrap().status(), 200);
     let seen = app.upstream.last();
     assert_eq!(seen.header("remote-email").as_deref(), Some("fay@example.com"));
-    assert_eq!(seen.header("sesame-auth-method").as_deref(), Some("passkey"));
+    // The browser let in never used the passkey: its session is not a
+    // fresh passkey sign-in, so it can neither approve another browser nor
+    // change passkeys without a proof.
+    assert_eq!(seen.header("sesame-auth-method").as_deref(), Some("magic_link"));
+    let other = browser_as(FIREFOX_LINUX);
+    let next = ask_by_phone(&app, &other, "/").await;
+    let page = open(&app, &laptop, &next.code).await.text().await.unwrap();
+    assert!(page.contains("id=\"passkey-stepup\""), "{page}");
+    let r = pick(&app, &laptop, &next.code, &next.number).await;
+    assert_eq!(r.status(), 403);
+    still_waiting(&app, &other, &next).await;
+    let r = app
+        .post_form(&laptop, "/.sesame/passkey/register/start", &[])
+        .await;
+    assert_eq!(r.status(), 403, "no passkey change without a proof");
 }
 
 async fn codes_cannot_be_tried_at_speed() {

@@ -55,26 +55,6 @@ pub fn number(keys: &Keys, pending_id: &str) -> u8 {
     10 + (u16::from_be_bytes([m[0], m[1]]) % 90) as u8
 }
 
-/// The three numbers the approving device offers: the right one and two
-/// others, in an order that is the same every time the page is opened (so
-/// opening it again tells nothing).
-pub fn choices(keys: &Keys, pending_id: &str) -> [u8; 3] {
-    let right = number(keys, pending_id);
-    let m = mac(keys, "sesame cross-device choices", pending_id);
-    let mut others = m
-        .chunks(2)
-        .map(|c| 10 + (u16::from_be_bytes([c[0], c[1]]) % 90) as u8);
-    let first = others
-        .find(|&n| n != right)
-        .unwrap_or(if right == 10 { 11 } else { 10 });
-    let second = others
-        .find(|&n| n != right && n != first)
-        .unwrap_or_else(|| (10..=99).find(|&n| n != right && n != first).unwrap_or(99));
-    let mut out = [right, first, second];
-    out.swap(0, (m[31] % 3) as usize);
-    out
-}
-
 /// The asking browser as the other device is shown it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asker {
@@ -398,19 +378,15 @@ mod tests {
     }
 
     #[test]
-    fn the_number_is_two_digits_and_among_three_distinct_choices() {
+    fn the_number_is_two_digits_and_depends_on_the_key() {
         let keys = keys();
         let mut seen = std::collections::HashSet::new();
         for i in 0..2_000 {
             let id = format!("login{i}");
             let n = number(&keys, &id);
             assert!((10..=99).contains(&n), "{n}");
+            assert_eq!(n, number(&keys, &id), "the same every time");
             seen.insert(n);
-            let c = choices(&keys, &id);
-            assert!(c.contains(&n), "{c:?} lacks {n}");
-            assert!(c[0] != c[1] && c[1] != c[2] && c[0] != c[2], "{c:?}");
-            assert!(c.iter().all(|n| (10..=99).contains(n)));
-            assert_eq!(c, choices(&keys, &id), "the same every time");
         }
         assert_eq!(seen.len(), 90, "every number occurs");
         // Another key, other numbers: nobody can work it out from the id.
@@ -419,19 +395,6 @@ mod tests {
             .filter(|i| number(&keys, &i.to_string()) != number(&other, &i.to_string()))
             .count();
         assert!(differ > 80, "{differ}");
-    }
-
-    #[test]
-    fn the_right_number_is_not_always_in_one_place() {
-        let keys = keys();
-        let mut at = [0; 3];
-        for i in 0..300 {
-            let id = i.to_string();
-            let n = number(&keys, &id);
-            let c = choices(&keys, &id);
-            at[c.iter().position(|&x| x == n).unwrap()] += 1;
-        }
-        assert!(at.iter().all(|&k| k > 60), "{at:?}");
     }
 
     #[test]

@@ -128,7 +128,6 @@ pub struct Decidable {
     pub request: DeviceRequest,
     pub asker: Asker,
     pub asked_ago: String,
-    pub choices: [u8; 3],
 }
 
 /// The label of `sesame_cross_device_total` for a kind of request.
@@ -231,7 +230,6 @@ impl SignIn<'_> {
                 net: request.asked_net.clone(),
             },
             asked_ago: cross_device::ago(now - request.created_at),
-            choices: cross_device::choices(self.keys, &request.id),
             request,
         })
     }
@@ -317,7 +315,7 @@ impl SignIn<'_> {
         let kind = kind_label(r.kind);
         self.count_cross_device(kind, result);
         tracing::info!(target: "sesame::audit", event, kind, site = %r.site, email = %by.email,
-            request = &r.id[..8], asked_from = %r.asked_net);
+            request = r.id.get(..8).unwrap_or_default(), asked_from = %r.asked_net);
         Ok(decided)
     }
 
@@ -355,10 +353,20 @@ impl SignIn<'_> {
             Some(u) if !u.disabled => u,
             _ => return Err(SignInError::NotAllowed),
         };
+        // A browser let in by a QR approval did not use a passkey itself:
+        // its session must not pass for a fresh passkey sign-in (which may
+        // change passkeys and approve others), so it counts as one by
+        // email, whatever the approver used. A program's grant keeps the
+        // approver's method: no cookie holds its session.
+        let method = match r.kind {
+            RequestKind::Qr => AuthMethod::MagicLink,
+            RequestKind::Device => method,
+        };
+        let short = r.id.get(..8).unwrap_or_default();
         tracing::info!(target: "sesame::audit", event = "cross_device_collected", kind = kind_label(r.kind),
-            site = %r.site, email = %user.email, request = &r.id[..8]);
+            site = %r.site, email = %user.email, request = short);
         let session = self
-            .start_session(site, &user, method, StartedBy::Request(&r.id[..8]))
+            .start_session(site, &user, method, StartedBy::Request(short))
             .await?;
         Ok(SignedIn {
             session,

@@ -114,8 +114,6 @@ pub struct Confirmable {
     pub asker: Asker,
     /// When it was asked for ("3 minutes ago").
     pub asked_ago: String,
-    /// The numbers another device picks the asking browser's among.
-    pub choices: [u8; 3],
 }
 
 /// What a session was started by, for the audit line.
@@ -309,7 +307,6 @@ impl SignIn<'_> {
                     net: p.asked_net,
                 },
                 asked_ago: cross_device::ago(now - p.created_at),
-                choices: cross_device::choices(self.keys, &claims.jti),
                 pending_id: claims.jti.into(),
             })
         }
