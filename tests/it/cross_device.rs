@@ -35,6 +35,8 @@ async fn ask(app: &TestApp, laptop: &reqwest::Client, email: &str, rd: &str) -> 
         .post_form(laptop, "/.sesame/login", &[("email", email), ("rd", rd)])
         .await;
     assert_eq!(r.status(), 200);
+    // The link's 15 minutes, and 2 more to collect an approval made late.
+    assert!(set_cookie_has(&r, "sesame_pending", "Max-Age=1020"));
     let page = r.text().await.unwrap();
     let number = number_on(&page).expect("check your email shows a number");
     let mail = app.mail.wait_for_subject(email, seen, "Sign in to").await;

@@ -31,6 +31,9 @@ async fn ask_by_phone(app: &TestApp, laptop: &reqwest::Client, rd: &str) -> Show
         .await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/.sesame/login/phone");
+    // The cookie outlives the 5-minute request by the 2 minutes an
+    // approval made at its end may still be collected in.
+    assert!(set_cookie_has(&r, "sesame_pending", "Max-Age=420"));
     let r = laptop
         .get(app.url("/.sesame/login/phone"))
         .send()

@@ -130,11 +130,6 @@ pub struct Decidable {
     pub asked_ago: String,
 }
 
-/// The label of `sesame_cross_device_total` for a kind of request.
-pub fn kind_label(kind: RequestKind) -> &'static str {
-    kind.as_str()
-}
-
 impl SignIn<'_> {
     /// A browser asks to be signed in by a signed-in device ("Sign in with
     /// your phone") on `site`, going on to `return_to`.
@@ -219,7 +214,7 @@ impl SignIn<'_> {
             Status::Waiting => {}
             Status::Cancelled(d) => return Err(SignInError::Cancelled(d)),
             Status::Expired if request.decision.is_none() => {
-                self.count_cross_device(kind_label(request.kind), "expired");
+                self.count_cross_device(request.kind.as_str(), "expired");
                 return Err(SignInError::RequestUnknown);
             }
             _ => return Err(SignInError::LinkUsed),
@@ -312,7 +307,7 @@ impl SignIn<'_> {
             ),
             _ => ("cancelled", "cross_device_denied", Decided::Denied),
         };
-        let kind = kind_label(r.kind);
+        let kind = r.kind.as_str();
         self.count_cross_device(kind, result);
         tracing::info!(target: "sesame::audit", event, kind, site = %r.site, email = %by.email,
             request = r.id.get(..8).unwrap_or_default(), asked_from = %r.asked_net);
@@ -363,7 +358,7 @@ impl SignIn<'_> {
             RequestKind::Device => method,
         };
         let short = r.id.get(..8).unwrap_or_default();
-        tracing::info!(target: "sesame::audit", event = "cross_device_collected", kind = kind_label(r.kind),
+        tracing::info!(target: "sesame::audit", event = "cross_device_collected", kind = r.kind.as_str(),
             site = %r.site, email = %user.email, request = short);
         let session = self
             .start_session(site, &user, method, StartedBy::Request(short))

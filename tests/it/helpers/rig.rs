@@ -431,6 +431,16 @@ pub fn hidden_value(html: &str, name: &str) -> Option<String> {
     )
 }
 
+/// Does the response set cookie `name` with attribute `attr` (as written)?
+pub fn set_cookie_has(r: &reqwest::Response, name: &str, attr: &str) -> bool {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with(&format!("{name}=")))
+        .any(|v| v.split(';').any(|a| a.trim() == attr))
+}
+
 pub fn cookies_set(r: &reqwest::Response) -> HashMap<String, String> {
     r.headers()
         .get_all("set-cookie")
