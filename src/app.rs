@@ -100,6 +100,11 @@ pub struct App {
     pub passkeys: crate::passkey::RelyingParty,
     /// False while the store is unreachable; kept by `probe_store`.
     pub store_up: Arc<AtomicBool>,
+    /// True once this process is on its way out (it handed its sockets to a
+    /// new one, or was told to stop): every response closes its connection,
+    /// so clients reconnect, to the new process, between requests rather
+    /// than lose one sent on a connection closed under it.
+    pub draining: Arc<AtomicBool>,
     /// The portal's place in `sites` (the last), if there is one.
     pub portal: Option<SiteId>,
     /// Where `rd` may send a person: every site, and the portal.
@@ -250,6 +255,7 @@ impl App {
             csp,
             passkeys,
             store_up,
+            draining: Arc::new(AtomicBool::new(false)),
             portal,
             return_sites: all,
             oidc,
@@ -366,6 +372,11 @@ impl App {
             outbox: &self.outbox,
             sign_in: self.sign_in(),
         }
+    }
+
+    /// Is this process on its way out (see `draining`)?
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Is the store reachable, as of the last probe?

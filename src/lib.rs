@@ -18,6 +18,7 @@ pub mod demo_app;
 pub mod endpoints;
 pub mod forward_auth;
 pub mod gateway;
+pub mod handover;
 pub mod policy;
 pub mod upstream;
 
@@ -42,6 +43,12 @@ pub struct Options {
     pub clock: Clock,
     /// Also serve the built-in demo app on this address.
     pub demo_app: Option<SocketAddr>,
+    /// What `SIGUSR2` starts to take over from this process (`sesame
+    /// run`); none: the signal is ignored.
+    pub successor: Option<handover::Successor>,
+    /// Take the listening sockets over from this running process
+    /// (`--upgrade-from`) instead of binding them.
+    pub upgrade_from: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +64,8 @@ pub enum StartError {
     Runtime(std::io::Error),
     #[error("cannot load TLS certificates: {0}")]
     Tls(String),
+    #[error("cannot upgrade: {0}")]
+    Upgrade(String),
 }
 
 /// A gateway running in this process.
@@ -144,8 +153,16 @@ fn listen_addrs(config: &Config, opts: &Options) -> Vec<SocketAddr> {
 /// `work_stealing`: Pingora's runtime flavour for the services (see
 /// [`start`] for why it is not always the config's).
 fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepared, StartError> {
-    for a in listen_addrs(&config, opts) {
-        check_free(a)?;
+    match opts.upgrade_from {
+        // The running process holds them: they come from it.
+        Some(_) => {
+            handover::check_socket_dir(&config.upgrade_socket).map_err(StartError::Upgrade)?
+        }
+        None => {
+            for a in listen_addrs(&config, opts) {
+                check_free(a)?;
+            }
+        }
     }
     let background = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -254,15 +271,33 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         work_stealing,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: app.config.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: opts.upgrade_from.is_some(),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if let Some(from) = opts.upgrade_from {
+        // Everything that can fail has been built: only now is the running
+        // process asked to let go. Bootstrap waits for its sockets.
+        handover::ask_for_sockets(&app.config.upgrade_socket, from).map_err(StartError::Upgrade)?;
+    }
     server.bootstrap();
+    if let Some(from) = opts.upgrade_from {
+        tracing::info!(from, "upgrade: took the listening sockets over");
+    }
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway::Gateway::new(app.clone()),
-        "sesame gateway",
+    let mut proxy = Service::new(
+        "sesame gateway".to_string(),
+        handover::Lingering {
+            inner: Arc::new(pingora::proxy::http_proxy(
+                &server.configuration,
+                gateway::Gateway::new(app.clone()),
+            )),
+            linger: Duration::from_millis(500),
+        },
     );
     for a in &app.config.listen {
         proxy.add_tcp(&a.to_string());
@@ -337,10 +372,26 @@ async fn reload_certs(app: &App, certs: &tls::Certs, every: Duration) {
 }
 
 /// Shuts the server down when the watch turns true, or on SIGTERM (graceful)
-/// and SIGINT (fast) when `signals` is set.
+/// and SIGINT (fast) when `signals` is set. With `signals`, `SIGUSR2`
+/// starts a successor and `SIGQUIT` hands it the sockets (see
+/// [`handover`]).
 struct Shutdown {
     rx: watch::Receiver<bool>,
     signals: bool,
+    successor: Option<handover::Successor>,
+    upgrade_socket: std::path::PathBuf,
+    /// [`App::draining`], set as this process starts to go.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The successor `SIGUSR2` started (0: none), named to the service
+    /// manager as the main process when it takes over.
+    successor_pid: std::sync::atomic::AtomicU32,
+}
+
+impl Shutdown {
+    fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[async_trait]
@@ -352,17 +403,53 @@ impl ShutdownSignalWatch for Shutdown {
             return ShutdownSignal::FastShutdown;
         }
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr2)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::user_defined2()),
         ) else {
             let _ = rx.wait_for(|stop| *stop).await;
             return ShutdownSignal::FastShutdown;
         };
-        tokio::select! {
-            _ = term.recv() => ShutdownSignal::GracefulTerminate,
-            _ = int.recv() => ShutdownSignal::FastShutdown,
-            _ = rx.wait_for(|stop| *stop) => ShutdownSignal::FastShutdown,
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    self.drain();
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = int.recv() => return ShutdownSignal::FastShutdown,
+                _ = rx.wait_for(|stop| *stop) => return ShutdownSignal::FastShutdown,
+                _ = quit.recv() => {
+                    // Without a process waiting for them, handing the
+                    // sockets over would only stop this one.
+                    if handover::successor_waiting(&self.upgrade_socket) {
+                        tracing::info!("upgrade: handing the listening sockets over; finishing open requests");
+                        self.drain();
+                        // systemd (NotifyAccess=main) hears it from the
+                        // main process: the child is the main one now.
+                        match self.successor_pid.load(std::sync::atomic::Ordering::Relaxed) {
+                            0 => {}
+                            pid => handover::notify(&format!("MAINPID={pid}")),
+                        }
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                    tracing::warn!(
+                        socket = %self.upgrade_socket.display(),
+                        "SIGQUIT ignored: no new process waits for the listening sockets"
+                    );
+                }
+                _ = usr2.recv() => match &self.successor {
+                    Some(s) => match s.start(&self.upgrade_socket) {
+                        Ok(pid) => {
+                            self.successor_pid.store(pid, std::sync::atomic::Ordering::Relaxed);
+                            tracing::info!(pid, exe = %s.exe.display(), "upgrade: started the new process");
+                        }
+                        Err(e) => tracing::error!(error = %e, "upgrade not started; this process goes on serving"),
+                    },
+                    None => tracing::warn!("SIGUSR2 ignored: this process cannot start a successor"),
+                },
+            }
         }
     }
 }
@@ -385,8 +472,28 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
         "sesame is running"
     );
     let (_tx, rx) = watch::channel(false);
+    {
+        // The service manager hears once the listeners accept (and, after
+        // an upgrade, that this is the main process now).
+        let addrs = listen_addrs(&app.config, &opts);
+        std::thread::spawn(move || {
+            for a in addrs {
+                within(Duration::from_secs(20), || {
+                    std::net::TcpStream::connect(a).is_ok()
+                });
+            }
+            handover::notify(&format!("READY=1\nMAINPID={}", std::process::id()));
+        });
+    }
     server.run(RunArgs {
-        shutdown_signal: Box::new(Shutdown { rx, signals: true }),
+        shutdown_signal: Box::new(Shutdown {
+            rx,
+            signals: true,
+            successor: opts.successor.clone(),
+            upgrade_socket: app.config.upgrade_socket.clone(),
+            draining: app.draining.clone(),
+            successor_pid: Default::default(),
+        }),
     });
     background.shutdown_timeout(Duration::from_secs(2));
     Ok(())
@@ -433,7 +540,14 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
     let (tx, rx) = watch::channel(false);
     let thread = std::thread::spawn(move || {
         server.run(RunArgs {
-            shutdown_signal: Box::new(Shutdown { rx, signals: false }),
+            shutdown_signal: Box::new(Shutdown {
+                rx,
+                signals: false,
+                successor: None,
+                upgrade_socket: Default::default(),
+                draining: Default::default(),
+                successor_pid: Default::default(),
+            }),
         });
         background.shutdown_timeout(Duration::from_secs(2));
     });

@@ -43,16 +43,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway in the foreground (SIGTERM: graceful stop).
+    /// Run the gateway in the foreground (SIGTERM: graceful stop; SIGUSR2: upgrade).
     #[command(after_help = "\
 Reads the whole config file. Logs go to stderr (SESAME_LOG_FORMAT=json for JSON
 lines, RUST_LOG to filter).
 
-Example:
-  sesame run -c /etc/sesame/sesame.toml")]
+SIGUSR2 upgrades without dropping a request: the binary now at the path this
+one was started from takes the listening sockets over (server.upgrade_socket)
+and this process exits once its open requests are answered. If the new one
+cannot start, this one goes on serving. --upgrade-from does the same by hand.
+
+Examples:
+  sesame run -c /etc/sesame/sesame.toml
+  sesame run -c /etc/sesame/sesame.toml --upgrade-from 4242")]
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Take the listening sockets over from the Sesame running as this
+        /// process id, which then finishes its requests and exits.
+        #[arg(long, value_name = "PID")]
+        upgrade_from: Option<u32>,
     },
     /// Try Sesame on localhost: embedded demo config, console mail, demo app.
     #[command(after_help = "\
@@ -291,7 +301,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Run { config } => load(&config).and_then(|c| serve(c, None)),
+        Command::Run {
+            config,
+            upgrade_from,
+        } => load(&config).and_then(|c| {
+            let opts = sesame::Options {
+                successor: Some(sesame::handover::Successor::of_this_process(&config)),
+                upgrade_from,
+                ..Default::default()
+            };
+            sesame::run(c, opts).map_err(|e| e.to_string())
+        }),
         Command::Demo => demo(),
         Command::CheckConfig { config } => load(&config).map(|c| {
             println!("{}: ok ({} site(s))", config.display(), c.sites.len());

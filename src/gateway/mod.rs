@@ -210,6 +210,9 @@ impl ProxyHttp for Gateway {
     /// holding the identity (if any). `Err`: the connection failed.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let started = Instant::now();
+        if self.app.is_draining() {
+            session.set_keepalive(None);
+        }
         if session.req_header().uri.path() == forward_auth::PATH {
             let peer = peer_ip(session);
             let req = session.req_header();

@@ -187,7 +187,14 @@ fn check_command(line: &str, config: &Path, at: &str) -> Result<(), String> {
             // `run` and `demo` serve until stopped: their config is what
             // there is to check.
             let sub = match *sub {
-                "run" => "check-config",
+                "run" => {
+                    // Its own flags exist; the config is checked below.
+                    check_shape(line)?;
+                    if let Some(i) = args.iter().position(|a| a == "--upgrade-from") {
+                        args.drain(i..(i + 2).min(args.len()));
+                    }
+                    "check-config"
+                }
                 "demo" => return Ok(()),
                 other => other,
             };
@@ -255,6 +262,19 @@ fn check_command(line: &str, config: &Path, at: &str) -> Result<(), String> {
         // systemd is not on a test machine: the unit they name is checked
         // (systemd.rs-style tests read systemd/sesame.service).
         ("systemctl", ["daemon-reload"] | ["enable", "--now", "sesame"]) => Ok(()),
+        // The upgrade signal reaches the main process only, and the unit
+        // follows the new one (tests/it/upgrade.rs tests the rest).
+        ("systemctl", ["kill", "--signal=SIGUSR2", "--kill-whom=main", "sesame"]) => {
+            let unit = std::fs::read_to_string(repo().join("systemd/sesame.service")).unwrap();
+            [
+                "Type=notify",
+                "NotifyAccess=main",
+                "RuntimeDirectory=sesame",
+            ]
+            .iter()
+            .find(|k| !unit.contains(*k))
+            .map_or(Ok(()), |k| Err(format!("the unit lacks {k}")))
+        }
         ("systemd-analyze", ["security", .., unit]) => (unit.ends_with("sesame.service"))
             .then_some(())
             .ok_or(format!("unknown unit {unit}")),

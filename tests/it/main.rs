@@ -55,5 +55,6 @@ mod rules;
 mod session;
 mod stream;
 mod tls;
+mod upgrade;
 mod upstream;
 mod websocket;

@@ -89,6 +89,7 @@ pub struct ServerFile {
     #[serde(default)]
     pub tls: Vec<TlsFile>,
     pub tls_reload_interval: Option<String>,
+    pub upgrade_socket: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -36,6 +36,11 @@ pub enum ForwardAuthHeaders {
     XOriginal,
 }
 
+/// Where a new process takes the sockets over unless
+/// `server.upgrade_socket` says otherwise: systemd's
+/// `RuntimeDirectory=sesame`, a directory only Sesame's user writes to.
+pub const DEFAULT_UPGRADE_SOCKET: &str = "/run/sesame/upgrade.sock";
+
 /// One problem in a config file, named by its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -85,6 +90,10 @@ pub struct Config {
     pub tls: Vec<TlsListener>,
     /// How often certificate files are checked for changes.
     pub tls_reload_interval: Duration,
+    /// Where a new process takes the listening sockets over from this one
+    /// (a zero-downtime upgrade): a Unix socket in a directory only
+    /// Sesame's user may write to.
+    pub upgrade_socket: PathBuf,
     pub rp_id: String,
     pub rp_name: String,
     /// Offer to add a passkey right after a sign-in by email.

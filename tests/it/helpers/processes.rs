@@ -39,6 +39,28 @@ impl Instance {
         ip: &str,
         port: u16,
     ) -> Instance {
+        Self::spawn(dir, name, config, wrapper, ip, port, &[])
+    }
+
+    /// With these environment variables set (and passed on to what it starts).
+    pub fn start_with_env(
+        dir: &std::path::Path,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Instance {
+        Self::spawn(dir, name, config, &[], "127.0.0.1", free_port(), env)
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        name: &str,
+        config: &str,
+        wrapper: &[&str],
+        ip: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Instance {
         let admin = free_port();
         let text = config
             .replacen(
@@ -70,6 +92,7 @@ impl Instance {
                 "RUST_LOG",
                 std::env::var("SESAME_TEST_LOG").unwrap_or("info,sesame=debug,pingora=warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()

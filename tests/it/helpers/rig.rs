@@ -195,7 +195,7 @@ pub async fn start(config: Config, clock: Clock) -> sesame::Running {
             config,
             sesame::Options {
                 clock,
-                demo_app: None,
+                ..Default::default()
             },
         )
     })

@@ -59,6 +59,29 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// `server.upgrade_socket`: an absolute path short enough for a Unix
+    /// socket address (108 bytes on Linux, with its terminating zero).
+    fn upgrade_socket(&mut self, value: Option<String>) -> PathBuf {
+        const KEY: &str = "server.upgrade_socket";
+        let Some(raw) = value else {
+            return PathBuf::from(DEFAULT_UPGRADE_SOCKET);
+        };
+        if !raw.starts_with('/') {
+            self.err(KEY, format!("{raw:?} must be an absolute path"));
+        } else if raw.len() > 107 {
+            self.err(
+                KEY,
+                format!(
+                    "is {} bytes long; a Unix socket path has at most 107",
+                    raw.len()
+                ),
+            );
+        } else if raw.ends_with('/') {
+            self.err(KEY, format!("{raw:?} names a directory, not a socket file"));
+        }
+        PathBuf::from(raw)
+    }
+
     fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Some(a);
@@ -136,6 +159,7 @@ impl<'a> Validator<'a> {
             f.server.tls_reload_interval,
             Duration::from_secs(10),
         );
+        let upgrade_socket = self.upgrade_socket(f.server.upgrade_socket);
         let threads = match f.server.threads {
             Some(0) => {
                 self.err("server.threads", "must be at least 1");
@@ -249,6 +273,7 @@ impl<'a> Validator<'a> {
             work_stealing: f.server.work_stealing.unwrap_or(false),
             tls,
             tls_reload_interval,
+            upgrade_socket,
             rp_id,
             rp_name,
             passkey_prompt,

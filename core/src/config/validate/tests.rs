@@ -93,6 +93,7 @@ fn defaults_fill_what_the_file_leaves_out() {
     assert_eq!(c.rate_limit.per_client, 30);
     assert_eq!(c.rate_limit.codes_per_email_per_day, 20);
     assert_eq!(c.admin_listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(c.upgrade_socket, Path::new("/run/sesame/upgrade.sock"));
     assert!(matches!(c.signup, Signup::Closed));
     assert_eq!(
         c.store,
@@ -391,4 +392,19 @@ fn oidc_clients_need_a_portal_a_hash_and_exact_https_redirects() {
     .contains("ES256"));
     let twice = format!("{good}\n[[oidc.client]]\n{good}");
     assert!(message(&with(true, &twice), "oidc.client[1].id").contains("already"));
+}
+
+#[test]
+fn the_upgrade_socket_is_an_absolute_path_a_unix_socket_can_have() {
+    let with = |path: &str| format!("[server]\nupgrade_socket = {path:?}\n{SITE}");
+    assert_eq!(
+        load(&with("/var/lib/sesame/up.sock"))
+            .unwrap()
+            .upgrade_socket,
+        Path::new("/var/lib/sesame/up.sock")
+    );
+    for bad in ["up.sock", "/run/sesame/", &format!("/{}", "a".repeat(107))] {
+        assert_eq!(problems(&with(bad)), ["server.upgrade_socket"], "{bad}");
+    }
+    assert!(message(&with("run/up.sock"), "server.upgrade_socket").contains("absolute"));
 }

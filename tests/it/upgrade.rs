@@ -1,0 +1,338 @@
+//! Zero-downtime upgrade of real `sesame run` processes: a new process takes
+//! the listening sockets over while requests keep coming.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// A gateway process on SQLite in front of a recording upstream, with a
+/// private directory for the upgrade socket and a service manager's
+/// notification socket (`NOTIFY_SOCKET`) the test reads.
+struct Upgradable {
+    old: Instance,
+    public: String,
+    config_path: std::path::PathBuf,
+    notify: UnixDatagram,
+    mail: MailBox,
+    _upstream: Upstream,
+    store: TestStore,
+}
+
+impl Upgradable {
+    async fn start() -> Upgradable {
+        let store = TestStore::new(Backend::Sqlite).await;
+        let mail = MailBox::start();
+        let upstream = Upstream::start().await;
+        let dir = store.dir();
+        let run = dir.join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let notify_path = dir.join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let public = format!("http://localhost:{}", free_port());
+        let config = format!(
+            r#"
+[server]
+listen = ["127.0.0.1:0"]
+admin_listen = "127.0.0.1:0"
+threads = 2
+upgrade_socket = "{}"
+
+[store]
+url = "{}"
+[mail]
+smtp_url = "smtp://{}"
+from = "Sesame test <login@example.com>"
+[users]
+signup = "open"
+[rate_limit]
+per_client = 1000
+[[site]]
+name = "Upgraded app"
+public_url = "{public}"
+upstream = ["{}"]
+"#,
+            run.join("upgrade.sock").display(),
+            store.url,
+            mail.addr,
+            upstream.addr
+        );
+        let old = Instance::start_with_env(
+            dir,
+            "old",
+            &config,
+            &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+        );
+        let config_path = dir.join("old.toml");
+        Upgradable {
+            old,
+            public,
+            config_path,
+            notify,
+            mail,
+            _upstream: upstream,
+            store,
+        }
+    }
+
+    /// The next message to the service manager.
+    fn notified(&self) -> String {
+        let mut buf = [0u8; 256];
+        let n = self
+            .notify
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no sd_notify message: {e}\n{}", self.old.log()));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// A browser with a session, signed in by the emailed link.
+    async fn signed_in(&self, email: &str) -> reqwest::Client {
+        let b = browser();
+        let seen = self.mail.count_to(email);
+        let r = b
+            .post(self.old.url("/.sesame/login"))
+            .header("Origin", &self.public)
+            .form(&[("email", email)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", self.old.log());
+        let mail = self.mail.wait_for(email, seen).await;
+        let r = b
+            .post(self.old.url("/.sesame/magic"))
+            .header("Origin", &self.public)
+            .form(&[("token", &mail.token())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{}", self.old.log());
+        b
+    }
+}
+
+/// The main process id a `READY=1\nMAINPID=N` message names.
+fn main_pid(message: &str) -> u32 {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no MAINPID in {message:?}"))
+}
+
+fn signal(pid: u32, signal: rustix::process::Signal) {
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), signal)
+        .unwrap();
+}
+
+/// Stops the process that took over when the test ends.
+struct Successor(u32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.0 as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+}
+
+/// Requests of signed-in browsers (each on its keep-alive connections) and
+/// of a client that opens a new connection every time, until `stop`.
+struct Load {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String, browsers: Vec<reqwest::Client>) -> Load {
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let begun = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, b) in browsers.into_iter().enumerate() {
+            let (ok, failed, failures, stop, url) = (
+                ok.clone(),
+                failed.clone(),
+                failures.clone(),
+                stop.clone(),
+                url.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    // Browser 0 keeps no connection: each request connects.
+                    let r = if i == 0 {
+                        b.get(&url).header("Connection", "close").send().await
+                    } else {
+                        b.get(&url).send().await
+                    };
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("browser {i}: {}", r.status()));
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures.lock().unwrap().push(format!(
+                                "browser {i}, {:?} into the load: {e:?}",
+                                begun.elapsed()
+                            ));
+                        }
+                    }
+                }
+            }));
+        }
+        Load {
+            ok,
+            failed,
+            failures,
+            stop,
+            tasks,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered 200 while `during` runs.
+    async fn ok_during(&self, during: Duration) -> u64 {
+        let before = self.ok();
+        tokio::time::sleep(during).await;
+        self.ok() - before
+    }
+
+    async fn stop(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            failures,
+        )
+    }
+}
+
+/// Wait for `instance` to exit; its status.
+async fn exited(instance: &mut Instance) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = instance.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the old process still runs 30 s after the upgrade:\n{}",
+            instance.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_under_load_fails_no_request_and_keeps_every_session() {
+    let mut u = Upgradable::start().await;
+    let old_pid = u.old.child.id();
+    assert_eq!(main_pid(&u.notified()), old_pid, "READY=1 at start");
+    let mut browsers = Vec::new();
+    for i in 0..6 {
+        browsers.push(u.signed_in(&format!("load{i}@example.com")).await);
+    }
+    let app = u.old.url("/app");
+    let load = Load::start(app.clone(), browsers.clone());
+    assert!(load.ok_during(Duration::from_millis(300)).await > 0);
+
+    let started = Instant::now();
+    signal(old_pid, rustix::process::Signal::USR2);
+    // The old process names the new one as it hands over; the new one says
+    // it is ready once its listeners accept.
+    let new_pid = main_pid(&u.notified());
+    let _successor = Successor(new_pid);
+    assert_ne!(new_pid, old_pid, "the new process is the main one now");
+    let message = u.notified();
+    assert!(message.contains("READY=1"), "{message:?}");
+    assert_eq!(main_pid(&message), new_pid);
+    let ready = started.elapsed();
+    let status = exited(&mut u.old).await;
+    let replaced = started.elapsed();
+    assert!(status.success(), "the old process exits cleanly: {status}");
+    // Still served, by the new process alone now.
+    let after = load.ok_during(Duration::from_millis(500)).await;
+    let (ok, failed, failures) = load.stop().await;
+    eprintln!(
+        "upgrade under load: {ok} requests answered, {failed} failed; new process ready after \
+         {ready:?}, old one gone after {replaced:?}"
+    );
+    assert_eq!(failed, 0, "failed requests: {failures:?}\n{}", u.old.log());
+    assert!(after > 0, "nothing answered after the old process exited");
+    let log = u.old.log();
+    assert!(
+        log.contains("upgrade: took the listening sockets over"),
+        "{log}"
+    );
+
+    // Every session made before still works, and a new sign-in too.
+    for b in &browsers {
+        let r = b.get(&app).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let newcomer = u.signed_in("after@example.com").await;
+    assert_eq!(newcomer.get(&app).send().await.unwrap().status(), 200);
+    drop(u.store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_that_cannot_start_leaves_the_running_process_serving() {
+    let u = Upgradable::start().await;
+    let pid = u.old.child.id();
+    u.notified();
+    let b = u.signed_in("stay@example.com").await;
+    let app = u.old.url("/app");
+
+    // A stray SIGQUIT, with no new process waiting: ignored.
+    signal(pid, rustix::process::Signal::QUIT);
+    u.old.until_logged("SIGQUIT ignored").await;
+    assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
+
+    // The config file now has a mistake: the new process refuses it, exits,
+    // and the old one goes on.
+    let good = std::fs::read_to_string(&u.config_path).unwrap();
+    std::fs::write(&u.config_path, good.replace("threads = 2", "threads = 0")).unwrap();
+    signal(pid, rustix::process::Signal::USR2);
+    u.old.until_logged("upgrade failed").await;
+    assert!(
+        u.old.log().contains("server.threads"),
+        "the new process says which key is wrong:\n{}",
+        u.old.log()
+    );
+    assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
+
+    // Fixed, the next upgrade goes through.
+    std::fs::write(&u.config_path, &good).unwrap();
+    signal(pid, rustix::process::Signal::USR2);
+    let new_pid = main_pid(&u.notified());
+    let _successor = Successor(new_pid);
+    assert_ne!(new_pid, pid);
+    assert!(u.notified().contains("READY=1"));
+    assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
+}
