@@ -15,6 +15,7 @@ pub mod admin_cli;
 pub mod app;
 mod backchannel;
 pub mod demo_app;
+pub mod doctor;
 pub mod endpoints;
 pub mod forward_auth;
 pub mod gateway;

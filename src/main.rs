@@ -84,6 +84,26 @@ Example:
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Check a deployment: config, store, mail, upstreams, bypasses, certificates, risky settings.
+    #[command(after_help = "\
+Prints a checklist, each line pass, WARN or FAIL with what to do, and exits
+non-zero if any line failed (1) or, with --strict, warned (2). Changes nothing:
+the store is only read, mail and upstreams only connected to (unless
+--send-test-mail is given). Run it as the user Sesame runs as, on its host.
+
+Examples:
+  sesame doctor -c /etc/sesame/sesame.toml
+  sesame doctor -c /etc/sesame/sesame.toml --send-test-mail you@example.com")]
+    Doctor {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Also send a test mail to this address through [mail].
+        #[arg(long, value_name = "ADDRESS")]
+        send_test_mail: Option<String>,
+        /// Exit non-zero on warnings too.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Apply the store's migrations (also done at every start), e.g. before a rollout.
     #[command(after_help = "\
 Reads the config file's [store] and migrates that database.
@@ -316,6 +336,11 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => load(&config).map(|c| {
             println!("{}: ok ({} site(s))", config.display(), c.sites.len());
         }),
+        Command::Doctor {
+            config,
+            send_test_mail,
+            strict,
+        } => return doctor(&config, send_test_mail, strict),
         Command::Migrate { config } => load(&config).and_then(|c| admin(c, Admin::Migrate)),
         Command::User { config, action } => {
             load(&config).and_then(|c| admin(c, Admin::User(action)))
@@ -342,6 +367,30 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `sesame doctor`: the checklist on standard output; exit 1 on a failed
+/// line, 2 on a warning with `--strict`.
+fn doctor(config: &Path, test_mail: Option<String>, strict: bool) -> ExitCode {
+    use sesame::doctor::{examine, Level, Options};
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = Options { test_mail };
+    let report = rt.block_on(examine(config, &opts, &sesame::clock::Clock::system()));
+    print!("{}", report.render());
+    match report.worst() {
+        Level::Fail => ExitCode::from(1),
+        Level::Warn if strict => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
     }
 }
 

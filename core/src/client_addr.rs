@@ -48,6 +48,21 @@ impl Cidr {
     }
 }
 
+impl Cidr {
+    /// Is every address of this range in `outer`?
+    pub fn within(&self, outer: &Cidr) -> bool {
+        self.addr.is_ipv4() == outer.addr.is_ipv4()
+            && outer.prefix <= self.prefix
+            && outer.contains(self.addr)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// The trusted proxies of a deployment.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(pub Vec<Cidr>);

@@ -37,6 +37,7 @@ mod config;
 mod cross_device;
 mod device_grant;
 mod docs;
+mod doctor;
 mod forward_auth;
 mod intercept;
 mod keys;

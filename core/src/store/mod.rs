@@ -455,6 +455,46 @@ impl Invalidation {
 
 pub type DynStore = Arc<dyn Store>;
 
+/// What `sesame doctor` reads of a store without changing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspection {
+    /// Migrations this binary knows that the store has not had.
+    pub missing: Vec<i64>,
+    /// Migrations the store has that this binary does not know (a newer
+    /// Sesame migrated it).
+    pub unknown: Vec<i64>,
+    /// How many seconds the database's clock is ahead of this host's
+    /// (PostgreSQL; SQLite has no clock of its own).
+    pub clock_ahead: Option<f64>,
+}
+
+impl Inspection {
+    fn of(known: &[(i64, &str)], applied: Vec<i64>, clock_ahead: Option<f64>) -> Inspection {
+        Inspection {
+            missing: known
+                .iter()
+                .map(|(v, _)| *v)
+                .filter(|v| !applied.contains(v))
+                .collect(),
+            unknown: applied
+                .into_iter()
+                .filter(|v| !known.iter().any(|(k, _)| k == v))
+                .collect(),
+            clock_ahead,
+        }
+    }
+}
+
+/// Read what migrations the store a config names has, changing nothing:
+/// `None` for a SQLite file that does not exist yet. `now`: this host's
+/// clock, to compare with the database's.
+pub async fn inspect(config: &StoreConfig, now: i64) -> StoreResult<Option<Inspection>> {
+    match config {
+        StoreConfig::Sqlite { path } => sqlite::inspect(path).await,
+        StoreConfig::Postgres { url } => postgres::inspect(url, now).await.map(Some),
+    }
+}
+
 /// Open (and migrate) the store a config names.
 pub async fn open(config: &StoreConfig) -> StoreResult<DynStore> {
     match config {

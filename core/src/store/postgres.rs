@@ -86,6 +86,40 @@ impl PgStore {
     }
 }
 
+/// What migrations the database at `url` has, and how far its clock is
+/// from `now` (this host's); reads only.
+pub(super) async fn inspect(url: &str, now: i64) -> StoreResult<super::Inspection> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(opts)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+    let has_table: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('schema_migrations')::text")
+            .fetch_one(&pool)
+            .await?;
+    let applied: Vec<i64> = match has_table {
+        Some(_) => {
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&pool)
+                .await?
+        }
+        None => vec![],
+    };
+    let theirs: f64 = sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    Ok(super::Inspection::of(
+        MIGRATIONS,
+        applied,
+        Some(theirs - now as f64),
+    ))
+}
+
 impl_store!(PgStore, " FOR SHARE");
 
 /// The PostgreSQL channel on which instances tell each other what to drop.

@@ -94,6 +94,40 @@ impl SqliteStore {
     }
 }
 
+/// What migrations the file at `path` has, read only; `None` if there is
+/// no file (the first start makes it).
+pub(super) async fn inspect(path: &Path) -> StoreResult<Option<super::Inspection>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let opts = SqliteConnectOptions::from_str("sqlite:")
+        .map_err(StoreError::from)?
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(opts)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let has_table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+    )
+    .fetch_optional(&pool)
+    .await?;
+    let applied: Vec<i64> = match has_table {
+        Some(_) => {
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(&pool)
+                .await?
+        }
+        None => vec![],
+    };
+    pool.close().await;
+    Ok(Some(super::Inspection::of(MIGRATIONS, applied, None)))
+}
+
 impl_store!(SqliteStore, "");
 
 impl SqliteStore {
