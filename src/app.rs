@@ -41,6 +41,8 @@ pub struct SiteRt {
     pub wire: Wire,
     /// `sesame_requests_total{site, outcome}` of this site.
     pub requests: RequestCounters,
+    /// `sesame_upstream_response_seconds{site}` of this site.
+    pub upstream_seconds: prometheus::Histogram,
 }
 
 /// This site's `X-Forwarded-Proto` and `X-Forwarded-Host` values, built once.
@@ -130,6 +132,10 @@ impl App {
         let store = store::open(&config.store).await?;
         let keys = Keys::load(&store, config.key_grace, &clock).await?;
         let metrics = Arc::new(Metrics::new());
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("SESAME_COMMIT")])
+            .set(1);
         let mailer = mailer_for(&config.mail)?;
         let outbox = Outbox::start(mailer.clone(), metrics.clone(), config.mail.timeout);
         // The portal, if any, goes last: `SiteId`s of the configured sites
@@ -170,6 +176,9 @@ impl App {
                         &s.name
                     },
                 ),
+                upstream_seconds: metrics
+                    .upstream_response_seconds
+                    .with_label_values(&[&s.name]),
                 site: s.clone(),
             });
         }
@@ -203,7 +212,8 @@ impl App {
                 store.clone(),
                 store_up.clone(),
                 clock.clone(),
-            ),
+            )
+            .timed(metrics.store_seconds.with_label_values(&["session_lookup"])),
             email_limit: RateLimiter::new(
                 "email",
                 config.rate_limit.window,
@@ -394,10 +404,16 @@ impl App {
         let mut failed_before = false;
         loop {
             tick.tick().await;
+            let timer = self
+                .metrics
+                .store_seconds
+                .with_label_values(&["ping"])
+                .start_timer();
             let ok = matches!(
                 tokio::time::timeout(std::time::Duration::from_secs(1), self.store.ping()).await,
                 Ok(Ok(()))
             );
+            drop(timer);
             let up = ok || !failed_before;
             failed_before = !ok;
             if self.store_up.swap(up, Ordering::Relaxed) != up {
@@ -458,6 +474,24 @@ impl App {
                     tracing::debug!(error = %e, "could not read which waited-on sign-ins were decided")
                 }
             }
+        }
+    }
+
+    /// Set the gauges of live sessions and pending sign-ins from the store.
+    pub async fn count_live(&self) {
+        let timer = self
+            .metrics
+            .store_seconds
+            .with_label_values(&["counts"])
+            .start_timer();
+        let counts = self.store.counts(self.clock.now()).await;
+        drop(timer);
+        match counts {
+            Ok(c) => {
+                self.metrics.sessions_live.set(c.sessions);
+                self.metrics.pending_sign_ins.set(c.pending_sign_ins);
+            }
+            Err(e) => tracing::debug!(error = %e, "could not count live sessions"),
         }
     }
 

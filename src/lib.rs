@@ -254,6 +254,18 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         });
     }
     {
+        // The gauges of live sessions and pending sign-ins.
+        let app = app.clone();
+        background.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                app.count_live().await;
+            }
+        });
+    }
+    {
         // A sign-in approved on another instance reaches the browser
         // waiting here within a second.
         let app = app.clone();

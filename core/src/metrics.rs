@@ -2,8 +2,8 @@
 //! listener as `/metrics`; all names start with `sesame_`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// What became of one request, the `outcome` label of
@@ -180,6 +180,20 @@ pub struct Metrics {
     pub cross_device: IntCounterVec,
     /// Emails queued about a sign-in from a browser the account had not used.
     pub new_browser_notices: IntCounter,
+    /// `sesame_build_info{version, commit}`, 1 (set by the binary).
+    pub build_info: IntGaugeVec,
+    /// Sessions neither expired nor revoked, in the whole store.
+    pub sessions_live: IntGauge,
+    /// Sign-ins asked for (a link or code sent) and not yet used or expired.
+    pub pending_sign_ins: IntGauge,
+    /// Emails queued or being sent.
+    pub mail_outbox: IntGauge,
+    /// From taking an email off the queue to its delivery or last failure.
+    pub mail_delivery_seconds: Histogram,
+    /// From sending a request to the app to its response header, per site.
+    pub upstream_response_seconds: HistogramVec,
+    /// Store round trips by operation (`session_lookup`, `ping`, `counts`).
+    pub store_seconds: HistogramVec,
 }
 
 /// The `result` values of `sesame_cross_device_total`.
@@ -202,6 +216,46 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
         .expect("metric registered once");
     g
 }
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("static metric definition");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("static metric definition");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+/// Buckets for round trips to the store and the apps: 0.5 ms to 10 s.
+const ROUND_TRIP_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static metric definition");
@@ -301,7 +355,7 @@ impl Metrics {
             passkey_authentications: counter_vec(&registry, "sesame_passkey_authentications_total", "Passkey sign-ins by result", &["result"]),
             passkey_counter_regressions: counter(
                 &registry,
-                "sesame_passkey_counter_regressions_total",
+                "sesame_passkey_sign_count_regressions_total",
                 "Passkey sign-ins refused because the signature counter went backwards (possible cloned authenticator)",
             ),
             upstream_up: gauge_vec(
@@ -381,8 +435,54 @@ impl Metrics {
                 "sesame_new_browser_notices_total",
                 "Emails about a sign-in from a browser the account had not used",
             ),
+            build_info: gauge_vec(
+                &registry,
+                "sesame_build_info",
+                "The running version (1, labelled with version and commit)",
+                &["version", "commit"],
+            ),
+            sessions_live: gauge(
+                &registry,
+                "sesame_sessions_live",
+                "Sessions neither expired nor revoked, in the store (every instance's)",
+            ),
+            pending_sign_ins: gauge(
+                &registry,
+                "sesame_pending_sign_ins",
+                "Sign-in links and codes sent and not yet used or expired",
+            ),
+            mail_outbox: gauge(
+                &registry,
+                "sesame_mail_outbox_depth",
+                "Emails queued or being sent",
+            ),
+            mail_delivery_seconds: histogram(
+                &registry,
+                "sesame_mail_delivery_seconds",
+                "Time to hand an email to the mail server, retries included",
+                &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+            ),
+            upstream_response_seconds: histogram_vec(
+                &registry,
+                "sesame_upstream_response_seconds",
+                "Time from sending a request to the app to its response header",
+                &["site"],
+                &ROUND_TRIP_BUCKETS,
+            ),
+            store_seconds: histogram_vec(
+                &registry,
+                "sesame_store_query_seconds",
+                "Store round trips by operation",
+                &["op"],
+                &ROUND_TRIP_BUCKETS,
+            ),
             registry,
         };
+        // CPU, memory, open files, start time: the standard process_* set.
+        #[cfg(target_os = "linux")]
+        let _ = metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         metrics.start_at_zero();
         metrics
     }
@@ -436,6 +536,9 @@ impl Metrics {
         }
         for result in ["ok", "refused", "bad_request", "error"] {
             zero(&self.passkey_authentications, &[result]);
+        }
+        for op in ["session_lookup", "ping", "counts"] {
+            self.store_seconds.with_label_values(&[op]);
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Ctx {
     /// What became of the request (counted when it is logged; none set:
     /// an error before any decision).
     outcome: Option<Outcome>,
+    /// When the request went to the app (its response time is measured).
+    sent_upstream: Option<Instant>,
 }
 
 const PREFIX: &str = "/.sesame";
@@ -370,6 +372,7 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.sent_upstream = Some(Instant::now());
         self.upstream_request(session, up, ctx)
     }
 
@@ -380,8 +383,14 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
+        if let (Some(sent), Some(site)) = (ctx.sent_upstream.take(), ctx.site) {
+            self.app
+                .site(site)
+                .upstream_seconds
+                .observe(sent.elapsed().as_secs_f64());
+        }
         if resp.status == 101 {
             self.app
                 .metrics

@@ -45,6 +45,7 @@ mod lifecycle;
 mod limits;
 mod link;
 mod mail;
+mod monitoring;
 mod nginx;
 mod notices;
 mod oidc;

@@ -340,7 +340,7 @@ async fn a_counter_that_goes_backwards_is_refused_and_counted() {
     let assertion = p.key.do_authentication(app.origin(), rcr).unwrap();
     assert_eq!(app.finish_login(&browser(), &assertion).await.status(), 401);
     let m = app.metrics().await;
-    assert_eq!(TestApp::metric(&m, "sesame_passkey_counter_regressions_total"), 1.0);
+    assert_eq!(TestApp::metric(&m, "sesame_passkey_sign_count_regressions_total"), 1.0);
 }
 
 async fn sessions_api_signs_out_everywhere_else() {

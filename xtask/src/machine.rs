@@ -318,6 +318,77 @@ pub fn postgres_bin(name: &str) -> Option<PathBuf> {
     versions.pop().map(|(_, p)| p)
 }
 
+/// `promtool`, which checks the alert rules and a live `/metrics`: the one
+/// on `PATH`, or the one in Debian's `prometheus` package unpacked under
+/// `target/tools/` (installing the package would also enable a Prometheus
+/// server on port 9090, the port `sesame demo` serves its metrics on).
+pub fn promtool() -> Result<PathBuf> {
+    if on_path("promtool") {
+        return Ok(PathBuf::from("promtool"));
+    }
+    let tools = repo_root().join("target/tools");
+    let unpacked = tools.join("prometheus");
+    let bin = unpacked.join("usr/bin/promtool");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    if !on_path("apt-get") || !on_path("dpkg-deb") {
+        return Err(
+            "the monitoring tests need promtool (Debian package prometheus); \
+                    put it on PATH, then run this again"
+                .into(),
+        );
+    }
+    std::fs::create_dir_all(&tools)
+        .map_err(|e| format!("cannot create {}: {e}", tools.display()))?;
+    println!("==> fetching promtool (Debian package prometheus, unpacked into target/tools; no server installed)");
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "-qq", "prometheus"])
+            .current_dir(&tools)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !download() {
+        if !is_root() {
+            return Err(
+                "cannot download Debian's prometheus package (for promtool); run \
+                        `sudo apt-get update`, then this again"
+                    .into(),
+            );
+        }
+        apt(&["update", "-qq"])?;
+        if !download() {
+            return Err("apt-get download prometheus failed".into());
+        }
+    }
+    let deb = std::fs::read_dir(&tools)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("prometheus_") && n.ends_with(".deb"))
+        })
+        .ok_or("apt-get download left no prometheus_*.deb")?;
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .status()
+        .map_err(|e| format!("cannot run dpkg-deb: {e}"))?;
+    let _ = std::fs::remove_file(&deb);
+    if status.success() && bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "unpacking {} gave no usr/bin/promtool",
+            deb.display()
+        ))
+    }
+}
+
 /// The repository: xtask/ is one level down.
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

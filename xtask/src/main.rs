@@ -89,11 +89,13 @@ fn test(args: &[String]) -> Result {
     }
     let pg = postgres::find_or_start()?;
     let url = pg.url().to_string();
+    let promtool = machine::promtool()?;
     let cargo_test = |extra: &[String]| {
         let mut cmd = cargo();
         cmd.arg("test")
             .args(extra)
-            .env("SESAME_TEST_POSTGRES_URL", &url);
+            .env("SESAME_TEST_POSTGRES_URL", &url)
+            .env("SESAME_PROMTOOL", &promtool);
         cmd
     };
     if let Some(extra) = only {

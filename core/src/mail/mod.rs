@@ -108,7 +108,10 @@ impl Outbox {
                 let mailer = mailer.clone();
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
+                    let timer = metrics.mail_delivery_seconds.start_timer();
                     deliver(&*mailer, &metrics, &mail, timeout).await;
+                    drop(timer);
+                    metrics.mail_outbox.dec();
                     drop(permit);
                 });
             }
@@ -119,7 +122,10 @@ impl Outbox {
     /// Queue a message; false (and counted) if the queue is full.
     pub fn enqueue(&self, mail: OutgoingMail, metrics: &Metrics) -> bool {
         match self.tx.try_send(mail) {
-            Ok(()) => true,
+            Ok(()) => {
+                metrics.mail_outbox.inc();
+                true
+            }
             Err(_) => {
                 metrics.mail_failed.inc();
                 tracing::error!("mail queue is full; a sign-in email was dropped");

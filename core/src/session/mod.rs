@@ -179,6 +179,8 @@ pub struct Sessions {
     /// seen for the first time (a restart with many people active) costs one
     /// write, not one per session queued ahead of their reads.
     activity: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// `sesame_store_query_seconds{op="session_lookup"}`, when timed.
+    lookup_seconds: Option<prometheus::Histogram>,
     /// Store reads under way, by session id: requests for a session that is
     /// being read wait for that read instead of making their own (a page's
     /// parallel requests after a restart, or when the cache entry is due).
@@ -257,7 +259,14 @@ impl Sessions {
             activity: Default::default(),
             reading: Default::default(),
             epoch: AtomicU64::new(0),
+            lookup_seconds: None,
         }
+    }
+
+    /// Time each session read from the store into `histogram`.
+    pub fn timed(mut self, histogram: prometheus::Histogram) -> Sessions {
+        self.lookup_seconds = Some(histogram);
+        self
     }
 
     /// Write the activity noted since the last call, in one transaction; if
@@ -467,7 +476,10 @@ impl Sessions {
         let mut rounds = 0;
         loop {
             let epoch = self.epoch.load(Ordering::SeqCst);
-            let record = match self.store.session(&id_hash).await {
+            let timer = self.lookup_seconds.as_ref().map(|h| h.start_timer());
+            let read = self.store.session(&id_hash).await;
+            drop(timer);
+            let record = match read {
                 Ok(Some(r)) => r,
                 Ok(None) => return Err(Rejected::Unknown),
                 Err(e) => {

@@ -188,6 +188,15 @@ pub trait DeviceRequestStore: Send + Sync {
     async fn sweep_device_requests(&self, now: i64) -> StoreResult<Vec<RequestKind>>;
 }
 
+/// What is live in the store, for the gauges on `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Sessions neither expired nor revoked.
+    pub sessions: i64,
+    /// Sign-ins asked for (a link or code sent) and neither used nor expired.
+    pub pending_sign_ins: i64,
+}
+
 /// What [`PendingStore::sweep_pending`] deleted, of note.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweptPending {
@@ -395,6 +404,10 @@ pub trait Store:
 
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// How many sessions and sign-ins are live at `now`, in the whole
+    /// store (the gauges on `/metrics`).
+    async fn counts(&self, now: i64) -> StoreResult<Counts>;
 
     /// Deliver what other processes revoked or changed, until the store is
     /// dropped. Stores shared by several processes (PostgreSQL) implement

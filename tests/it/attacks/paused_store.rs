@@ -14,6 +14,9 @@ impl Store for PausedStore {
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }
+    async fn counts(&self, now: i64) -> StoreResult<Counts> {
+        self.inner.counts(now).await
+    }
 }
 
 #[async_trait::async_trait]

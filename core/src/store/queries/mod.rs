@@ -67,6 +67,22 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn counts(&self, now: i64) -> StoreResult<$crate::store::Counts> {
+                let sessions: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > $1",
+                )
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                let pending_sign_ins: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pending_logins WHERE consumed_at IS NULL AND expires_at > $1",
+                )
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::store::Counts { sessions, pending_sign_ins })
+            }
+
             async fn feed_invalidations(&self, sink: &(dyn Fn(Invalidation) + Send + Sync)) {
                 self.listen(sink).await
             }
