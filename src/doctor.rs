@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::client_addr::Cidr;
 use crate::clock::Clock;
 use crate::config::{Config, MailTransport, Signup, StoreConfig};
+use crate::listening::Listening;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -145,9 +146,8 @@ pub async fn examine(path: &Path, opts: &Options, clock: &Clock) -> Report {
         ),
     );
     check_clock(&mut r, clock);
-    let current = check_store(&mut r, &config, clock).await;
-    if current {
-        check_keys(&mut r, &config, clock).await;
+    if let Some(store) = check_store(&mut r, &config, clock).await {
+        check_keys(&mut r, &store.keys_created, clock);
     }
     check_mail(&mut r, &config, opts).await;
     for site in &config.sites {
@@ -174,8 +174,13 @@ fn check_clock(r: &mut Report, clock: &Clock) {
     }
 }
 
-/// Whether the store has exactly the migrations this binary knows.
-async fn check_store(r: &mut Report, config: &Config, clock: &Clock) -> bool {
+/// What the store holds, if it has exactly the migrations this binary
+/// knows.
+async fn check_store(
+    r: &mut Report,
+    config: &Config,
+    clock: &Clock,
+) -> Option<crate::store::Inspection> {
     let what = match &config.store {
         StoreConfig::Sqlite { path } => format!("SQLite {}", path.display()),
         StoreConfig::Postgres { url } => format!("PostgreSQL {}", redact_url(url)),
@@ -192,7 +197,7 @@ async fn check_store(r: &mut Report, config: &Config, clock: &Clock) -> bool {
                 format!("{what}: no answer within 10 s"),
                 "check that the database is up and reachable from this host",
             );
-            return false;
+            return None;
         }
         Ok(Err(e)) => {
             r.fail(
@@ -200,7 +205,7 @@ async fn check_store(r: &mut Report, config: &Config, clock: &Clock) -> bool {
                 format!("{what}: {e}"),
                 "start the database, or fix [store] url",
             );
-            return false;
+            return None;
         }
         Ok(Ok(None)) => {
             // A SQLite file not made yet: the first start makes it, if it can.
@@ -224,7 +229,7 @@ async fn check_store(r: &mut Report, config: &Config, clock: &Clock) -> bool {
                     ),
                 }
             }
-            return false;
+            return None;
         }
         Ok(Ok(Some(i))) => i,
     };
@@ -237,7 +242,7 @@ async fn check_store(r: &mut Report, config: &Config, clock: &Clock) -> bool {
             ),
             "run the newer version (an older binary may misread the store)",
         );
-        return false;
+        return None;
     }
     if !inspection.missing.is_empty() {
         r.warn(
@@ -249,7 +254,7 @@ async fn check_store(r: &mut Report, config: &Config, clock: &Clock) -> bool {
             ),
             "`sesame migrate -c FILE` applies them (so does the next start)",
         );
-        return false;
+        return None;
     }
     r.pass(
         "store",
@@ -270,33 +275,11 @@ async fn check_store(r: &mut Report, config: &Config, clock: &Clock) -> bool {
             r.pass("clock", said);
         }
     }
-    true
+    Some(inspection)
 }
 
-async fn check_keys(r: &mut Report, config: &Config, clock: &Clock) {
-    let store = match crate::store::open(&config.store).await {
-        Ok(s) => s,
-        Err(e) => {
-            r.fail(
-                "keys",
-                format!("cannot read the keys: {e}"),
-                "see the store line",
-            );
-            return;
-        }
-    };
-    let keys = match store.keys().await {
-        Ok(k) => k,
-        Err(e) => {
-            r.fail(
-                "keys",
-                format!("cannot read the keys: {e}"),
-                "see the store line",
-            );
-            return;
-        }
-    };
-    let Some(newest) = keys.iter().map(|k| k.created_at).max() else {
+fn check_keys(r: &mut Report, keys_created: &[i64], clock: &Clock) {
+    let Some(newest) = keys_created.iter().copied().max() else {
         r.pass("keys", "none yet: the first start makes them");
         return;
     };
@@ -310,7 +293,10 @@ async fn check_keys(r: &mut Report, config: &Config, clock: &Clock) {
     } else {
         r.pass(
             "keys",
-            format!("{} key(s), the newest {days} day(s) old", keys.len()),
+            format!(
+                "{} key(s), the newest {days} day(s) old",
+                keys_created.len()
+            ),
         );
     }
 }
@@ -500,7 +486,7 @@ fn check_bypass(r: &mut Report, topic: &str, addr: SocketAddr, listening: &Liste
             ),
             Some(others) if others.is_empty() => r.pass(
                 topic,
-                format!("{addr} is loopback, and nothing on port {} listens beyond it", addr.port()),
+                format!("{addr} is loopback, and nothing on port {} listens beyond it (in this network namespace)", addr.port()),
             ),
             Some(others) => r.fail(
                 topic,
@@ -670,68 +656,6 @@ fn is_private(ip: IpAddr) -> bool {
         .any(|c| c.contains(ip))
 }
 
-/// The TCP sockets listening on this host (this network namespace), from
-/// `/proc/net/tcp` and `/proc/net/tcp6`.
-struct Listening(Option<Vec<SocketAddr>>);
-
-impl Listening {
-    fn read() -> Listening {
-        let v4 = std::fs::read_to_string("/proc/net/tcp");
-        let v6 = std::fs::read_to_string("/proc/net/tcp6");
-        if v4.is_err() && v6.is_err() {
-            return Listening(None);
-        }
-        let mut all = Vec::new();
-        for text in [v4.unwrap_or_default(), v6.unwrap_or_default()] {
-            all.extend(text.lines().skip(1).filter_map(parse_listen_line));
-        }
-        Listening(Some(all))
-    }
-
-    /// The addresses beyond loopback listening on `port`; `None` if that
-    /// cannot be known.
-    fn open_beyond_loopback(&self, port: u16) -> Option<Vec<SocketAddr>> {
-        let all = self.0.as_ref()?;
-        Some(
-            all.iter()
-                .filter(|a| a.port() == port && !a.ip().is_loopback())
-                .copied()
-                .collect(),
-        )
-    }
-}
-
-/// A listening socket's address from a line of `/proc/net/tcp{,6}`
-/// (`sl local_address rem_address st ...`, state `0A` is LISTEN; addresses
-/// in hex, each 32-bit word in host byte order).
-fn parse_listen_line(line: &str) -> Option<SocketAddr> {
-    let mut fields = line.split_whitespace();
-    let local = fields.nth(1)?;
-    let state = fields.nth(1)?;
-    if state != "0A" {
-        return None;
-    }
-    let (ip_hex, port_hex) = local.split_once(':')?;
-    let port = u16::from_str_radix(port_hex, 16).ok()?;
-    let words: Vec<u32> = (0..ip_hex.len() / 8)
-        .map(|i| u32::from_str_radix(ip_hex.get(i * 8..i * 8 + 8)?, 16).ok())
-        .collect::<Option<_>>()?;
-    let ip = match words.as_slice() {
-        [w] => IpAddr::from(u32::from_be(*w).to_be_bytes()),
-        [a, b, c, d] => {
-            let mut bytes = [0u8; 16];
-            for (i, w) in [a, b, c, d].iter().enumerate() {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-            }
-            let v6 = std::net::Ipv6Addr::from(bytes);
-            // An IPv4 address on a dual-stack socket.
-            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
 /// The nearest directory at or above `dir` that exists.
 fn nearest_existing(dir: &Path) -> Option<std::path::PathBuf> {
     dir.ancestors().find(|d| d.is_dir()).map(Path::to_path_buf)
@@ -743,14 +667,34 @@ fn writable(dir: &Path) -> bool {
 
 /// `url` without its password.
 fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(an unparsable URL)".into(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        return "(an unparsable URL)".into();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
     }
+    // libpq takes secrets as parameters too (`?password=`, `sslpassword=`).
+    let secret = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        ["pass", "secret", "token", "key"]
+            .iter()
+            .any(|s| k.contains(s))
+    };
+    if u.query_pairs().any(|(k, _)| secret(&k)) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 /// What TLS an SMTP URL asks for, as lettre reads it.
@@ -789,29 +733,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listening_sockets_are_read_from_proc_net_tcp_lines() {
-        // 127.0.0.1:3000, 0.0.0.0:8080 (listening), and an established one.
-        let v4 = [
-            "   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0",
-            "   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 100 0 0 10 0",
-            "   2: 0100007F:0BB8 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 3 1 0 20 4 30 10 -1",
-        ];
-        let got: Vec<Option<SocketAddr>> = v4.iter().map(|l| parse_listen_line(l)).collect();
-        assert_eq!(
-            got,
-            [
-                Some("127.0.0.1:3000".parse().unwrap()),
-                Some("0.0.0.0:8080".parse().unwrap()),
-                None
-            ]
+    fn secrets_in_store_and_mail_urls_are_masked() {
+        let shown = redact_url(
+            "postgres://sesame:hunter2@db/sesame?sslmode=require&password=s3cret&sslpassword=k3y&sslkey=%2Fetc%2Fk",
         );
-        // [::]:3000 and [::1]:3000 (on a little-endian host).
-        if cfg!(target_endian = "little") {
-            let any6 = "   0: 00000000000000000000000000000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 4 1 0 100 0 0 10 0";
-            let lo6 = "   1: 00000000000000000000000001000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 5 1 0 100 0 0 10 0";
-            assert_eq!(parse_listen_line(any6), Some("[::]:3000".parse().unwrap()));
-            assert_eq!(parse_listen_line(lo6), Some("[::1]:3000".parse().unwrap()));
+        for secret in ["hunter2", "s3cret", "k3y", "%2Fetc%2Fk"] {
+            assert!(!shown.contains(secret), "{shown}");
         }
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert!(shown.contains("sesame:***@db"), "{shown}");
+        assert_eq!(
+            redact_url("smtp://mail.example.com:587?tls=required"),
+            "smtp://mail.example.com:587?tls=required"
+        );
     }
 
     #[test]

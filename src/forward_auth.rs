@@ -27,6 +27,38 @@ use crate::policy::{self, Decision};
 
 pub const PATH: &str = "/.sesame/auth";
 
+/// Envoy's `ext_authz` HTTP service (also Envoy Gateway's
+/// `SecurityPolicy.extAuth`, Istio's `envoyExtAuthzHttp` and the Gateway
+/// API's `ExternalAuth` filter with `protocol: HTTP`): Envoy asks with the
+/// original method and `Host`, and the original path appended to this
+/// prefix; a `200` lets the request through with the headers Envoy is told
+/// to copy, and anything else is the client's answer as it is (status,
+/// headers, body), so a browser gets the `302` to the login page.
+pub const EXT_AUTHZ_PREFIX: &str = "/.sesame/ext-authz";
+
+/// The original path (and query) an ext_authz check asks about, if
+/// `path_and_query` is one.
+pub fn ext_authz_target(path_and_query: &str) -> Option<&str> {
+    let rest = path_and_query.strip_prefix(EXT_AUTHZ_PREFIX)?;
+    match rest.as_bytes().first() {
+        None => Some("/"),
+        Some(b'/') => Some(rest),
+        Some(b'?') => None,
+        Some(_) => None,
+    }
+}
+
+/// Who asks, which shapes the answers that are not a `200`.
+#[derive(Debug, Clone, Copy)]
+enum Asker {
+    /// nginx, Traefik, Caddy: `?redirect=1` asks for a `302` rather than a
+    /// `401` (a proxy that shows the client Sesame's answer).
+    FrontProxy { redirect: bool },
+    /// Envoy, whose denials reach the client as they are: a person
+    /// (`browser`) gets a redirect or a page, a program JSON.
+    Envoy { browser: bool },
+}
+
 /// The request the front proxy is asking about.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Original<'a> {
@@ -130,7 +162,7 @@ pub async fn check(
         }
     };
     // The portal has no app behind it: nothing to check.
-    let Some((site_id, site)) = o
+    let Some((site_id, _)) = o
         .host
         .and_then(|h| app.site_for_host(h))
         .filter(|(id, _)| !app.is_portal(*id))
@@ -141,8 +173,106 @@ pub async fn check(
             Resp::json(404, &json!({"error": "unknown_site"})),
         );
     };
-    // A WebSocket the front proxy relays (Caddy and Traefik pass the
-    // client's handshake headers on): from the site's own origin only.
+    let wants_redirect =
+        form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "redirect" && v == "1");
+    let asker = Asker::FrontProxy {
+        redirect: wants_redirect && o.method.eq_ignore_ascii_case(Method::GET.as_str()),
+    };
+    decide(app, site_id, headers, &o, asker).await
+}
+
+/// `POST|GET|… /.sesame/ext-authz/PATH` from Envoy: decide for `PATH` on
+/// the site of the `Host` header, asked with `method`.
+pub async fn ext_authz(
+    app: &App,
+    method: &str,
+    headers: &HeaderMap,
+    target: &str,
+) -> (Option<SiteId>, Outcome, Resp) {
+    let host = match single(headers, "host") {
+        Ok(h) => h,
+        Err(name) => {
+            return (
+                None,
+                Outcome::BadPath,
+                Resp::json(400, &json!({"error": "bad_request", "header": name})),
+            )
+        }
+    };
+    let Some((site_id, _)) = host
+        .and_then(|h| app.site_for_host(h))
+        .filter(|(id, _)| !app.is_portal(*id))
+    else {
+        return (
+            None,
+            Outcome::UnknownSite,
+            Resp::json(404, &json!({"error": "unknown_site"})),
+        );
+    };
+    // A person: a page load. Envoy passes `Accept` only when told to; a
+    // GET without it is taken for a browser.
+    let reads_html = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_none_or(|a| a.contains("text/html"));
+    let browser = (method == "GET" || method == "HEAD") && reads_html;
+    let o = Original {
+        host,
+        uri: target,
+        method,
+    };
+    decide(app, site_id, headers, &o, Asker::Envoy { browser }).await
+}
+
+/// `x-envoy-auth-headers-to-remove`: what Envoy would pass on from the
+/// client and must not.
+/// - The identity headers Sesame does not set in this answer (`unset`): all
+///   of them on a public path, the name or assertion a session lacks.
+///   Envoy overwrites the ones the answer sets (they must be in its
+///   `allowed_upstream_headers`) and removes these.
+/// - Every identity header's name with `_` for `-` (`remote_user`), which
+///   apps reading CGI-style variables take for the real one.
+/// - The headers apps believe from a proxy (`X-Original-URL` routes some
+///   apps by another path than the one judged here; `X-Forwarded-Host`).
+fn headers_to_remove<'a>(
+    site: &'a crate::app::SiteRt,
+    unset: impl Iterator<Item = &'a http::HeaderName>,
+) -> (http::HeaderName, http::HeaderValue) {
+    let names = &site.site.headers;
+    let mut remove: Vec<String> = unset.map(|n| n.as_str().to_string()).collect();
+    remove.extend(
+        names
+            .all()
+            .iter()
+            .filter(|n| n.as_str().contains('-'))
+            .map(|n| n.as_str().replace('-', "_")),
+    );
+    remove.extend(
+        crate::gateway::headers::PROXY_ONLY
+            .iter()
+            .chain([&header::HeaderName::from_static("x-forwarded-host")])
+            .map(|n| n.as_str().to_string()),
+    );
+    (
+        http::HeaderName::from_static("x-envoy-auth-headers-to-remove"),
+        // Header names joined by ", " are a valid header value.
+        http::HeaderValue::from_str(&remove.join(", "))
+            .unwrap_or(http::HeaderValue::from_static("")),
+    )
+}
+
+/// The decision for the original request `o` on site `site_id`, answered
+/// as `asker` expects.
+async fn decide(
+    app: &App,
+    site_id: SiteId,
+    headers: &HeaderMap,
+    o: &Original<'_>,
+    asker: Asker,
+) -> (Option<SiteId>, Outcome, Resp) {
+    let site = app.site(site_id);
+    // A WebSocket the proxy relays (Caddy and Traefik pass the client's
+    // handshake headers on): from the site's own origin only.
     if headers.contains_key("sec-websocket-key")
         && !crate::gateway::upgrade::origin_allowed(
             headers,
@@ -172,7 +302,23 @@ pub async fn check(
         site,
         headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
     );
-    let decision = policy::decide(app, site, path, cookie).await;
+    let (decision, checked) = policy::decide_checked(app, site, path, cookie).await;
+    // Envoy sends the app the path as the client spelled it: the decision
+    // holds only if that is the path judged (`/public/../admin` is judged
+    // as `/admin`, and an app may read it otherwise). Envoy's
+    // `normalize_path` and `merge_slashes` make every path normal first.
+    if let (Asker::Envoy { .. }, Some(checked)) = (asker, &checked) {
+        if crate::path::encode(checked) != path {
+            return (
+                Some(site_id),
+                Outcome::BadPath,
+                Resp::json(
+                    400,
+                    &json!({"error": "bad_path", "normal_path": crate::path::encode(checked)}),
+                ),
+            );
+        }
+    }
     let outcome = decision.outcome();
     let login_url = || site.site.sesame_url_back_to("/login", o.uri);
     let resp = match decision {
@@ -183,36 +329,77 @@ pub async fn check(
                 assertion: assertion.as_ref().map(|a| &a.header),
             };
             let mut resp = Resp::new(200, "text/plain; charset=utf-8", "");
-            resp.headers.extend(identity.all_headers(site));
             resp.headers.push((
                 header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-store"),
             ));
+            match asker {
+                // A front proxy copies every header it is told to: an
+                // empty one overwrites what the client sent.
+                Asker::FrontProxy { .. } => resp.headers.extend(identity.all_headers(site)),
+                // Envoy copies the ones given and removes the others.
+                Asker::Envoy { .. } => {
+                    let set: Vec<_> = identity.headers(site).collect();
+                    let all = site.site.headers.all();
+                    let unset = all
+                        .into_iter()
+                        .filter(|n| !set.iter().any(|(s, _)| s == *n));
+                    resp.headers.push(headers_to_remove(site, unset));
+                    resp.headers.extend(set);
+                }
+            }
             resp
         }
-        // Public or not signed in: no identity, so no 200.
-        Decision::Public | Decision::Login => {
-            let wants_redirect =
-                form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "redirect" && v == "1");
-            if wants_redirect && o.method.eq_ignore_ascii_case(Method::GET.as_str()) {
-                Resp::redirect(302, &login_url())
-            } else {
-                Resp::json(
-                    401,
-                    &json!({"error": "unauthenticated", "login_url": login_url()}),
-                )
-            }
+        // Envoy asks about every path: a public one goes through, with
+        // every identity header the client sent removed.
+        Decision::Public if matches!(asker, Asker::Envoy { .. }) => {
+            let mut resp = Resp::new(200, "text/plain; charset=utf-8", "");
+            resp.headers.push((
+                header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            ));
+            resp.headers
+                .push(headers_to_remove(site, site.site.headers.all().into_iter()));
+            resp
         }
-        Decision::Deny(live) => Resp::json(
-            403,
-            &json!({"error": "forbidden", "signed_in_as": live.record.email.as_str()}),
-        ),
+        // Public or not signed in: no identity, so no 200 (front proxies
+        // do not ask about their public paths).
+        Decision::Public | Decision::Login => match asker {
+            Asker::FrontProxy { redirect: true } | Asker::Envoy { browser: true } => {
+                Resp::redirect(302, &login_url())
+            }
+            _ => Resp::json(
+                401,
+                &json!({"error": "unauthenticated", "login_url": login_url()}),
+            )
+            .header(header::WWW_AUTHENTICATE, "Sesame"),
+        },
+        Decision::Deny(live) => match asker {
+            Asker::Envoy { browser: true } => {
+                let message = format!(
+                    "You are signed in as {}, who may not use {}. Sign out to use another account.",
+                    live.record.email, site.site.name
+                );
+                crate::endpoints::ErrorPage {
+                    signout: true,
+                    ..crate::endpoints::ErrorPage::new(&site.site.name, "No access", &message)
+                }
+                .respond(app, 403)
+            }
+            _ => Resp::json(
+                403,
+                &json!({"error": "forbidden", "signed_in_as": live.record.email.as_str()}),
+            ),
+        },
         Decision::StepUp(_) => {
             let url = site.site.sesame_url_back_to("/stepup", o.uri);
-            Resp::json(
-                403,
-                &json!({"error": "passkey_required", "stepup_url": url}),
-            )
+            match asker {
+                Asker::Envoy { browser: true } => Resp::redirect(302, &url),
+                _ => Resp::json(
+                    403,
+                    &json!({"error": "passkey_required", "stepup_url": url}),
+                ),
+            }
         }
         Decision::BadPath => Resp::json(400, &json!({"error": "bad_path"})),
         Decision::Unavailable => {

@@ -3,9 +3,10 @@
 //! and exits. No connection is refused in between: both processes hold the
 //! same sockets for a few seconds.
 //!
-//! 1. The running process gets `SIGUSR2` and starts the binary now at the
-//!    path it was started from (the new version), as `sesame run -c FILE
-//!    --upgrade-from PID`. By hand, that command does the same.
+//! 1. The running process gets `SIGUSR2` (or `SIGHUP`: a reload is an
+//!    upgrade to the same binary, reading the config file again) and starts
+//!    the binary now at the path it was started from, as `sesame run -c
+//!    FILE --upgrade-from PID`. By hand, that command does the same.
 //! 2. The new process builds everything (config, store, keys) first; if
 //!    that fails it exits and the old one keeps serving. Then it waits at
 //!    `server.upgrade_socket` and sends the old one `SIGQUIT`.
@@ -155,12 +156,60 @@ pub fn check_socket_dir(socket: &Path) -> Result<(), String> {
             meta.mode() & 0o777
         ));
     }
+    // Whoever may rename a directory above could swap in one of their own.
+    // A sticky one (/tmp) lets no one rename what is not theirs.
+    for above in dir
+        .ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+    {
+        let Ok(m) = std::fs::metadata(above) else {
+            continue;
+        };
+        let others_write = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
+        if (m.uid() != me && m.uid() != 0) || others_write {
+            return Err(format!(
+                "server.upgrade_socket: {} (above {}) can be changed by other users (owner {}, mode {:o}); \
+                 keep the socket below directories only root or Sesame's user can change",
+                above.display(),
+                dir.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ));
+        }
+    }
     Ok(())
 }
 
-/// Is a new process waiting at `socket` for this one's sockets?
-pub fn successor_waiting(socket: &Path) -> bool {
-    std::fs::symlink_metadata(socket).is_ok_and(|m| m.file_type().is_socket())
+/// Is a new process waiting at `socket` for this one's sockets? Only a
+/// socket made by Sesame's user, in a directory still Sesame's user's alone
+/// (see [`check_socket_dir`]), and, when this process started the successor
+/// (`successor`, else 0: started by hand), only while that one runs.
+pub fn successor_waiting(socket: &Path, successor: u32) -> Result<(), String> {
+    check_socket_dir(socket)?;
+    let meta = std::fs::symlink_metadata(socket)
+        .map_err(|e| format!("no socket at {} ({e})", socket.display()))?;
+    if !meta.file_type().is_socket() {
+        return Err(format!("{} is not a socket", socket.display()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "{} belongs to user {}, not to Sesame's user ({me})",
+            socket.display(),
+            meta.uid()
+        ));
+    }
+    if successor != 0 {
+        let alive = i32::try_from(successor)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+        if !alive {
+            return Err(format!("the new process {successor} is gone"));
+        }
+    }
+    Ok(())
 }
 
 /// In the new process, before Pingora's bootstrap waits at `socket`:
@@ -174,12 +223,15 @@ pub fn ask_for_sockets(socket: &Path, from: u32) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot remove {}: {e}", socket.display())),
     }
-    let pid = rustix::process::Pid::from_raw(from as i32)
+    let pid = i32::try_from(from)
+        .ok()
+        .filter(|p| *p > 1)
+        .and_then(rustix::process::Pid::from_raw)
         .ok_or_else(|| format!("--upgrade-from {from}: not a process id"))?;
     let socket = socket.to_path_buf();
     std::thread::spawn(move || {
         let start = Instant::now();
-        while !successor_waiting(&socket) {
+        while successor_waiting(&socket, 0).is_err() {
             if start.elapsed() > Duration::from_secs(30) {
                 tracing::error!(socket = %socket.display(), "upgrade: the socket to receive the listeners on did not appear");
                 return;
@@ -242,17 +294,39 @@ mod tests {
         assert!(check_socket_dir(&socket).is_err());
         let e = check_socket_dir(&dir.path().join("missing/up.sock")).unwrap_err();
         assert!(e.contains("RuntimeDirectory=sesame"), "{e}");
+        // A 0700 directory inside one anybody may change is no better.
+        let inner = dir.path().join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_socket_dir(&inner.join("up.sock")).unwrap_err();
+        assert!(e.contains("can be changed by other users"), "{e}");
+        // Sticky, as /tmp is: nobody renames what is not theirs.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(check_socket_dir(&inner.join("up.sock")), Ok(()));
     }
 
     #[test]
     fn only_a_socket_at_the_path_counts_as_a_waiting_successor() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("up.sock");
-        assert!(!successor_waiting(&path));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(successor_waiting(&path, 0).is_err());
         std::fs::write(&path, "").unwrap();
-        assert!(!successor_waiting(&path));
+        let e = successor_waiting(&path, 0).unwrap_err();
+        assert!(e.contains("not a socket"), "{e}");
         std::fs::remove_file(&path).unwrap();
         let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert!(successor_waiting(&path));
+        assert_eq!(successor_waiting(&path, 0), Ok(()));
+        assert_eq!(successor_waiting(&path, std::process::id()), Ok(()));
+        // A successor that has exited waits for nothing.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let e = successor_waiting(&path, gone_pid).unwrap_err();
+        assert!(e.contains("is gone"), "{e}");
+        // Nor does one in a directory opened to others since.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(successor_waiting(&path, 0).is_err());
     }
 }

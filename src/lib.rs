@@ -20,6 +20,7 @@ pub mod endpoints;
 pub mod forward_auth;
 pub mod gateway;
 pub mod handover;
+mod listening;
 pub mod policy;
 pub mod upstream;
 
@@ -50,6 +51,8 @@ pub struct Options {
     /// Take the listening sockets over from this running process
     /// (`--upgrade-from`) instead of binding them.
     pub upgrade_from: Option<u32>,
+    /// `sesame_config_info{hash}`: the config file's hash, if read from one.
+    pub config_hash: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +159,19 @@ fn listen_addrs(config: &Config, opts: &Options) -> Vec<SocketAddr> {
 fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepared, StartError> {
     match opts.upgrade_from {
         // The running process holds them: they come from it.
-        Some(_) => {
-            handover::check_socket_dir(&config.upgrade_socket).map_err(StartError::Upgrade)?
+        // The running process holds them and hands them over; an address
+        // new in this config must be free, or the handover would leave
+        // nothing serving there.
+        Some(from) => {
+            handover::check_socket_dir(&config.upgrade_socket).map_err(StartError::Upgrade)?;
+            let listening = listening::Listening::read();
+            for a in listen_addrs(&config, opts) {
+                if let Err(e) = check_free(a) {
+                    if listening.held_by(from, a) == Some(false) {
+                        return Err(e);
+                    }
+                }
+            }
         }
         None => {
             for a in listen_addrs(&config, opts) {
@@ -172,6 +186,9 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         .build()
         .map_err(StartError::Runtime)?;
     let app = background.block_on(App::build(config, opts.clock.clone()))?;
+    if let Some(hash) = &opts.config_hash {
+        app.metrics.config_info.with_label_values(&[hash]).set(1);
+    }
     {
         let app = app.clone();
         background.spawn(async move { app.probe_store().await });
@@ -279,6 +296,20 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         });
     }
 
+    // Certificates before the handover: a bad one must leave the running
+    // process serving.
+    let mut tls_listeners = Vec::new();
+    for t in &app.config.tls {
+        let certs = Arc::new(tls::Certs::load(&t.certs).map_err(StartError::Tls)?);
+        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        settings.set_cert_resolver(certs.clone());
+        if t.http2 {
+            settings.enable_h2();
+        }
+        tls_listeners.push((t.listen, certs, settings));
+    }
+
     let conf = ServerConf {
         threads: app.config.threads,
         work_stealing,
@@ -315,21 +346,14 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
     for a in &app.config.listen {
         proxy.add_tcp(&a.to_string());
     }
-    for t in &app.config.tls {
-        let certs = Arc::new(tls::Certs::load(&t.certs).map_err(StartError::Tls)?);
+    for (listen, certs, settings) in tls_listeners {
         for (cert, not_after) in certs.expiries() {
             app.metrics
                 .tls_cert_expiry
                 .with_label_values(&[&cert.display().to_string()])
                 .set(not_after);
         }
-        let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
-            .map_err(|e| StartError::Tls(e.to_string()))?;
-        settings.set_cert_resolver(certs.clone());
-        if t.http2 {
-            settings.enable_h2();
-        }
-        proxy.add_tls_with_settings(&t.listen.to_string(), None, settings);
+        proxy.add_tls_with_settings(&listen.to_string(), None, settings);
         let app = app.clone();
         let every = app.config.tls_reload_interval;
         background.spawn(async move { reload_certs(&app, &certs, every).await });
@@ -405,6 +429,25 @@ impl Shutdown {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// `SIGUSR2` (`why`: upgrade) or `SIGHUP` (reload): start the binary at
+    /// this process's path, to take over once it has read the config.
+    fn start_successor(&self, why: &str) {
+        let Some(s) = &self.successor else {
+            tracing::warn!(why, "signal ignored: this process cannot start a successor");
+            return;
+        };
+        match s.start(&self.upgrade_socket) {
+            Ok(pid) => {
+                self.successor_pid
+                    .store(pid, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(why, pid, exe = %s.exe.display(), config = %s.config.display(), "upgrade: started the new process");
+            }
+            Err(e) => {
+                tracing::error!(why, error = %e, "upgrade not started; this process goes on serving")
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -416,11 +459,12 @@ impl ShutdownSignalWatch for Shutdown {
             return ShutdownSignal::FastShutdown;
         }
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr2)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr2), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::quit()),
             signal(SignalKind::user_defined2()),
+            signal(SignalKind::hangup()),
         ) else {
             let _ = rx.wait_for(|stop| *stop).await;
             return ShutdownSignal::FastShutdown;
@@ -436,32 +480,31 @@ impl ShutdownSignalWatch for Shutdown {
                 _ = quit.recv() => {
                     // Without a process waiting for them, handing the
                     // sockets over would only stop this one.
-                    if handover::successor_waiting(&self.upgrade_socket) {
+                    let successor = self.successor_pid.load(std::sync::atomic::Ordering::Relaxed);
+                    let waiting = handover::successor_waiting(&self.upgrade_socket, successor);
+                    if waiting.is_ok() {
                         tracing::info!("upgrade: handing the listening sockets over; finishing open requests");
                         self.drain();
                         // systemd (NotifyAccess=main) hears it from the
                         // main process: the child is the main one now.
-                        match self.successor_pid.load(std::sync::atomic::Ordering::Relaxed) {
-                            0 => {}
-                            pid => handover::notify(&format!("MAINPID={pid}")),
+                        if successor != 0 {
+                            handover::notify(&format!("MAINPID={successor}"));
                         }
                         return ShutdownSignal::GracefulUpgrade;
                     }
-                    tracing::warn!(
-                        socket = %self.upgrade_socket.display(),
-                        "SIGQUIT ignored: no new process waits for the listening sockets"
-                    );
+                    if let Err(why) = waiting {
+                        tracing::warn!(
+                            socket = %self.upgrade_socket.display(),
+                            why,
+                            "SIGQUIT ignored: no new process waits for the listening sockets"
+                        );
+                    }
                 }
-                _ = usr2.recv() => match &self.successor {
-                    Some(s) => match s.start(&self.upgrade_socket) {
-                        Ok(pid) => {
-                            self.successor_pid.store(pid, std::sync::atomic::Ordering::Relaxed);
-                            tracing::info!(pid, exe = %s.exe.display(), "upgrade: started the new process");
-                        }
-                        Err(e) => tracing::error!(error = %e, "upgrade not started; this process goes on serving"),
-                    },
-                    None => tracing::warn!("SIGUSR2 ignored: this process cannot start a successor"),
-                },
+                _ = usr2.recv() => self.start_successor("upgrade"),
+                // A reload is an upgrade to the same binary: the new
+                // process reads the config file, and takes over only if
+                // it is valid.
+                _ = hup.recv() => self.start_successor("reload"),
             }
         }
     }

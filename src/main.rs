@@ -52,6 +52,8 @@ SIGUSR2 upgrades without dropping a request: the binary now at the path this
 one was started from takes the listening sockets over (server.upgrade_socket)
 and this process exits once its open requests are answered. If the new one
 cannot start, this one goes on serving. --upgrade-from does the same by hand.
+SIGHUP reloads the config the same way: a new process reads the file and
+takes over only if it is valid.
 
 Examples:
   sesame run -c /etc/sesame/sesame.toml
@@ -61,7 +63,7 @@ Examples:
         config: PathBuf,
         /// Take the listening sockets over from the Sesame running as this
         /// process id, which then finishes its requests and exits.
-        #[arg(long, value_name = "PID")]
+        #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(2..=i32::MAX as i64))]
         upgrade_from: Option<u32>,
     },
     /// Try Sesame on localhost: embedded demo config, console mail, demo app.
@@ -328,6 +330,9 @@ fn main() -> ExitCode {
             let opts = sesame::Options {
                 successor: Some(sesame::handover::Successor::of_this_process(&config)),
                 upgrade_from,
+                config_hash: std::fs::read_to_string(&config)
+                    .ok()
+                    .map(|text| sesame::session::hash_id(&text)[..16].to_string()),
                 ..Default::default()
             };
             sesame::run(c, opts).map_err(|e| e.to_string())

@@ -182,6 +182,8 @@ pub struct Metrics {
     pub new_browser_notices: IntCounter,
     /// `sesame_build_info{version, commit}`, 1 (set by the binary).
     pub build_info: IntGaugeVec,
+    /// `sesame_config_info{hash}`, 1: which config file text is running.
+    pub config_info: IntGaugeVec,
     /// Sessions neither expired nor revoked, in the whole store.
     pub sessions_live: IntGauge,
     /// Sign-ins asked for (a link or code sent) and not yet used or expired.
@@ -440,6 +442,12 @@ impl Metrics {
                 "sesame_build_info",
                 "The running version (1, labelled with version and commit)",
                 &["version", "commit"],
+            ),
+            config_info: gauge_vec(
+                &registry,
+                "sesame_config_info",
+                "The config running (1, labelled with the SHA-256 of the file, first 16 hex digits)",
+                &["hash"],
             ),
             sessions_live: gauge(
                 &registry,

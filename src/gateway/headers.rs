@@ -26,7 +26,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// `X-Forwarded-Port` and `X-Forwarded-Prefix` would give the app a made-up
 /// client address or base URL (`X-Forwarded-For`, `-Proto` and `-Host` are
 /// set by Sesame).
-const PROXY_ONLY: [HeaderName; 6] = [
+pub(crate) const PROXY_ONLY: [HeaderName; 6] = [
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
     HeaderName::from_static("forwarded"),

@@ -230,6 +230,26 @@ impl ProxyHttp for Gateway {
             write(session, resp).await?;
             return Ok(true);
         }
+        if let Some(target) = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .and_then(|pq| forward_auth::ext_authz_target(pq.as_str()))
+        {
+            let target = target.to_string();
+            let req = session.req_header();
+            let (site, outcome, resp) =
+                forward_auth::ext_authz(&self.app, req.method.as_str(), &req.headers, &target)
+                    .await;
+            ctx.site = site;
+            ctx.outcome = Some(outcome);
+            self.app
+                .metrics
+                .auth_check_seconds
+                .observe(started.elapsed().as_secs_f64());
+            write(session, resp).await?;
+            return Ok(true);
+        }
         let Some((site_id, site)) =
             request_host(session.req_header()).and_then(|h| self.app.site_for_host(h))
         else {

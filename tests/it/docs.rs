@@ -265,6 +265,13 @@ fn check_command(line: &str, config: &Path, at: &str) -> Result<(), String> {
         // systemd is not on a test machine: the unit they name is checked
         // (systemd.rs-style tests read systemd/sesame.service).
         ("systemctl", ["daemon-reload"] | ["enable", "--now", "sesame"]) => Ok(()),
+        // The unit's reload is the SIGHUP that tests/it/upgrade.rs sends.
+        ("systemctl", ["reload", "sesame"]) => {
+            let unit = std::fs::read_to_string(repo().join("systemd/sesame.service")).unwrap();
+            unit.contains("ExecReload=/bin/kill -HUP $MAINPID")
+                .then_some(())
+                .ok_or("the unit has no ExecReload sending SIGHUP".into())
+        }
         // The upgrade signal reaches the main process only, and the unit
         // follows the new one (tests/it/upgrade.rs tests the rest).
         ("systemctl", ["kill", "--signal=SIGUSR2", "--kill-whom=main", "sesame"]) => {

@@ -38,6 +38,7 @@ mod cross_device;
 mod device_grant;
 mod docs;
 mod doctor;
+mod ext_authz;
 mod forward_auth;
 mod intercept;
 mod keys;

@@ -327,6 +327,62 @@ async fn a_successor_that_cannot_start_leaves_the_running_process_serving() {
     );
     assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
 
+    // A listen address new in the file that another program holds: the
+    // new process finds out before the handover, not after.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    let listen = format!("listen = [\"127.0.0.1:{}\"]", u.old.port);
+    assert!(good.contains(&listen), "{good}");
+    let both = format!("listen = [\"127.0.0.1:{}\", \"{busy_addr}\"]", u.old.port);
+    std::fs::write(&u.config_path, good.replace(&listen, &both)).unwrap();
+    signal(pid, rustix::process::Signal::HUP);
+    u.old.until_logged_times("upgrade failed", 2).await;
+    assert!(
+        u.old.log().contains(&busy_addr.to_string()),
+        "the new process names the address in use:\n{}",
+        u.old.log()
+    );
+    let handed = "handing the listening sockets over";
+    assert!(
+        !u.old.log().contains(handed),
+        "found out too late:\n{}",
+        u.old.log()
+    );
+    assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
+    drop(busy);
+
+    // A certificate that does not load, likewise.
+    let cert = u.store.dir().join("broken.pem");
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &u.config_path,
+        good.replace(
+            "[store]",
+            &format!(
+                "[[server.tls]]\nlisten = \"127.0.0.1:{}\"\ncert = {cert:?}\nkey = {cert:?}\n\n[store]",
+                free_port()
+            ),
+        ),
+    )
+    .unwrap();
+    signal(pid, rustix::process::Signal::HUP);
+    u.old.until_logged_times("upgrade failed", 3).await;
+    assert!(
+        u.old.log().contains("broken.pem"),
+        "the new process names the certificate:\n{}",
+        u.old.log()
+    );
+    assert!(
+        !u.old.log().contains(handed),
+        "found out too late:\n{}",
+        u.old.log()
+    );
+    assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
+
     // Fixed, the next upgrade goes through.
     std::fs::write(&u.config_path, &good).unwrap();
     signal(pid, rustix::process::Signal::USR2);
@@ -335,4 +391,49 @@ async fn a_successor_that_cannot_start_leaves_the_running_process_serving() {
     assert_ne!(new_pid, pid);
     assert!(u.notified().contains("READY=1"));
     assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_the_changed_file_and_keeps_sessions() {
+    let mut u = Upgradable::start().await;
+    let pid = u.old.child.id();
+    u.notified();
+    let b = u.signed_in("reload@example.com").await;
+    let app = u.old.url("/app");
+    let anonymous = browser();
+    let open = u.old.url("/open/page");
+    let metrics = format!("http://127.0.0.1:{}/metrics", u.old.admin);
+    let hash_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("sesame_config_info{"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no sesame_config_info in\n{text}"))
+    };
+    let before = hash_line(&reqwest::get(&metrics).await.unwrap().text().await.unwrap());
+    assert_eq!(anonymous.get(&open).send().await.unwrap().status(), 401);
+
+    // The site gains a public path; `systemctl reload` sends SIGHUP.
+    let text = std::fs::read_to_string(&u.config_path).unwrap();
+    let changed = text.replace(
+        "name = \"Upgraded app\"",
+        "name = \"Upgraded app\"\npublic_paths = [\"/open\"]",
+    );
+    assert_ne!(changed, text);
+    std::fs::write(&u.config_path, &changed).unwrap();
+    signal(pid, rustix::process::Signal::HUP);
+    let new_pid = main_pid(&u.notified());
+    let _successor = Successor(new_pid);
+    assert!(u.notified().contains("READY=1"));
+    u.old.until_logged("why=\"reload\"").await;
+    // Both processes accept for a few seconds; then only the new one.
+    assert!(exited(&mut u.old).await.success());
+
+    assert_eq!(anonymous.get(&open).send().await.unwrap().status(), 200);
+    assert_eq!(
+        b.get(&app).send().await.unwrap().status(),
+        200,
+        "the session stays"
+    );
+    let after = hash_line(&reqwest::get(&metrics).await.unwrap().text().await.unwrap());
+    assert_ne!(before, after, "sesame_config_info names the new file");
 }

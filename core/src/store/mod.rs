@@ -479,11 +479,15 @@ pub struct Inspection {
     /// How many seconds the database's clock is ahead of this host's
     /// (PostgreSQL; SQLite has no clock of its own).
     pub clock_ahead: Option<f64>,
+    /// When each signing key was made (seconds since 1970), read only
+    /// where the schema is exactly this binary's.
+    pub keys_created: Vec<i64>,
 }
 
 impl Inspection {
     fn of(known: &[(i64, &str)], applied: Vec<i64>, clock_ahead: Option<f64>) -> Inspection {
         Inspection {
+            keys_created: Vec::new(),
             missing: known
                 .iter()
                 .map(|(v, _)| *v)
@@ -495,6 +499,12 @@ impl Inspection {
                 .collect(),
             clock_ahead,
         }
+    }
+
+    /// Exactly the migrations this binary knows: the tables are as it
+    /// reads them.
+    pub fn current(&self) -> bool {
+        self.missing.is_empty() && self.unknown.is_empty()
     }
 }
 

@@ -112,12 +112,14 @@ pub(super) async fn inspect(url: &str, now: i64) -> StoreResult<super::Inspectio
     let theirs: f64 = sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
         .fetch_one(&pool)
         .await?;
+    let mut inspection = super::Inspection::of(MIGRATIONS, applied, Some(theirs - now as f64));
+    if inspection.current() {
+        inspection.keys_created = sqlx::query_scalar("SELECT created_at FROM keys")
+            .fetch_all(&pool)
+            .await?;
+    }
     pool.close().await;
-    Ok(super::Inspection::of(
-        MIGRATIONS,
-        applied,
-        Some(theirs - now as f64),
-    ))
+    Ok(inspection)
 }
 
 impl_store!(PgStore, " FOR SHARE");

@@ -124,8 +124,14 @@ pub(super) async fn inspect(path: &Path) -> StoreResult<Option<super::Inspection
         }
         None => vec![],
     };
+    let mut inspection = super::Inspection::of(MIGRATIONS, applied, None);
+    if inspection.current() {
+        inspection.keys_created = sqlx::query_scalar("SELECT created_at FROM keys")
+            .fetch_all(&pool)
+            .await?;
+    }
     pool.close().await;
-    Ok(Some(super::Inspection::of(MIGRATIONS, applied, None)))
+    Ok(Some(inspection))
 }
 
 impl_store!(SqliteStore, "");

@@ -126,8 +126,14 @@ impl Instance {
 
     /// Wait until the log holds `text` (panics with the log after 30 s).
     pub async fn until_logged(&self, text: &str) {
+        self.until_logged_times(text, 1).await
+    }
+
+    /// Wait until the log holds `text` `times` times (panics with the log
+    /// after 30 s).
+    pub async fn until_logged_times(&self, text: &str, times: usize) {
         let t = Instant::now();
-        while !self.log().contains(text) {
+        while self.log().matches(text).count() < times {
             assert!(
                 t.elapsed() < Duration::from_secs(30),
                 "{text:?} not logged within 30 s:\n{}",
