@@ -29,6 +29,48 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
+/// Names, to the successor, the socket this process hands over at: the
+/// one the successor must wait at (see [`same_socket`]).
+pub const HANDOVER_SOCKET_ENV: &str = "SESAME_HANDOVER_SOCKET";
+
+/// Why the successor was started (`upgrade`, `reload`), and the running
+/// process's reload counts (`ok,failed`), for it to carry on.
+const HANDOVER_REASON_ENV: &str = "SESAME_HANDOVER_REASON";
+const RELOADS_ENV: &str = "SESAME_CONFIG_RELOADS";
+
+/// In a successor: carry the running process's reload counts on, counting
+/// this reload (if it is one) as `ok`: it has read the file.
+pub fn carry_reloads(reloads: &prometheus::IntCounterVec) {
+    let (ok, failed) = (
+        reloads.with_label_values(&["ok"]),
+        reloads.with_label_values(&["failed"]),
+    );
+    let carried = std::env::var(RELOADS_ENV).unwrap_or_default();
+    if let Some((o, f)) = carried.split_once(',') {
+        ok.inc_by(o.parse().unwrap_or(0));
+        failed.inc_by(f.parse().unwrap_or(0));
+    }
+    if std::env::var(HANDOVER_REASON_ENV).as_deref() == Ok("reload") {
+        ok.inc();
+    }
+}
+
+/// In a successor: refuse a config whose `server.upgrade_socket` is not the
+/// one the running process hands over at (it would wait at the new path
+/// while the old one sends to its own). The one setting a reload cannot
+/// change: it takes a restart.
+pub fn same_socket(configured: &Path) -> Result<(), String> {
+    match std::env::var_os(HANDOVER_SOCKET_ENV) {
+        Some(theirs) if Path::new(&theirs) != configured => Err(format!(
+            "server.upgrade_socket changed from {} to {}: the running process hands over only at its own; \
+             restart Sesame to change it (systemctl restart sesame)",
+            Path::new(&theirs).display(),
+            configured.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// How to start a successor: the binary's path as this process was started
 /// (not what it resolves to now: a symlink switched to a new release points
 /// at the new binary) and the config file.
@@ -60,21 +102,41 @@ impl Successor {
     /// process's environment and output. A thread waits for it: if it exits
     /// while this process still runs, the upgrade failed and that is logged
     /// (this process goes on serving).
-    pub fn start(&self, socket: &Path) -> Result<u32, String> {
+    ///
+    /// `why`: `upgrade` or `reload`; a failed reload is counted in
+    /// `reloads`, whose counts the successor carries on.
+    pub fn start(
+        &self,
+        socket: &Path,
+        why: &'static str,
+        reloads: &prometheus::IntCounterVec,
+    ) -> Result<u32, String> {
         check_socket_dir(socket)?;
+        let carried = format!(
+            "{},{}",
+            reloads.with_label_values(&["ok"]).get(),
+            reloads.with_label_values(&["failed"]).get()
+        );
         let child = std::process::Command::new(&self.exe)
             .arg("run")
             .arg("-c")
             .arg(&self.config)
             .arg("--upgrade-from")
             .arg(std::process::id().to_string())
+            .env(HANDOVER_SOCKET_ENV, socket)
+            .env(HANDOVER_REASON_ENV, why)
+            .env(RELOADS_ENV, carried)
             .stdin(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
         let pid = child.id();
         let mut child = child;
+        let failed = reloads.with_label_values(&["failed"]);
         std::thread::spawn(move || {
             if let Ok(status) = child.wait() {
+                if why == "reload" {
+                    failed.inc();
+                }
                 tracing::error!(
                     pid,
                     %status,

@@ -10,6 +10,7 @@ pub use sesame_core::{
     passkey, path, random, ratelimit, return_to, session, signin, store, tls,
 };
 
+pub mod access_log;
 pub mod admin;
 pub mod admin_cli;
 pub mod app;
@@ -70,6 +71,8 @@ pub enum StartError {
     Tls(String),
     #[error("cannot upgrade: {0}")]
     Upgrade(String),
+    #[error("cannot start the access log: {0}")]
+    AccessLog(String),
 }
 
 /// A gateway running in this process.
@@ -163,6 +166,7 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         // new in this config must be free, or the handover would leave
         // nothing serving there.
         Some(from) => {
+            handover::same_socket(&config.upgrade_socket).map_err(StartError::Upgrade)?;
             handover::check_socket_dir(&config.upgrade_socket).map_err(StartError::Upgrade)?;
             let listening = listening::Listening::read();
             for a in listen_addrs(&config, opts) {
@@ -188,6 +192,15 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
     let app = background.block_on(App::build(config, opts.clock.clone()))?;
     if let Some(hash) = &opts.config_hash {
         app.metrics.config_info.with_label_values(&[hash]).set(1);
+    }
+    match opts.upgrade_from {
+        Some(_) => handover::carry_reloads(&app.metrics.config_reloads),
+        None => {
+            // Both results shown from the start, at 0.
+            for result in ["ok", "failed"] {
+                app.metrics.config_reloads.with_label_values(&[result]);
+            }
+        }
     }
     {
         let app = app.clone();
@@ -310,6 +323,18 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         tls_listeners.push((t.listen, certs, settings));
     }
 
+    let access_log = match &app.config.access_log {
+        Some(target) => Some(
+            access_log::AccessLog::open(
+                target,
+                app.sites.iter().map(|s| s.site.name.clone()).collect(),
+                app.metrics.access_log_dropped.clone(),
+            )
+            .map_err(StartError::AccessLog)?,
+        ),
+        None => None,
+    };
+
     let conf = ServerConf {
         threads: app.config.threads,
         work_stealing,
@@ -338,7 +363,7 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         handover::Lingering {
             inner: Arc::new(pingora::proxy::http_proxy(
                 &server.configuration,
-                gateway::Gateway::new(app.clone()),
+                gateway::Gateway::new(app.clone()).with_access_log(access_log),
             )),
             linger: Duration::from_millis(500),
         },
@@ -422,6 +447,8 @@ struct Shutdown {
     /// The successor `SIGUSR2` started (0: none), named to the service
     /// manager as the main process when it takes over.
     successor_pid: std::sync::atomic::AtomicU32,
+    /// `sesame_config_reloads_total`.
+    reloads: prometheus::IntCounterVec,
 }
 
 impl Shutdown {
@@ -432,18 +459,21 @@ impl Shutdown {
 
     /// `SIGUSR2` (`why`: upgrade) or `SIGHUP` (reload): start the binary at
     /// this process's path, to take over once it has read the config.
-    fn start_successor(&self, why: &str) {
+    fn start_successor(&self, why: &'static str) {
         let Some(s) = &self.successor else {
             tracing::warn!(why, "signal ignored: this process cannot start a successor");
             return;
         };
-        match s.start(&self.upgrade_socket) {
+        match s.start(&self.upgrade_socket, why, &self.reloads) {
             Ok(pid) => {
                 self.successor_pid
                     .store(pid, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(why, pid, exe = %s.exe.display(), config = %s.config.display(), "upgrade: started the new process");
             }
             Err(e) => {
+                if why == "reload" {
+                    self.reloads.with_label_values(&["failed"]).inc();
+                }
                 tracing::error!(why, error = %e, "upgrade not started; this process goes on serving")
             }
         }
@@ -549,6 +579,7 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
             upgrade_socket: app.config.upgrade_socket.clone(),
             draining: app.draining.clone(),
             successor_pid: Default::default(),
+            reloads: app.metrics.config_reloads.clone(),
         }),
     });
     background.shutdown_timeout(Duration::from_secs(2));
@@ -594,6 +625,7 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
         background,
     } = prepare(config, &opts, true)?;
     let (tx, rx) = watch::channel(false);
+    let reloads = app.metrics.config_reloads.clone();
     let thread = std::thread::spawn(move || {
         server.run(RunArgs {
             shutdown_signal: Box::new(Shutdown {
@@ -603,6 +635,7 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
                 upgrade_socket: Default::default(),
                 draining: Default::default(),
                 successor_pid: Default::default(),
+                reloads,
             }),
         });
         background.shutdown_timeout(Duration::from_secs(2));

@@ -17,6 +17,7 @@ Scenarios, interleaved in every round:
   b1n the same with Pingora's work stealing off (as Sesame runs by default)
   c1 Sesame the same way: one session cookie, default config (assertion
      signed), `threads = 1`
+  c1L (c1) with `[server] access_log` writing to a file
   cT the same with the default thread count (one per CPU the process saw
      when it started, all of them then pinned to the one CPU)
 
@@ -58,7 +59,7 @@ PASSTHROUGH = os.path.join(RELEASE, "examples", "passthrough")
 SEED = os.path.join(RELEASE, "examples", "load_seed")
 TICKS = os.sysconf("SC_CLK_TCK")
 
-SCENARIOS = ["b", "a", "c", "c0", "c'", "d", "e", "b1", "b1n", "c1", "cT"]
+SCENARIOS = ["b", "a", "c", "c0", "c'", "d", "e", "b1", "b1n", "c1", "c1L", "cT"]
 NAMES = {
     "a": "direct to the upstream",
     "b": "plain Pingora passthrough",
@@ -70,10 +71,11 @@ NAMES = {
     "b1": "plain Pingora, as a user runs it (pinned after start, 32 connections, Host with port)",
     "b1n": "the same, Pingora's work stealing off",
     "c1": "Sesame the same way, one session, default config, threads = 1",
+    "c1L": "(c1) with the access log on (a file)",
     "cT": "the same, default threads (pinned to one CPU after start)",
 }
 # The scenarios set up as a user would, compared with (b1) rather than (b).
-USER_SETUP = {"b1", "b1n", "c1", "cT"}
+USER_SETUP = {"b1", "b1n", "c1", "c1L", "cT"}
 CONNS = {name: 32 for name in USER_SETUP}
 LOAD_FRACTIONS = [0.25, 0.5, 0.75]
 
@@ -288,6 +290,7 @@ upstream = ["127.0.0.1:{self.up_port}"]
         self.user_conf = {}
         for name, threads, extra in (
             ("c1", "threads = 1\n", ""),
+            ("c1L", f'threads = 1\naccess_log = "{self.work}/access-c1L.log"\n', ""),
             ("cT", "", ""),
             ("c1n", "threads = 1\n", "sign_assertion = false\n"),
         ):
@@ -412,7 +415,7 @@ transport = "console"
             wait_port(self.u_port, p)
             pin_all(p.pid, self.sut)
             return procs, f"http://127.0.0.1:{self.u_port}/", self.user_headers(), None, [p.pid]
-        if name in ("c1", "cT"):
+        if name in ("c1", "c1L", "cT"):
             p = procs.start(
                 "sesame",
                 [SESAME, "run", "-c", self.user_conf[name]],
@@ -662,6 +665,7 @@ INSTR_RUNS = {
     "b": "(b) plain Pingora passthrough",
     "c1": "(c1) Sesame, signed in",
     "c1n": "the same, sign_assertion = false",
+    "c1L": "(c1) with the access log on (a file)",
     "auth": "forward-auth check (`/.sesame/auth` with the session, as nginx asks)",
 }
 INSTR_RUNS.update({f"rules{n}": f"(c1) with {n} path rule{'s' if n > 1 else ''} on the site" for n in SCALE_RULES})
@@ -695,7 +699,7 @@ def instructions(rig):
         elif scale:
             cmd = [SESAME, "run", "-c", scale["conf"]]
         else:
-            cmd = [SESAME, "run", "-c", rig.user_conf["c1n" if run == "c1n" else "c1"]]
+            cmd = [SESAME, "run", "-c", rig.user_conf[run if run in ("c1n", "c1L") else "c1"]]
         dump = os.path.join(rig.work, f"callgrind.{run}")
         procs = Procs(rig.work, rig.cores)
         p = procs.start(
@@ -869,6 +873,7 @@ def report(args, rounds, mem, s, started, instr=None):
         (f"({n}) CPU per request <= ({m}) + 5 µs", added(n, m) <= 5, f"{added(n, m):+.2f} µs") for n, m in pairs
     ]
     goals += [
+        ("(c1L) throughput >= 0.95 of (c1) (the access log's cost)", vs("c1L", "c1") >= 0.95, f"{vs('c1L', 'c1'):.3f}"),
         ("(c) >= 2x the throughput of (d)", vs("c", "d") >= 2, f"{vs('c', 'd'):.2f}x"),
         ("(c) >= 2x the throughput of (e)", vs("c", "e") >= 2, f"{vs('c', 'e'):.2f}x"),
         (

@@ -25,6 +25,16 @@ impl Clock {
         real + self.offset_secs.load(Ordering::Relaxed)
     }
 
+    /// Milliseconds since the Unix epoch (for log lines).
+    #[allow(clippy::disallowed_methods)] // the one reader of the wall clock
+    pub fn now_millis(&self) -> i64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        real + self.offset_secs.load(Ordering::Relaxed) * 1000
+    }
+
     /// Move this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
         self.offset_secs

@@ -180,10 +180,17 @@ pub struct Metrics {
     pub cross_device: IntCounterVec,
     /// Emails queued about a sign-in from a browser the account had not used.
     pub new_browser_notices: IntCounter,
+    /// Access log lines dropped because the queue to the writing thread
+    /// was full (the disk could not keep up).
+    pub access_log_dropped: IntCounter,
     /// `sesame_build_info{version, commit}`, 1 (set by the binary).
     pub build_info: IntGaugeVec,
     /// `sesame_config_info{hash}`, 1: which config file text is running.
     pub config_info: IntGaugeVec,
+    /// Reloads (`SIGHUP`) by result: `ok` (this process took over with the
+    /// file), `failed` (the new process refused the file and exited).
+    /// Carried from process to process across reloads and upgrades.
+    pub config_reloads: IntCounterVec,
     /// Sessions neither expired nor revoked, in the whole store.
     pub sessions_live: IntGauge,
     /// Sign-ins asked for (a link or code sent) and not yet used or expired.
@@ -437,6 +444,11 @@ impl Metrics {
                 "sesame_new_browser_notices_total",
                 "Emails about a sign-in from a browser the account had not used",
             ),
+            access_log_dropped: counter(
+                &registry,
+                "sesame_access_log_dropped_total",
+                "Access log lines dropped: the queue to the writing thread was full (or the thread had stopped)",
+            ),
             build_info: gauge_vec(
                 &registry,
                 "sesame_build_info",
@@ -448,6 +460,12 @@ impl Metrics {
                 "sesame_config_info",
                 "The config running (1, labelled with the SHA-256 of the file, first 16 hex digits)",
                 &["hash"],
+            ),
+            config_reloads: counter_vec(
+                &registry,
+                "sesame_config_reloads_total",
+                "Config reloads (SIGHUP) by result: ok (the new file runs), failed (refused; the old one runs on)",
+                &["result"],
             ),
             sessions_live: gauge(
                 &registry,

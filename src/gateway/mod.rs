@@ -29,6 +29,8 @@ use crate::session::LiveSession;
 
 pub struct Gateway {
     pub app: Arc<App>,
+    /// `[server] access_log`, if set.
+    access_log: Option<crate::access_log::AccessLog>,
     /// Connections for the upgrades Sesame relays itself (see `upgrade`).
     upgrades: pingora::connectors::http::v1::Connector,
 }
@@ -44,6 +46,13 @@ pub struct Ctx {
     outcome: Option<Outcome>,
     /// When the request went to the app (its response time is measured).
     sent_upstream: Option<Instant>,
+    /// When its headers had been read (for the access log).
+    started: Option<Instant>,
+    /// The app's address it went to (for the access log).
+    upstream: Option<std::net::SocketAddr>,
+    /// A session refused (not admitted, or without the passkey the site
+    /// asks for): who it was, for the access log.
+    refused: Option<Arc<LiveSession>>,
 }
 
 const PREFIX: &str = "/.sesame";
@@ -78,7 +87,16 @@ impl Gateway {
     pub fn new(app: Arc<App>) -> Gateway {
         Gateway {
             app,
+            access_log: None,
             upgrades: pingora::connectors::http::v1::Connector::new(None),
+        }
+    }
+
+    /// Write a line per request to `log`.
+    pub fn with_access_log(self, log: Option<crate::access_log::AccessLog>) -> Gateway {
+        Gateway {
+            access_log: log,
+            ..self
         }
     }
 
@@ -92,10 +110,10 @@ impl Gateway {
     ) -> Result<()> {
         let Some(i) = ctx.site else { return Ok(()) };
         let site = &self.app.site(i);
-        if let Some(path) = ctx.checked_path.take() {
+        if let Some(path) = &ctx.checked_path {
             let uri = match up.uri.query() {
                 Some(q) => format!("{path}?{q}"),
-                None => path,
+                None => path.clone(),
             };
             match uri.parse::<http::Uri>() {
                 Ok(u) => up.set_uri(u),
@@ -145,6 +163,10 @@ impl Gateway {
         let Some(peer) = self.app.site(i).upstreams.peer() else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream");
         };
+        if self.access_log.is_some() {
+            use pingora::upstreams::peer::Peer;
+            ctx.upstream = peer.address().as_inet().copied();
+        }
         let count = |result: &str| self.app.metrics.upgrades.with_label_values(&[result]).inc();
         match upgrade::relay(&self.upgrades, session, &peer, up_req, &key).await {
             Ok(upgrade::Relayed::Tunnel) => count("websocket"),
@@ -212,6 +234,7 @@ impl ProxyHttp for Gateway {
     /// holding the identity (if any). `Err`: the connection failed.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let started = Instant::now();
+        ctx.started = Some(started);
         if self.app.is_draining() {
             session.set_keepalive(None);
         }
@@ -364,12 +387,19 @@ impl ProxyHttp for Gateway {
                 }
                 r
             }
-            Decision::Deny(live) => self.denied_response(site_id, &live),
+            Decision::Deny(live) => {
+                let r = self.denied_response(site_id, &live);
+                ctx.refused = Some(live);
+                r
+            }
             Decision::BadPath => {
                 Resp::new(400, "text/plain; charset=utf-8", "ambiguous path encoding")
             }
             Decision::Unavailable => self.unavailable_response(session, site_id),
-            Decision::StepUp(_) => self.step_up_response(session, site_id),
+            Decision::StepUp(live) => {
+                ctx.refused = Some(live);
+                self.step_up_response(session, site_id)
+            }
         };
         write(session, resp).await?;
         Ok(true)
@@ -380,7 +410,13 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no site chosen");
         };
         match self.app.site(i).upstreams.peer() {
-            Some(peer) => Ok(Box::new(peer)),
+            Some(peer) => {
+                if self.access_log.is_some() {
+                    use pingora::upstreams::peer::Peer;
+                    ctx.upstream = peer.address().as_inet().copied();
+                }
+                Ok(Box::new(peer))
+            }
             None => Error::e_explain(ErrorType::ConnectNoRoute, "no upstream"),
         }
     }
@@ -448,8 +484,34 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let outcome = ctx.outcome.unwrap_or(Outcome::Error);
+        if let Some(log) = &self.access_log {
+            let req = session.req_header();
+            let client = self
+                .app
+                .config
+                .trusted_proxies
+                .client(peer_ip(session), &forwarded_for(session));
+            // What the app got, where it differs and the app got it.
+            let app_path = match ctx.upstream {
+                Some(_) => ctx.checked_path.as_deref().map(crate::access_log::clipped),
+                None => None,
+            };
+            log.log(crate::access_log::Entry {
+                at_ms: self.app.clock.now_millis(),
+                site: ctx.site,
+                method: req.method.clone(),
+                path: crate::access_log::clipped(req.uri.path()),
+                app_path,
+                status: session.response_written().map(|r| r.status.as_u16()),
+                outcome,
+                user: ctx.identity.take().or(ctx.refused.take()),
+                client,
+                upstream: ctx.upstream,
+                duration: ctx.started.map(|s| s.elapsed()).unwrap_or_default(),
+            });
+        }
         match ctx.site {
             Some(i) => self.app.site(i).requests.count(outcome),
             None => self

@@ -27,6 +27,7 @@ macro_rules! store_tests {
 
 mod helpers;
 
+mod access_log;
 mod assertion;
 mod attacks;
 mod browser;

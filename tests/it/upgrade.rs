@@ -303,7 +303,7 @@ async fn an_upgrade_under_load_fails_no_request_and_keeps_every_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_that_cannot_start_leaves_the_running_process_serving() {
-    let u = Upgradable::start().await;
+    let mut u = Upgradable::start().await;
     let pid = u.old.child.id();
     u.notified();
     let b = u.signed_in("stay@example.com").await;
@@ -383,6 +383,36 @@ async fn a_successor_that_cannot_start_leaves_the_running_process_serving() {
     );
     assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
 
+    // The one key a reload cannot change: where the sockets pass.
+    let other = u.store.dir().join("run").join("other.sock");
+    let moved = good.replace(
+        "upgrade.sock\"",
+        &format!("other.sock\"\n# was {}", "upgrade.sock"),
+    );
+    assert!(moved.contains(other.to_str().unwrap()), "{moved}");
+    std::fs::write(&u.config_path, moved).unwrap();
+    signal(pid, rustix::process::Signal::HUP);
+    u.old.until_logged_times("upgrade failed", 4).await;
+    assert!(
+        u.old.log().contains("server.upgrade_socket changed"),
+        "the new process names the key that takes a restart:\n{}",
+        u.old.log()
+    );
+    assert!(
+        !u.old.log().contains(handed),
+        "found out too late:\n{}",
+        u.old.log()
+    );
+    assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
+
+    // Three reloads refused (the mistake above came by SIGUSR2: an upgrade).
+    let metrics = format!("http://127.0.0.1:{}/metrics", u.old.admin);
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("sesame_config_reloads_total{result=\"failed\"} 3"),
+        "{text}"
+    );
+
     // Fixed, the next upgrade goes through.
     std::fs::write(&u.config_path, &good).unwrap();
     signal(pid, rustix::process::Signal::USR2);
@@ -391,15 +421,32 @@ async fn a_successor_that_cannot_start_leaves_the_running_process_serving() {
     assert_ne!(new_pid, pid);
     assert!(u.notified().contains("READY=1"));
     assert_eq!(b.get(&app).send().await.unwrap().status(), 200);
+    // The counts go on in the new process, which no reload started.
+    u.old
+        .until_logged("handing the listening sockets over")
+        .await;
+    assert!(exited(&mut u.old).await.success());
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("sesame_config_reloads_total{result=\"failed\"} 3")
+            && text.contains("sesame_config_reloads_total{result=\"ok\"} 0"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_applies_the_changed_file_and_keeps_sessions() {
+async fn a_reload_under_load_applies_the_changed_file_fails_no_request_and_keeps_sessions() {
     let mut u = Upgradable::start().await;
     let pid = u.old.child.id();
     u.notified();
     let b = u.signed_in("reload@example.com").await;
     let app = u.old.url("/app");
+    let mut browsers = vec![b.clone()];
+    for i in 0..3 {
+        browsers.push(u.signed_in(&format!("reload{i}@example.com")).await);
+    }
+    let load = Load::start(app.clone(), browsers);
+    assert!(load.ok_during(Duration::from_millis(300)).await > 0);
     let anonymous = browser();
     let open = u.old.url("/open/page");
     let metrics = format!("http://127.0.0.1:{}/metrics", u.old.admin);
@@ -420,13 +467,22 @@ async fn a_reload_applies_the_changed_file_and_keeps_sessions() {
     );
     assert_ne!(changed, text);
     std::fs::write(&u.config_path, &changed).unwrap();
+    let started = Instant::now();
     signal(pid, rustix::process::Signal::HUP);
     let new_pid = main_pid(&u.notified());
     let _successor = Successor(new_pid);
     assert!(u.notified().contains("READY=1"));
+    let ready = started.elapsed();
     u.old.until_logged("why=\"reload\"").await;
     // Both processes accept for a few seconds; then only the new one.
     assert!(exited(&mut u.old).await.success());
+    let after = load.ok_during(Duration::from_millis(300)).await;
+    let (ok, failed, failures) = load.stop().await;
+    eprintln!(
+        "reload under load: {ok} requests answered, {failed} failed; the new file served after {ready:?}"
+    );
+    assert_eq!(failed, 0, "failed requests: {failures:?}\n{}", u.old.log());
+    assert!(after > 0, "nothing answered after the old process exited");
 
     assert_eq!(anonymous.get(&open).send().await.unwrap().status(), 200);
     assert_eq!(
@@ -434,6 +490,14 @@ async fn a_reload_applies_the_changed_file_and_keeps_sessions() {
         200,
         "the session stays"
     );
-    let after = hash_line(&reqwest::get(&metrics).await.unwrap().text().await.unwrap());
-    assert_ne!(before, after, "sesame_config_info names the new file");
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert_ne!(
+        before,
+        hash_line(&text),
+        "sesame_config_info names the new file"
+    );
+    assert!(
+        text.contains("sesame_config_reloads_total{result=\"ok\"} 1"),
+        "{text}"
+    );
 }

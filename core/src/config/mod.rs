@@ -41,6 +41,18 @@ pub enum ForwardAuthHeaders {
 /// `RuntimeDirectory=sesame`, a directory only Sesame's user writes to.
 pub const DEFAULT_UPGRADE_SOCKET: &str = "/run/sesame/upgrade.sock";
 
+/// Where `server.access_log` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// `"-"`: standard output, between the log lines (each line is JSON on
+    /// its own; the service manager's journal keeps both).
+    Stdout,
+    /// A file, opened for appending (created if missing) at start and at
+    /// every reload (`SIGHUP`), which is how logrotate's `postrotate` has
+    /// Sesame write to a new one.
+    File(PathBuf),
+}
+
 /// One problem in a config file, named by its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -94,6 +106,9 @@ pub struct Config {
     /// (a zero-downtime upgrade): a Unix socket in a directory only
     /// Sesame's user may write to.
     pub upgrade_socket: PathBuf,
+    /// One JSON line per request the gateway answers (`server.access_log`),
+    /// if set.
+    pub access_log: Option<AccessLogTarget>,
     pub rp_id: String,
     pub rp_name: String,
     /// Offer to add a passkey right after a sign-in by email.

@@ -82,6 +82,40 @@ impl<'a> Validator<'a> {
         PathBuf::from(raw)
     }
 
+    /// `server.access_log`: `"-"` (standard output) or an absolute file
+    /// path in a directory that exists.
+    fn access_log(&mut self, value: Option<String>) -> Option<super::AccessLogTarget> {
+        const KEY: &str = "server.access_log";
+        let raw = value?;
+        if raw == "-" {
+            return Some(super::AccessLogTarget::Stdout);
+        }
+        let path = PathBuf::from(&raw);
+        if !path.is_absolute() {
+            self.err(
+                KEY,
+                format!("{raw:?} must be an absolute path, or \"-\" for standard output"),
+            );
+            return None;
+        }
+        match path.parent() {
+            Some(dir) if dir.is_dir() => {}
+            Some(dir) => {
+                self.err(KEY, format!("directory {} does not exist", dir.display()));
+                return None;
+            }
+            None => {
+                self.err(KEY, format!("{raw:?} names no file"));
+                return None;
+            }
+        }
+        if path.is_dir() {
+            self.err(KEY, format!("{raw:?} is a directory, not a file"));
+            return None;
+        }
+        Some(super::AccessLogTarget::File(path))
+    }
+
     fn socket_addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Some(a);
@@ -160,6 +194,7 @@ impl<'a> Validator<'a> {
             Duration::from_secs(10),
         );
         let upgrade_socket = self.upgrade_socket(f.server.upgrade_socket);
+        let access_log = self.access_log(f.server.access_log);
         let threads = match f.server.threads {
             Some(0) => {
                 self.err("server.threads", "must be at least 1");
@@ -274,6 +309,7 @@ impl<'a> Validator<'a> {
             tls,
             tls_reload_interval,
             upgrade_socket,
+            access_log,
             rp_id,
             rp_name,
             passkey_prompt,

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigErrors, Outside, Signup, StoreConfig, UpstreamAddr};
+use crate::config::{
+    AccessLogTarget, Config, ConfigErrors, Outside, Signup, StoreConfig, UpstreamAddr,
+};
 use crate::tls::CertFiles;
 
 #[derive(Default)]
@@ -407,4 +409,26 @@ fn the_upgrade_socket_is_an_absolute_path_a_unix_socket_can_have() {
         assert_eq!(problems(&with(bad)), ["server.upgrade_socket"], "{bad}");
     }
     assert!(message(&with("run/up.sock"), "server.upgrade_socket").contains("absolute"));
+}
+
+#[test]
+fn the_access_log_is_a_file_in_a_directory_that_exists_or_standard_output() {
+    let log = |v: &str| format!("[server]\naccess_log = {v:?}\n{SITE}");
+    assert_eq!(load(SITE).unwrap().access_log, None);
+    assert_eq!(
+        load(&log("-")).unwrap().access_log,
+        Some(AccessLogTarget::Stdout)
+    );
+    let dir = std::env::temp_dir();
+    let file = dir.join("sesame-access.log");
+    assert_eq!(
+        load(&log(file.to_str().unwrap())).unwrap().access_log,
+        Some(AccessLogTarget::File(file))
+    );
+    assert!(message(&log("access.log"), "server.access_log").contains("absolute path"));
+    assert!(
+        message(&log("/no/such/dir/access.log"), "server.access_log")
+            .contains("directory /no/such/dir does not exist")
+    );
+    assert!(message(&log(dir.to_str().unwrap()), "server.access_log").contains("is a directory"));
 }
