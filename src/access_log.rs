@@ -87,9 +87,17 @@ struct Line<'a> {
     duration_ms: f64,
 }
 
+/// What the writing thread is sent.
+enum Msg {
+    Line(Entry),
+    /// Write out what came before; then say so.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// The queue to the writing thread.
+#[derive(Clone)]
 pub struct AccessLog {
-    tx: SyncSender<Entry>,
+    tx: SyncSender<Msg>,
     dropped: IntCounter,
 }
 
@@ -135,28 +143,57 @@ impl AccessLog {
 
     /// Queue `entry`'s line; never waits.
     pub fn log(&self, entry: Entry) {
-        if self.tx.try_send(entry).is_err() {
+        if self.tx.try_send(Msg::Line(entry)).is_err() {
             self.dropped.inc();
         }
+    }
+
+    /// Wait, up to `limit`, until every line queued so far is written (as
+    /// the process exits).
+    pub fn flush(&self, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
+        let (done, written) = std::sync::mpsc::channel();
+        let mut msg = Msg::Flush(done);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TrySendError::Full(m))
+                    if std::time::Instant::now() < until =>
+                {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = written.recv_timeout(until.saturating_duration_since(std::time::Instant::now()));
     }
 }
 
 /// Until every sender is gone: write each entry's line, flushing whenever
 /// none is waiting.
-fn write_lines(rx: Receiver<Entry>, mut out: BufWriter<Box<dyn Write + Send>>, sites: &[String]) {
+fn write_lines(rx: Receiver<Msg>, mut out: BufWriter<Box<dyn Write + Send>>, sites: &[String]) {
     let mut failing = false;
     let mut text = Vec::with_capacity(1024);
     loop {
-        let entry = match rx.try_recv() {
-            Ok(e) => e,
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
             Err(TryRecvError::Empty) => {
                 note(&mut failing, out.flush());
                 match rx.recv() {
-                    Ok(e) => e,
+                    Ok(m) => m,
                     Err(_) => break,
                 }
             }
             Err(TryRecvError::Disconnected) => break,
+        };
+        let entry = match msg {
+            Msg::Line(e) => e,
+            Msg::Flush(done) => {
+                note(&mut failing, out.flush());
+                let _ = done.send(());
+                continue;
+            }
         };
         // One line, one write into the buffer: the buffer goes out at line
         // ends.

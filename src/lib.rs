@@ -17,6 +17,7 @@ pub mod app;
 mod backchannel;
 pub mod demo_app;
 pub mod doctor;
+mod drain;
 pub mod endpoints;
 pub mod forward_auth;
 pub mod gateway;
@@ -138,6 +139,8 @@ struct Prepared {
     server: Server,
     app: Arc<App>,
     background: tokio::runtime::Runtime,
+    /// The gateway's access log, if any (written out before an exit).
+    access_log: Option<access_log::AccessLog>,
 }
 
 fn check_free(addr: SocketAddr) -> Result<(), StartError> {
@@ -338,7 +341,10 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
     let conf = ServerConf {
         threads: app.config.threads,
         work_stealing,
-        grace_period_seconds: Some(1),
+        // Pingora's grace period, between closing the listeners and ending
+        // the runtimes, bounds a drain; `drain` ends it sooner once nothing
+        // is left in hand.
+        grace_period_seconds: Some(app.config.drain_timeout.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(5),
         upgrade_sock: app.config.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
@@ -363,7 +369,7 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         handover::Lingering {
             inner: Arc::new(pingora::proxy::http_proxy(
                 &server.configuration,
-                gateway::Gateway::new(app.clone()).with_access_log(access_log),
+                gateway::Gateway::new(app.clone()).with_access_log(access_log.clone()),
             )),
             linger: Duration::from_millis(500),
         },
@@ -403,6 +409,7 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         server,
         app,
         background,
+        access_log,
     })
 }
 
@@ -449,12 +456,20 @@ struct Shutdown {
     successor_pid: std::sync::atomic::AtomicU32,
     /// `sesame_config_reloads_total`.
     reloads: prometheus::IntCounterVec,
+    /// What to wait for before exiting, once this process goes (taken then).
+    drain: std::sync::Mutex<Option<drain::Drain>>,
 }
 
 impl Shutdown {
-    fn drain(&self) {
+    /// This process goes: answers close their connections, and the process
+    /// exits once what it has in hand is done.
+    fn drain(&self, why: drain::Why) {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let drain = self.drain.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(d) = drain {
+            d.start(why);
+        }
     }
 
     /// `SIGUSR2` (`why`: upgrade) or `SIGHUP` (reload): start the binary at
@@ -502,7 +517,7 @@ impl ShutdownSignalWatch for Shutdown {
         loop {
             tokio::select! {
                 _ = term.recv() => {
-                    self.drain();
+                    self.drain(drain::Why::Stop);
                     return ShutdownSignal::GracefulTerminate;
                 }
                 _ = int.recv() => return ShutdownSignal::FastShutdown,
@@ -514,7 +529,7 @@ impl ShutdownSignalWatch for Shutdown {
                     let waiting = handover::successor_waiting(&self.upgrade_socket, successor);
                     if waiting.is_ok() {
                         tracing::info!("upgrade: handing the listening sockets over; finishing open requests");
-                        self.drain();
+                        self.drain(drain::Why::Handover);
                         // systemd (NotifyAccess=main) hears it from the
                         // main process: the child is the main one now.
                         if successor != 0 {
@@ -548,6 +563,7 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
         server,
         app,
         background,
+        access_log,
     } = prepare(config, &opts, work_stealing)?;
     tracing::info!(
         listen = ?app.config.listen,
@@ -580,6 +596,12 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
             draining: app.draining.clone(),
             successor_pid: Default::default(),
             reloads: app.metrics.config_reloads.clone(),
+            drain: std::sync::Mutex::new(Some(drain::Drain {
+                requests: app.metrics.requests_in_flight.clone(),
+                websockets: app.metrics.websockets_open.clone(),
+                mail: app.metrics.mail_outbox.clone(),
+                access_log,
+            })),
         }),
     });
     background.shutdown_timeout(Duration::from_secs(2));
@@ -623,6 +645,7 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
         server,
         app,
         background,
+        ..
     } = prepare(config, &opts, true)?;
     let (tx, rx) = watch::channel(false);
     let reloads = app.metrics.config_reloads.clone();
@@ -636,6 +659,8 @@ pub fn start(config: Config, opts: Options) -> Result<Running, StartError> {
                 draining: Default::default(),
                 successor_pid: Default::default(),
                 reloads,
+                // Stopped by `Running::stop`, at once: nothing to wait for.
+                drain: Default::default(),
             }),
         });
         background.shutdown_timeout(Duration::from_secs(2));

@@ -197,6 +197,10 @@ pub struct Metrics {
     pub pending_sign_ins: IntGauge,
     /// Emails queued or being sent.
     pub mail_outbox: IntGauge,
+    /// Requests being answered by this process, tunnels included.
+    pub requests_in_flight: IntGauge,
+    /// WebSocket tunnels open through this process.
+    pub websockets_open: IntGauge,
     /// From taking an email off the queue to its delivery or last failure.
     pub mail_delivery_seconds: Histogram,
     /// From sending a request to the app to its response header, per site.
@@ -217,6 +221,24 @@ pub const HANDOFF_RESULTS: [&str; 6] = [
     "wrong_browser",
     "ended",
 ];
+
+/// One of what a gauge counts, held: added when made, taken off when
+/// dropped, however its holder ends.
+#[derive(Debug)]
+pub struct Held(IntGauge);
+
+impl Held {
+    pub fn new(gauge: &IntGauge) -> Held {
+        gauge.inc();
+        Held(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
@@ -481,6 +503,16 @@ impl Metrics {
                 &registry,
                 "sesame_mail_outbox_depth",
                 "Emails queued or being sent",
+            ),
+            requests_in_flight: gauge(
+                &registry,
+                "sesame_requests_in_flight",
+                "Requests being answered by this process, WebSocket tunnels included",
+            ),
+            websockets_open: gauge(
+                &registry,
+                "sesame_websockets_open",
+                "WebSocket tunnels open through this process",
             ),
             mail_delivery_seconds: histogram(
                 &registry,

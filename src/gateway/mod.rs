@@ -23,7 +23,7 @@ use crate::app::App;
 use crate::config::SiteId;
 use crate::endpoints::Resp;
 use crate::forward_auth;
-use crate::metrics::Outcome;
+use crate::metrics::{Held, Outcome};
 use crate::policy::{self, Decision};
 use crate::session::LiveSession;
 
@@ -53,6 +53,9 @@ pub struct Ctx {
     /// A session refused (not admitted, or without the passkey the site
     /// asks for): who it was, for the access log.
     refused: Option<Arc<LiveSession>>,
+    /// Counts it in `sesame_requests_in_flight` until it ends (a process
+    /// on its way out waits for them: see `drain`).
+    _in_flight: Option<Held>,
 }
 
 const PREFIX: &str = "/.sesame";
@@ -168,7 +171,8 @@ impl Gateway {
             ctx.upstream = peer.address().as_inet().copied();
         }
         let count = |result: &str| self.app.metrics.upgrades.with_label_values(&[result]).inc();
-        match upgrade::relay(&self.upgrades, session, &peer, up_req, &key).await {
+        let open = &self.app.metrics.websockets_open;
+        match upgrade::relay(&self.upgrades, session, &peer, up_req, &key, open).await {
             Ok(upgrade::Relayed::Tunnel) => count("websocket"),
             Ok(upgrade::Relayed::Declined) => count("declined"),
             Ok(upgrade::Relayed::BadAnswer) => {
@@ -226,7 +230,10 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            _in_flight: Some(Held::new(&self.app.metrics.requests_in_flight)),
+            ..Ctx::default()
+        }
     }
 
     /// Classify and decide. `Ok(true)`: Sesame answered (endpoint, login,

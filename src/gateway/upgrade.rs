@@ -197,7 +197,7 @@ pub enum Relayed {
 
 /// Send the handshake `up_req` to `peer`; relay the answer, and if it is a
 /// `101` that completes the handshake of `key`, the bytes of both directions
-/// until either side closes. An `Err` before anything was written to the
+/// until either side closes (counted in `open` meanwhile). An `Err` before anything was written to the
 /// client is the app's failure (502/504); [`Relayed::BadAnswer`] has written
 /// nothing either.
 pub async fn relay(
@@ -206,6 +206,7 @@ pub async fn relay(
     peer: &HttpPeer,
     up_req: RequestHeader,
     key: &[u8],
+    open: &prometheus::IntGauge,
 ) -> Result<Relayed> {
     let (mut up, _) = connector.get_http_session(peer).await?;
     up.read_timeout = peer.options.read_timeout;
@@ -233,7 +234,10 @@ pub async fn relay(
     // A tunnel may be idle for long: no read timeout from here on.
     up.read_timeout = None;
     up.maybe_upgrade_body_writer();
-    let result = tunnel(session, &mut up).await;
+    let result = {
+        let _open = crate::metrics::Held::new(open);
+        tunnel(session, &mut up).await
+    };
     up.shutdown().await;
     let _ = session.write_response_body(None, true).await;
     result.map(|()| Relayed::Tunnel)

@@ -24,6 +24,11 @@ struct Upgradable {
 
 impl Upgradable {
     async fn start() -> Upgradable {
+        Upgradable::in_front_of(None).await
+    }
+
+    /// In front of `app`, if given, instead of the recording upstream.
+    async fn in_front_of(app: Option<std::net::SocketAddr>) -> Upgradable {
         let store = TestStore::new(Backend::Sqlite).await;
         let mail = MailBox::start();
         let upstream = Upstream::start().await;
@@ -62,7 +67,7 @@ upstream = ["{}"]
             run.join("upgrade.sock").display(),
             store.url,
             mail.addr,
-            upstream.addr
+            app.unwrap_or(upstream.addr)
         );
         let old = Instance::start_with_env(
             dir,
@@ -94,6 +99,11 @@ upstream = ["{}"]
 
     /// A browser with a session, signed in by the emailed link.
     async fn signed_in(&self, email: &str) -> reqwest::Client {
+        self.signed_in_with_cookie(email).await.0
+    }
+
+    /// A browser signed in by the emailed link, and its session cookie.
+    async fn signed_in_with_cookie(&self, email: &str) -> (reqwest::Client, String) {
         let b = browser();
         let seen = self.mail.count_to(email);
         let r = b
@@ -113,7 +123,8 @@ upstream = ["{}"]
             .await
             .unwrap();
         assert_eq!(r.status(), 303, "{}", self.old.log());
-        b
+        let cookie = cookies_set(&r)["sesame"].clone();
+        (b, cookie)
     }
 }
 
@@ -500,4 +511,191 @@ async fn a_reload_under_load_applies_the_changed_file_fails_no_request_and_keeps
         text.contains("sesame_config_reloads_total{result=\"ok\"} 1"),
         "{text}"
     );
+}
+
+/// A WebSocket through `url` with the session `cookie`, past the app's
+/// greeting.
+async fn tunnel(
+    url: &str,
+    cookie: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("cookie", format!("sesame={cookie}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let hello = ws.next().await.expect("greeting").unwrap();
+    assert_eq!(hello.to_text().unwrap(), "hello");
+    ws
+}
+
+/// `text` sent through `ws` comes back.
+async fn echoes<S>(ws: &mut S, text: &str)
+where
+    S: futures::Sink<tokio_tungstenite::tungstenite::Message>
+        + futures::Stream<
+            Item = tokio_tungstenite::tungstenite::Result<tokio_tungstenite::tungstenite::Message>,
+        > + Unpin,
+    <S as futures::Sink<tokio_tungstenite::tungstenite::Message>>::Error: std::fmt::Debug,
+{
+    use futures::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(text))
+        .await
+        .unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an echo within 10 s")
+        .expect("an open tunnel")
+        .unwrap();
+    assert_eq!(back.to_text().unwrap(), text);
+}
+
+type Tunnel =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A process in front of a WebSocket echo app, reloaded while a tunnel was
+/// open through it: the old process (stopped accepting, waiting for the
+/// tunnel), the tunnel, and the new process.
+async fn reloaded_with_a_tunnel() -> (Upgradable, Tunnel, Successor, String, String) {
+    let echo = websocket_echo(Default::default()).await;
+    let mut u = Upgradable::in_front_of(Some(echo)).await;
+    let pid = u.old.child.id();
+    u.notified();
+    let (_, cookie) = u.signed_in_with_cookie("ws@example.com").await;
+    let url = u.old.url("/socket").replacen("http", "ws", 1);
+    let mut before = tunnel(&url, &cookie).await;
+    echoes(&mut before, "before the reload").await;
+
+    signal(pid, rustix::process::Signal::HUP);
+    let successor = Successor(main_pid(&u.notified()));
+    assert!(u.notified().contains("READY=1"));
+    // The old process has stopped accepting (until now it exited here, 6 s
+    // after the handover, and cut the tunnel) and waits for the tunnel.
+    u.old
+        .until_logged("waiting for what is in hand requests=0 websockets=1")
+        .await;
+    echoes(&mut before, "after the handover").await;
+    assert!(u.old.child.try_wait().unwrap().is_none());
+    (u, before, successor, url, cookie)
+}
+
+/// Whether `ws` ends (closed, or its connection gone) within 20 s.
+async fn ends(ws: &mut Tunnel) -> bool {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_websockets_open_until_they_close_and_a_stop_does_not_wait_for_them() {
+    use futures::SinkExt;
+    let (mut u, mut before, successor, url, cookie) = reloaded_with_a_tunnel().await;
+    let new_pid = successor.0;
+
+    // New tunnels open on the new process, which counts them.
+    let mut after = tunnel(&url, &cookie).await;
+    echoes(&mut after, "on the new process").await;
+    let metrics = format!("http://127.0.0.1:{}/metrics", u.old.admin);
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert!(text.contains("\nsesame_websockets_open 1\n"), "{text}");
+
+    // The last tunnel through the old process closes: it exits.
+    before
+        .send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .unwrap();
+    assert!(exited(&mut u.old).await.success());
+    echoes(&mut after, "still open").await;
+
+    // A stop (SIGTERM) closes tunnels rather than wait for them.
+    signal(new_pid, rustix::process::Signal::TERM);
+    assert!(
+        ends(&mut after).await,
+        "the tunnel still open 20 s after SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_the_wait_after_a_reload_ends_it() {
+    // `systemctl stop` signals every process of the unit, the old one too.
+    let (mut u, mut before, _successor, _, _) = reloaded_with_a_tunnel().await;
+    signal(u.old.child.id(), rustix::process::Signal::TERM);
+    assert!(exited(&mut u.old).await.success());
+    assert!(ends(&mut before).await);
+    assert!(u
+        .old
+        .log()
+        .contains("stop: SIGTERM; WebSocket tunnels are closed"));
+}
+
+/// An app that answers `GET /slow` only once `release` is notified, and
+/// notifies `arrived` when such a request comes in.
+async fn held_app() -> (
+    std::net::SocketAddr,
+    Arc<tokio::sync::Notify>,
+    Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (a, r) = (arrived.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (arrived, release) = (a.clone(), r.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /slow ") {
+                    arrived.notify_one();
+                    release.notified().await;
+                }
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndone",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, arrived, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_the_requests_in_hand_before_it_exits() {
+    let (app, arrived, release) = held_app().await;
+    let mut u = Upgradable::in_front_of(Some(app)).await;
+    u.notified();
+    let b = u.signed_in("held@example.com").await;
+    let url = u.old.url("/slow");
+    let request = tokio::spawn(async move { b.get(url).send().await.map(|r| r.status()) });
+    tokio::time::timeout(Duration::from_secs(10), arrived.notified())
+        .await
+        .expect("the request reaches the app");
+
+    // systemctl stop: the process stops accepting and waits for it.
+    signal(u.old.child.id(), rustix::process::Signal::TERM);
+    u.old
+        .until_logged("stop: stopped accepting; waiting for what is in hand requests=1")
+        .await;
+    release.notify_one();
+    assert_eq!(request.await.unwrap().unwrap(), 200, "{}", u.old.log());
+    assert!(exited(&mut u.old).await.success());
+    assert!(u.old.log().contains("stop: nothing left in hand; exiting"));
 }

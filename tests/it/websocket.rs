@@ -6,53 +6,14 @@ use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-/// A WebSocket echo app that greets first and records who the handshake
-/// said was signed in.
-async fn echo_app(emails: Arc<Mutex<Vec<String>>>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let emails = emails.clone();
-            tokio::spawn(async move {
-                // The callback's signature is tungstenite's, large error and all.
-                #[allow(clippy::result_large_err)]
-                let record = |req: &Request, resp: Response| {
-                    let email = req
-                        .headers()
-                        .get("remote-email")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    emails.lock().unwrap().push(email);
-                    Ok(resp)
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(sock, record).await else {
-                    return;
-                };
-                if ws.send(Message::text("hello")).await.is_err() {
-                    return;
-                }
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_close() || ws.send(m).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_passes_through_after_the_auth_check() {
     let emails = Arc::new(Mutex::new(Vec::new()));
-    let echo = echo_app(emails.clone()).await;
+    let echo = websocket_echo(emails.clone()).await;
     let app = spawn_with(Options {
         upstreams: Some(vec![echo]),
         ..Default::default()

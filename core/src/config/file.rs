@@ -90,6 +90,7 @@ pub struct ServerFile {
     pub tls: Vec<TlsFile>,
     pub tls_reload_interval: Option<String>,
     pub upgrade_socket: Option<String>,
+    pub drain_timeout: Option<String>,
     pub access_log: Option<String>,
 }
 

@@ -106,6 +106,9 @@ pub struct Config {
     /// (a zero-downtime upgrade): a Unix socket in a directory only
     /// Sesame's user may write to.
     pub upgrade_socket: PathBuf,
+    /// How long a process replaced by a reload or an upgrade, or told to
+    /// stop, may go on with the requests and WebSocket tunnels in hand.
+    pub drain_timeout: Duration,
     /// One JSON line per request the gateway answers (`server.access_log`),
     /// if set.
     pub access_log: Option<AccessLogTarget>,

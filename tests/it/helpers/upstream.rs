@@ -139,3 +139,45 @@ impl Upstream {
             .expect("the upstream saw a request")
     }
 }
+
+/// A WebSocket echo app that greets first and records who the handshake
+/// said was signed in.
+pub async fn websocket_echo(emails: Arc<Mutex<Vec<String>>>) -> SocketAddr {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let emails = emails.clone();
+            tokio::spawn(async move {
+                // The callback's signature is tungstenite's, large error and all.
+                #[allow(clippy::result_large_err)]
+                let record =
+                    |req: &tungstenite::handshake::server::Request,
+                     resp: tungstenite::handshake::server::Response| {
+                        let email = req
+                            .headers()
+                            .get("remote-email")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        emails.lock().unwrap().push(email);
+                        Ok(resp)
+                    };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(sock, record).await else {
+                    return;
+                };
+                if ws.send(tungstenite::Message::text("hello")).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_close() || ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

@@ -195,6 +195,11 @@ impl<'a> Validator<'a> {
         );
         let upgrade_socket = self.upgrade_socket(f.server.upgrade_socket);
         let access_log = self.access_log(f.server.access_log);
+        let drain_timeout = self.duration(
+            "server.drain_timeout",
+            f.server.drain_timeout,
+            Duration::from_secs(60 * 60),
+        );
         let threads = match f.server.threads {
             Some(0) => {
                 self.err("server.threads", "must be at least 1");
@@ -309,6 +314,7 @@ impl<'a> Validator<'a> {
             tls,
             tls_reload_interval,
             upgrade_socket,
+            drain_timeout,
             access_log,
             rp_id,
             rp_name,
