@@ -27,10 +27,21 @@ use crate::session::LiveSession;
 /// Lines waiting to be written: about a second of a busy gateway.
 const QUEUE: usize = 16_384;
 
-/// The most of a path written, in bytes: a line stays well under
-/// `PIPE_BUF` (4,096 bytes, what a pipe writes whole), and the queue holds
-/// at most this much per line (a request line may be a megabyte).
-const MAX_PATH: usize = 1024;
+/// The most of a path written, in bytes: with both paths escaped (`"` and
+/// `\` double) a line stays under `PIPE_BUF` (4,096 bytes, what a pipe
+/// writes whole), and the queue holds at most this much per path (a
+/// request line may be a megabyte).
+const MAX_PATH: usize = 768;
+
+/// The longest method written as it is: longer ones (no real method is)
+/// are written as `"(overlong)"`.
+const MAX_METHOD: usize = 20;
+
+/// `method`, if it is no longer than [`MAX_METHOD`] (a clone of a
+/// standard method allocates nothing).
+pub fn method(method: &http::Method) -> Option<http::Method> {
+    (method.as_str().len() <= MAX_METHOD).then(|| method.clone())
+}
 
 /// `path`, cut to [`MAX_PATH`] bytes (at a character boundary) with `…`
 /// marking the cut.
@@ -51,7 +62,8 @@ pub struct Entry {
     pub at_ms: i64,
     /// `None` for a host no site answers.
     pub site: Option<SiteId>,
-    pub method: http::Method,
+    /// `None`: longer than any real method (see [`method`]).
+    pub method: Option<http::Method>,
     /// The path as the client sent it, without the query, [`clipped`].
     pub path: String,
     /// The path the app received, if the request went to the app with
@@ -232,7 +244,7 @@ fn line<'a>(e: &'a Entry, sites: &'a [String]) -> Line<'a> {
             .site
             .and_then(|id| sites.get(id.index()))
             .map(String::as_str),
-        method: e.method.as_str(),
+        method: e.method.as_ref().map_or("(overlong)", http::Method::as_str),
         path: &e.path,
         app_path: e.app_path.as_deref(),
         status: e.status,

@@ -107,6 +107,10 @@ pub struct App {
     /// so clients reconnect, to the new process, between requests rather
     /// than lose one sent on a connection closed under it.
     pub draining: Arc<AtomicBool>,
+    /// Turns true when this process closes its WebSocket tunnels (a stop,
+    /// or the end of `server.drain_timeout`): each tunnel ends, is logged
+    /// and counted off, before the process exits.
+    pub close_tunnels: tokio::sync::watch::Sender<bool>,
     /// The portal's place in `sites` (the last), if there is one.
     pub portal: Option<SiteId>,
     /// Where `rd` may send a person: every site, and the portal.
@@ -266,6 +270,7 @@ impl App {
             passkeys,
             store_up,
             draining: Arc::new(AtomicBool::new(false)),
+            close_tunnels: tokio::sync::watch::Sender::new(false),
             portal,
             return_sites: all,
             oidc,

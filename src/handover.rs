@@ -100,8 +100,9 @@ impl Successor {
 
     /// Start `sesame run -c CONFIG --upgrade-from <this pid>`, with this
     /// process's environment and output. A thread waits for it: if it exits
-    /// while this process still runs, the upgrade failed and that is logged
-    /// (this process goes on serving).
+    /// before this process has handed over (`handed_over`, the app's
+    /// `draining`), the upgrade failed and that is logged (this process
+    /// goes on serving).
     ///
     /// `why`: `upgrade` or `reload`; a failed reload is counted in
     /// `reloads`, whose counts the successor carries on.
@@ -110,6 +111,7 @@ impl Successor {
         socket: &Path,
         why: &'static str,
         reloads: &prometheus::IntCounterVec,
+        handed_over: &Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<u32, String> {
         check_socket_dir(socket)?;
         let carried = format!(
@@ -132,8 +134,14 @@ impl Successor {
         let pid = child.id();
         let mut child = child;
         let failed = reloads.with_label_values(&["failed"]);
+        let handed_over = handed_over.clone();
         std::thread::spawn(move || {
             if let Ok(status) = child.wait() {
+                // It took over, and is the main process now: its exit is
+                // its own (a stop, or a later upgrade of its own).
+                if handed_over.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
                 if why == "reload" {
                     failed.inc();
                 }

@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod handover;
 mod listening;
 pub mod policy;
+pub mod running_config;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
@@ -53,8 +54,10 @@ pub struct Options {
     /// Take the listening sockets over from this running process
     /// (`--upgrade-from`) instead of binding them.
     pub upgrade_from: Option<u32>,
-    /// `sesame_config_info{hash}`: the config file's hash, if read from one.
-    pub config_hash: Option<String>,
+    /// The config file's text, if read from one: its hash is
+    /// `sesame_config_info{hash}`, and it is written down for `sesame
+    /// check-config` (see [`running_config`]).
+    pub config_text: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +196,8 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         .build()
         .map_err(StartError::Runtime)?;
     let app = background.block_on(App::build(config, opts.clock.clone()))?;
-    if let Some(hash) = &opts.config_hash {
+    if let Some(text) = &opts.config_text {
+        let hash = &crate::session::hash_id(text)[..16];
         app.metrics.config_info.with_label_values(&[hash]).set(1);
     }
     match opts.upgrade_from {
@@ -267,7 +271,11 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
             let mut tick = ticks_after(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                backchannel::send_due(&app, &http).await;
+                // A process on its way out leaves the store's shared work
+                // to the one that took over (it knows the config now).
+                if !app.is_draining() {
+                    backchannel::send_due(&app, &http).await;
+                }
             }
         });
     }
@@ -282,7 +290,9 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                app.sweep().await;
+                if !app.is_draining() {
+                    app.sweep().await;
+                }
             }
         });
     }
@@ -342,9 +352,9 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
         threads: app.config.threads,
         work_stealing,
         // Pingora's grace period, between closing the listeners and ending
-        // the runtimes, bounds a drain; `drain` ends it sooner once nothing
-        // is left in hand.
-        grace_period_seconds: Some(app.config.drain_timeout.as_secs().max(1)),
+        // the runtimes, is a backstop: `drain` ends the process once
+        // nothing is left in hand, and closes tunnels at drain_timeout.
+        grace_period_seconds: Some(app.config.drain_timeout.as_secs() + 10),
         graceful_shutdown_timeout_seconds: Some(5),
         upgrade_sock: app.config.upgrade_socket.to_string_lossy().into_owned(),
         ..ServerConf::default()
@@ -362,6 +372,9 @@ fn prepare(config: Config, opts: &Options, work_stealing: bool) -> Result<Prepar
     server.bootstrap();
     if let Some(from) = opts.upgrade_from {
         tracing::info!(from, "upgrade: took the listening sockets over");
+    }
+    if let Some(text) = &opts.config_text {
+        running_config::record(&app.config.upgrade_socket, text);
     }
 
     let mut proxy = Service::new(
@@ -479,7 +492,7 @@ impl Shutdown {
             tracing::warn!(why, "signal ignored: this process cannot start a successor");
             return;
         };
-        match s.start(&self.upgrade_socket, why, &self.reloads) {
+        match s.start(&self.upgrade_socket, why, &self.reloads, &self.draining) {
             Ok(pid) => {
                 self.successor_pid
                     .store(pid, std::sync::atomic::Ordering::Relaxed);
@@ -600,12 +613,45 @@ pub fn run(config: Config, opts: Options) -> Result<(), StartError> {
                 requests: app.metrics.requests_in_flight.clone(),
                 websockets: app.metrics.websockets_open.clone(),
                 mail: app.metrics.mail_outbox.clone(),
-                access_log,
+                timeout: app.config.drain_timeout,
+                close_tunnels: {
+                    let app = app.clone();
+                    Box::new(move || {
+                        app.close_tunnels.send_replace(true);
+                    })
+                },
+                before_exit: {
+                    let (app, bg, log) =
+                        (app.clone(), background.handle().clone(), access_log.clone());
+                    Box::new(move || last_things(&app, &bg, log.as_ref()))
+                },
             })),
         }),
     });
+    // Pingora's own way out (SIGINT, or the grace period over).
+    last_things(&app, background.handle(), access_log.as_ref());
     background.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// What a process does last, however it goes: the session activity not yet
+/// written, the access log's last lines, and its config's copy removed
+/// (if a successor has not written its own).
+fn last_things(
+    app: &App,
+    background: &tokio::runtime::Handle,
+    log: Option<&access_log::AccessLog>,
+) {
+    let written = background.block_on(async {
+        tokio::time::timeout(Duration::from_secs(2), app.sessions.write_activity()).await
+    });
+    if written.is_err() {
+        tracing::warn!("the last session activity was not written within 2 s");
+    }
+    if let Some(log) = log {
+        log.flush(Duration::from_secs(1));
+    }
+    running_config::forget(&app.config.upgrade_socket);
 }
 
 /// Turn transparent huge pages off for this process: call first thing in

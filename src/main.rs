@@ -318,6 +318,57 @@ fn load(path: &Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| format!("{} is not valid:\n{e}", path.display()))
 }
 
+/// The config file's text (read once) and the config it gives.
+fn read_config(path: &Path) -> Result<(String, Config), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read config file: {e}", path.display()))?;
+    let config =
+        Config::from_toml(&text).map_err(|e| format!("{} is not valid:\n{e}", path.display()))?;
+    Ok((text, config))
+}
+
+/// `sesame check-config`: the file is valid; and, if a running Sesame wrote
+/// down the config it runs, which keys a reload would change.
+fn check_config(path: &Path) -> Result<(), String> {
+    let (text, config) = read_config(path)?;
+    println!("{}: ok ({} site(s))", path.display(), config.sites.len());
+    let socket = &config.upgrade_socket;
+    let default = Path::new(sesame::config::DEFAULT_UPGRADE_SOCKET);
+    let found = match sesame::running_config::running(socket)? {
+        Some(r) => Some((r, false)),
+        // Running with the default socket, which this file changes?
+        None if socket != default => sesame::running_config::running(default)?.map(|r| (r, true)),
+        None => None,
+    };
+    let Some(((pid, running), moved)) = found else {
+        println!(
+            "no config running found at {} (no Sesame runs with this upgrade_socket, or it could not write it down): nothing to compare with",
+            sesame::running_config::path(socket).display()
+        );
+        return Ok(());
+    };
+    let changes = sesame::config::diff::changed_keys(&running, &text)?;
+    if changes.is_empty() {
+        println!("the same as the config process {pid} runs");
+        return Ok(());
+    }
+    let restart = if moved {
+        "; server.upgrade_socket needs a restart (a reload is refused)"
+    } else {
+        "; a reload applies them"
+    };
+    println!(
+        "against the config process {pid} runs, {} key{} differ{}{restart}:",
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        if changes.len() == 1 { "s" } else { "" },
+    );
+    for (key, change) in changes {
+        println!("  {key} ({})", change.label());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     sesame::disable_huge_pages();
     let cli = Cli::parse();
@@ -326,21 +377,17 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             upgrade_from,
-        } => load(&config).and_then(|c| {
+        } => read_config(&config).and_then(|(text, c)| {
             let opts = sesame::Options {
                 successor: Some(sesame::handover::Successor::of_this_process(&config)),
                 upgrade_from,
-                config_hash: std::fs::read_to_string(&config)
-                    .ok()
-                    .map(|text| sesame::session::hash_id(&text)[..16].to_string()),
+                config_text: Some(text),
                 ..Default::default()
             };
             sesame::run(c, opts).map_err(|e| e.to_string())
         }),
         Command::Demo => demo(),
-        Command::CheckConfig { config } => load(&config).map(|c| {
-            println!("{}: ok ({} site(s))", config.display(), c.sites.len());
-        }),
+        Command::CheckConfig { config } => check_config(&config),
         Command::Doctor {
             config,
             send_test_mail,

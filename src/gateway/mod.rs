@@ -171,8 +171,11 @@ impl Gateway {
             ctx.upstream = peer.address().as_inet().copied();
         }
         let count = |result: &str| self.app.metrics.upgrades.with_label_values(&[result]).inc();
-        let open = &self.app.metrics.websockets_open;
-        match upgrade::relay(&self.upgrades, session, &peer, up_req, &key, open).await {
+        let tunnel = upgrade::Tunnel {
+            open: &self.app.metrics.websockets_open,
+            close: self.app.close_tunnels.subscribe(),
+        };
+        match upgrade::relay(&self.upgrades, session, &peer, up_req, &key, tunnel).await {
             Ok(upgrade::Relayed::Tunnel) => count("websocket"),
             Ok(upgrade::Relayed::Declined) => count("declined"),
             Ok(upgrade::Relayed::BadAnswer) => {
@@ -508,7 +511,7 @@ impl ProxyHttp for Gateway {
             log.log(crate::access_log::Entry {
                 at_ms: self.app.clock.now_millis(),
                 site: ctx.site,
-                method: req.method.clone(),
+                method: crate::access_log::method(&req.method),
                 path: crate::access_log::clipped(req.uri.path()),
                 app_path,
                 status: session.response_written().map(|r| r.status.as_u16()),

@@ -197,7 +197,8 @@ pub enum Relayed {
 
 /// Send the handshake `up_req` to `peer`; relay the answer, and if it is a
 /// `101` that completes the handshake of `key`, the bytes of both directions
-/// until either side closes (counted in `open` meanwhile). An `Err` before anything was written to the
+/// until either side closes or `tunnel.close` turns true (counted in
+/// `tunnel.open` meanwhile). An `Err` before anything was written to the
 /// client is the app's failure (502/504); [`Relayed::BadAnswer`] has written
 /// nothing either.
 pub async fn relay(
@@ -206,7 +207,7 @@ pub async fn relay(
     peer: &HttpPeer,
     up_req: RequestHeader,
     key: &[u8],
-    open: &prometheus::IntGauge,
+    tunnel: Tunnel<'_>,
 ) -> Result<Relayed> {
     let (mut up, _) = connector.get_http_session(peer).await?;
     up.read_timeout = peer.options.read_timeout;
@@ -235,20 +236,42 @@ pub async fn relay(
     up.read_timeout = None;
     up.maybe_upgrade_body_writer();
     let result = {
-        let _open = crate::metrics::Held::new(open);
-        tunnel(session, &mut up).await
+        let _open = crate::metrics::Held::new(tunnel.open);
+        relay_frames(session, &mut up, tunnel.close).await
     };
     up.shutdown().await;
     let _ = session.write_response_body(None, true).await;
     result.map(|()| Relayed::Tunnel)
 }
 
-async fn tunnel(
+/// What a tunnel is counted in and told to close by.
+pub struct Tunnel<'a> {
+    /// `sesame_websockets_open`.
+    pub open: &'a prometheus::IntGauge,
+    /// `App::close_tunnels`.
+    pub close: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Once `close` is (or turns) true.
+async fn closing(close: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*close.borrow_and_update() {
+        if close.changed().await.is_err() {
+            // The app is gone: nothing will ask again.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn relay_frames(
     session: &mut Session,
     up: &mut pingora::protocols::http::v1::client::HttpSession,
+    mut close: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     loop {
         tokio::select! {
+            // The process is going: end the tunnel (both connections close;
+            // the client reconnects, to the process that serves now).
+            () = closing(&mut close) => return Ok(()),
             from_client = session.read_request_body() => match from_client? {
                 Some(b) => {
                     up.write_body(&b).await?;

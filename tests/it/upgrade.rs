@@ -24,11 +24,12 @@ struct Upgradable {
 
 impl Upgradable {
     async fn start() -> Upgradable {
-        Upgradable::in_front_of(None).await
+        Upgradable::in_front_of(None, "").await
     }
 
-    /// In front of `app`, if given, instead of the recording upstream.
-    async fn in_front_of(app: Option<std::net::SocketAddr>) -> Upgradable {
+    /// In front of `app`, if given, instead of the recording upstream, with
+    /// `server` added to `[server]`.
+    async fn in_front_of(app: Option<std::net::SocketAddr>, server: &str) -> Upgradable {
         let store = TestStore::new(Backend::Sqlite).await;
         let mail = MailBox::start();
         let upstream = Upstream::start().await;
@@ -49,6 +50,7 @@ listen = ["127.0.0.1:0"]
 admin_listen = "127.0.0.1:0"
 threads = 2
 upgrade_socket = "{}"
+{server}
 
 [store]
 url = "{}"
@@ -558,9 +560,9 @@ type Tunnel =
 /// A process in front of a WebSocket echo app, reloaded while a tunnel was
 /// open through it: the old process (stopped accepting, waiting for the
 /// tunnel), the tunnel, and the new process.
-async fn reloaded_with_a_tunnel() -> (Upgradable, Tunnel, Successor, String, String) {
+async fn reloaded_with_a_tunnel(server: &str) -> (Upgradable, Tunnel, Successor, String, String) {
     let echo = websocket_echo(Default::default()).await;
-    let mut u = Upgradable::in_front_of(Some(echo)).await;
+    let mut u = Upgradable::in_front_of(Some(echo), server).await;
     let pid = u.old.child.id();
     u.notified();
     let (_, cookie) = u.signed_in_with_cookie("ws@example.com").await;
@@ -598,7 +600,7 @@ async fn ends(ws: &mut Tunnel) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_websockets_open_until_they_close_and_a_stop_does_not_wait_for_them() {
     use futures::SinkExt;
-    let (mut u, mut before, successor, url, cookie) = reloaded_with_a_tunnel().await;
+    let (mut u, mut before, successor, url, cookie) = reloaded_with_a_tunnel("").await;
     let new_pid = successor.0;
 
     // New tunnels open on the new process, which counts them.
@@ -627,7 +629,7 @@ async fn a_reload_keeps_websockets_open_until_they_close_and_a_stop_does_not_wai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_the_wait_after_a_reload_ends_it() {
     // `systemctl stop` signals every process of the unit, the old one too.
-    let (mut u, mut before, _successor, _, _) = reloaded_with_a_tunnel().await;
+    let (mut u, mut before, _successor, _, _) = reloaded_with_a_tunnel("").await;
     signal(u.old.child.id(), rustix::process::Signal::TERM);
     assert!(exited(&mut u.old).await.success());
     assert!(ends(&mut before).await);
@@ -680,7 +682,7 @@ async fn held_app() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_answers_the_requests_in_hand_before_it_exits() {
     let (app, arrived, release) = held_app().await;
-    let mut u = Upgradable::in_front_of(Some(app)).await;
+    let mut u = Upgradable::in_front_of(Some(app), "").await;
     u.notified();
     let b = u.signed_in("held@example.com").await;
     let url = u.old.url("/slow");
@@ -698,4 +700,101 @@ async fn a_stop_answers_the_requests_in_hand_before_it_exits() {
     assert_eq!(request.await.unwrap().unwrap(), 200, "{}", u.old.log());
     assert!(exited(&mut u.old).await.success());
     assert!(u.old.log().contains("stop: nothing left in hand; exiting"));
+}
+
+/// `sesame check-config -c path`: its exit success and standard output.
+fn check_config(path: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sesame"))
+        .args(["check-config", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_names_the_keys_a_reload_would_change() {
+    let mut u = Upgradable::start().await;
+    let pid = u.old.child.id();
+    u.notified();
+    let (ok, out) = check_config(&u.config_path);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("the same as the config process {pid} runs")),
+        "{out}"
+    );
+
+    // The copy it compares with holds secrets: Sesame's user's alone.
+    let socket = u.store.dir().join("run").join("upgrade.sock");
+    let copy = sesame::running_config::path(&socket);
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", copy.display());
+
+    let text = std::fs::read_to_string(&u.config_path).unwrap();
+    let next = u.store.dir().join("next.toml");
+    let changed = text
+        .replace(
+            "name = \"Upgraded app\"",
+            "name = \"Upgraded app\"\npublic_paths = [\"/open\"]",
+        )
+        .replace(
+            "Sesame test <login@example.com>",
+            "Sesame <secret-sender@example.com>",
+        );
+    std::fs::write(&next, &changed).unwrap();
+    let (ok, out) = check_config(&next);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "against the config process {pid} runs, 2 keys differ; a reload applies them:"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("  mail.from (changed)\n"), "{out}");
+    assert!(out.contains("  site[0].public_paths (added)\n"), "{out}");
+    assert!(!out.contains("secret-sender"), "values stay out: {out}");
+
+    // Once the process has stopped, there is nothing to compare with.
+    signal(pid, rustix::process::Signal::TERM);
+    assert!(exited(&mut u.old).await.success());
+    assert!(!copy.exists(), "the stopped process removes its copy");
+    let (ok, out) = check_config(&next);
+    assert!(ok, "{out}");
+    assert!(out.contains("no config running found at"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_still_open_at_drain_timeout_is_closed_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    // Long enough for the echo after the handover (about 6 s after the
+    // signal) to come well before the tunnels are closed (11 s after it).
+    let server = format!(
+        "drain_timeout = \"5s\"\naccess_log = {:?}",
+        log.display().to_string()
+    );
+    let (mut u, mut before, _successor, _, _) = reloaded_with_a_tunnel(&server).await;
+    assert!(
+        ends(&mut before).await,
+        "the tunnel still open 20 s after drain_timeout"
+    );
+    assert!(exited(&mut u.old).await.success());
+    assert!(
+        u.old
+            .log()
+            .contains("server.drain_timeout is over; closing the WebSocket tunnels websockets=1"),
+        "{}",
+        u.old.log()
+    );
+    // Its line, written by the old process as the tunnel ended.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["path"] == "/socket" && l["status"] == 101)
+        .unwrap_or_else(|| panic!("no line for the tunnel:\n{text}"));
+    assert!(line["duration_ms"].as_f64().unwrap() > 5000.0, "{line}");
 }

@@ -7,6 +7,7 @@
 //! names are looked up and certificate files read only through
 //! [`Outside`] (the system's, or a test's), never the store or the clock.
 
+pub mod diff;
 mod file;
 mod outside;
 mod validate;

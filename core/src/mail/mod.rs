@@ -121,12 +121,13 @@ impl Outbox {
 
     /// Queue a message; false (and counted) if the queue is full.
     pub fn enqueue(&self, mail: OutgoingMail, metrics: &Metrics) -> bool {
+        // Counted before it is queued: the worker may take it off at once,
+        // and a process on its way out must never see it uncounted.
+        metrics.mail_outbox.inc();
         match self.tx.try_send(mail) {
-            Ok(()) => {
-                metrics.mail_outbox.inc();
-                true
-            }
+            Ok(()) => true,
             Err(_) => {
+                metrics.mail_outbox.dec();
                 metrics.mail_failed.inc();
                 tracing::error!("mail queue is full; a sign-in email was dropped");
                 false
