@@ -71,8 +71,23 @@ pub(super) async fn write(session: &mut Session, resp: Resp) -> Result<()> {
     Ok(())
 }
 
-/// Read a request body of at most `MAX_BODY` bytes; `None` if it is larger.
-pub(super) async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
+/// How long a body for Sesame's own endpoints (a form, a passkey's JSON)
+/// may take to arrive, all of it: a client trickling bytes would otherwise
+/// hold its request for as long as it likes (HTTP/2 bodies have no read
+/// timeout at all).
+pub const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A request body, as read for an endpoint.
+pub(super) enum Body {
+    Read(Bytes),
+    /// Over `MAX_BODY` bytes.
+    TooLarge,
+    /// Not all there within [`BODY_TIME`].
+    TooSlow,
+}
+
+/// Read a request body of at most `MAX_BODY` bytes, within [`BODY_TIME`].
+pub(super) async fn read_body(session: &mut Session) -> Result<Body> {
     let declared = session
         .req_header()
         .headers
@@ -80,16 +95,21 @@ pub(super) async fn read_body(session: &mut Session) -> Result<Option<Bytes>> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY) {
-        return Ok(None);
+        return Ok(Body::TooLarge);
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Ok(None);
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Ok(Body::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(Bytes::from(body)))
+        Ok(Body::Read(Bytes::from(body)))
+    };
+    tokio::time::timeout(BODY_TIME, read)
+        .await
+        .unwrap_or(Ok(Body::TooSlow))
 }
 
 impl Gateway {
@@ -108,13 +128,27 @@ impl Gateway {
             .await;
         }
         let body = match read_body(session).await? {
-            Some(b) => b,
-            None => {
+            Body::Read(b) => b,
+            Body::TooLarge => {
                 return write(
                     session,
                     Resp::new(413, "text/plain; charset=utf-8", "request body too large"),
                 )
                 .await
+            }
+            Body::TooSlow => {
+                // The rest of the body may still come: not on this
+                // connection.
+                session.set_keepalive(None);
+                return write(
+                    session,
+                    Resp::new(
+                        408,
+                        "text/plain; charset=utf-8",
+                        "request body too slow: send it within 10 seconds",
+                    ),
+                )
+                .await;
             }
         };
         let client_ip = app

@@ -60,6 +60,9 @@ pub struct Ctx {
 
 const PREFIX: &str = "/.sesame";
 
+/// The longest a write to the client may wait for it to read.
+const WRITE_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The TCP peer.
 fn peer_ip(session: &Session) -> IpAddr {
     session
@@ -245,6 +248,10 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let started = Instant::now();
         ctx.started = Some(started);
+        // A client that stops reading its answer (or a tunnel's) lets go of
+        // it after a minute, as nginx's send_timeout: its request would
+        // otherwise stay open for good.
+        session.set_write_timeout(Some(WRITE_TIME));
         if self.app.is_draining() {
             session.set_keepalive(None);
         }
