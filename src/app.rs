@@ -371,6 +371,7 @@ impl App {
                 code: &self.code_limit,
             },
             waiters: &self.waiters,
+            device: None,
         }
     }
 

@@ -250,6 +250,7 @@ mod tests {
             last_seen: 0,
             revoked: false,
             parent: None,
+            device: None,
         };
         Who::Signed(Arc::new(LiveSession::new(record, 0)))
     }

@@ -152,6 +152,7 @@ impl Rig {
                 code: &self.code,
             },
             waiters: &self.waiters,
+            device: None,
         }
     }
 

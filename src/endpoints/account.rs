@@ -57,8 +57,14 @@ struct PasskeyRow {
 
 #[derive(Serialize)]
 struct SessionRow {
+    /// What `/api/sessions/ID` names it by (the start of its hash).
+    id: String,
+    /// "Firefox on Linux"; `None` for a session from before Sesame kept it.
+    agent: Option<String>,
+    client: Option<String>,
     method: &'static str,
     created: String,
+    last_seen: String,
     current: bool,
 }
 
@@ -126,8 +132,12 @@ pub async fn account_page(app: &App, req: &Req<'_>) -> Result {
                 .iter()
                 .filter(|s| s.parent.is_none())
                 .map(|s| SessionRow {
+                    id: s.id_hash[..16].to_string(),
+                    agent: s.device.as_ref().map(|d| d.agent.clone()),
+                    client: s.device.as_ref().map(|d| d.client.clone()),
                     method: method_name(s.auth_method),
                     created: when(s.created_at),
+                    last_seen: when(s.last_seen),
                     current: s.id_hash == me.id_hash,
                 })
                 .collect(),

@@ -45,6 +45,19 @@ pub struct Req<'a> {
 }
 
 impl Req<'_> {
+    /// The browser or program asking, as its session will name it.
+    pub fn device(&self) -> crate::store::Device {
+        crate::store::Device {
+            agent: crate::signin::cross_device::browser(
+                self.headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            ),
+            client: self.client_ip.to_string(),
+        }
+    }
+
     pub fn query_param(&self, key: &str) -> Option<String> {
         form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == key)
@@ -340,7 +353,11 @@ async fn route(app: &Arc<App>, req: &Req<'_>) -> Result {
             let id = &p["/api/passkeys/".len()..];
             passkeys::api_passkeys(app, req, Some(id)).await?
         }
-        "/api/sessions" => passkeys::api_sessions(app, req).await?,
+        "/api/sessions" => passkeys::api_sessions(app, req, None).await?,
+        p if p.starts_with("/api/sessions/") => {
+            let id = &p["/api/sessions/".len()..];
+            passkeys::api_sessions(app, req, Some(id)).await?
+        }
         "/account" if m == Method::GET => account::account_page(app, req).await?,
         "/passkey/offer" if m == Method::GET => account::offer_page(app, req).await,
         "/stepup" if m == Method::GET => account::stepup_page(app, req).await?,

@@ -710,7 +710,7 @@ async fn device_grant(
                     "this application needs a passkey: approve from a session signed in with one",
                 ));
             }
-            let sign_in = app.sign_in();
+            let sign_in = app.sign_in().with_device(req.device());
             let signed_in = match sign_in.collect_request(&req.site.site, &id).await {
                 Ok(s) => s,
                 Err(crate::signin::SignInError::Store(e)) => return Err(e.into()),

@@ -161,7 +161,9 @@ pub async fn login_finish(app: &App, req: &Req<'_>) -> Result {
     if !req.same_origin() {
         return Err(Failure::CrossSite);
     }
-    match passkey::login_finish(&app.ceremonies(), &req.site.site, req.site_id, &req.body).await {
+    let mut cx = app.ceremonies();
+    cx.sign_in = cx.sign_in.with_device(req.device());
+    match passkey::login_finish(&cx, &req.site.site, req.site_id, &req.body).await {
         Ok(done) => {
             app.metrics
                 .passkey_authentications
@@ -284,7 +286,7 @@ pub async fn api_passkeys(app: &App, req: &Req<'_>, id: Option<&str>) -> Result 
 }
 
 /// GET /api/sessions; DELETE /api/sessions signs out everywhere else.
-pub async fn api_sessions(app: &App, req: &Req<'_>) -> Result {
+pub async fn api_sessions(app: &App, req: &Req<'_>, one: Option<&str>) -> Result {
     if *req.method != Method::GET && !req.same_origin() {
         return Err(Failure::CrossSite);
     }
@@ -296,6 +298,9 @@ pub async fn api_sessions(app: &App, req: &Req<'_>) -> Result {
         .store
         .list_sessions(Some(&me.email), app.clock.now())
         .await?;
+    if let Some(id) = one {
+        return sign_out_one(app, req, &live, &sessions, id).await;
+    }
     match *req.method {
         Method::GET => {
             let list: Vec<_> = sessions
@@ -303,6 +308,8 @@ pub async fn api_sessions(app: &App, req: &Req<'_>) -> Result {
                 .map(|s| {
                     json!({
                         "id": &s.id_hash[..16],
+                        "browser": s.device.as_ref().map(|d| &d.agent),
+                        "client": s.device.as_ref().map(|d| &d.client),
                         "auth_method": s.auth_method.as_str(),
                         "created_at": s.created_at,
                         "last_seen": s.last_seen,
@@ -332,6 +339,50 @@ pub async fn api_sessions(app: &App, req: &Req<'_>) -> Result {
         }
         _ => Err(Failure::MethodNotAllowed),
     }
+}
+
+/// DELETE /api/sessions/ID: sign out one of the person's other sessions
+/// (`id`: the start of its hash, as listed). Their own is signed out with
+/// `/logout`, which also clears its cookie.
+async fn sign_out_one(
+    app: &App,
+    req: &Req<'_>,
+    live: &crate::session::LiveSession,
+    sessions: &[crate::store::SessionRecord],
+    id: &str,
+) -> Result {
+    if *req.method != Method::DELETE {
+        return Err(Failure::MethodNotAllowed);
+    }
+    let me = &live.record;
+    // Only the person's own sessions are listed: another's is not found.
+    let Some(s) = sessions
+        .iter()
+        .find(|s| id.len() == 16 && s.id_hash.starts_with(id))
+    else {
+        return Ok(Resp::json(
+            404,
+            &json!({"error": "no_such_session", "message": "no session of yours has this id (it may have ended)"}),
+        ));
+    };
+    if s.id_hash == me.id_hash {
+        return Ok(Resp::json(
+            409,
+            &json!({"error": "current_session", "message": "this is the session making the request: sign out with POST /.sesame/logout"}),
+        ));
+    }
+    if app
+        .store
+        .revoke_session(&s.id_hash, app.clock.now())
+        .await?
+    {
+        app.metrics.sessions_revoked.inc();
+    }
+    app.sessions
+        .invalidate(&crate::store::Invalidation::Session(s.id_hash.to_string()));
+    tracing::info!(target: "sesame::audit", event = "sessions_revoked", email = %me.email, count = 1,
+        session = id, reason = "signed_out_from_account");
+    Ok(Resp::json(200, &json!({"revoked": 1})))
 }
 
 /// POST /passkey/proof/start: email a code that proves the account holder

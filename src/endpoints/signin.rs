@@ -331,7 +331,7 @@ pub async fn continue_signin(app: &App, req: &Req<'_>) -> Result {
         Asked::Email(id) => id,
         Asked::Phone(r) => return continue_phone(app, req, &r).await,
     };
-    let sign_in = app.sign_in();
+    let sign_in = app.sign_in().with_device(req.device());
     match sign_in.status(&req.site.site, &id).await? {
         (Status::Approved, _) => {
             let done = sign_in.collect(&req.site.site, &id).await?;
@@ -358,7 +358,7 @@ pub async fn continue_signin(app: &App, req: &Req<'_>) -> Result {
 
 /// `continue_signin` for a sign-in asked of a signed-in phone.
 async fn continue_phone(app: &App, req: &Req<'_>, r: &Requested) -> Result {
-    let sign_in = app.sign_in();
+    let sign_in = app.sign_in().with_device(req.device());
     match sign_in.request_status(&req.site.site, &r.id).await? {
         (Status::Approved, _) => {
             let done = sign_in.collect_request(&req.site.site, &r.id).await?;
@@ -379,7 +379,11 @@ pub async fn consume_link(app: &App, req: &Req<'_>) -> Result {
         return Err(Failure::CrossSite);
     }
     let raw = req.form_param("token").unwrap_or_default();
-    let done = app.sign_in().consume_link(&req.site.site, &raw).await?;
+    let done = app
+        .sign_in()
+        .with_device(req.device())
+        .consume_link(&req.site.site, &raw)
+        .await?;
     Ok(signed_in(app, req, &done).await)
 }
 
@@ -392,6 +396,7 @@ pub async fn consume_code(app: &App, req: &Req<'_>) -> Result {
     let code = req.form_param("code").unwrap_or_default();
     let done = app
         .sign_in()
+        .with_device(req.device())
         .consume_code(&req.site.site, id.as_deref(), &code)
         .await?;
     Ok(signed_in(app, req, &done).await)

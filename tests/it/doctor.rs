@@ -226,7 +226,7 @@ async fn store_lines_say_what_the_store_lacks_or_has_too_much() {
     let text = config(&pg.url, &mail.addr.to_string(), &ups, "");
     let (code, out) = doctor(pg.dir(), &text, &["--strict"]);
     assert_eq!(code, 2, "{out}");
-    line(&out, "WARN", "store", "9 migration(s) not applied yet");
+    line(&out, "WARN", "store", "10 migration(s) not applied yet");
     sesame(&["migrate"], &pg.dir().join("doctor.toml"));
     let (code, out) = doctor(pg.dir(), &text, &["--strict"]);
     assert_eq!(code, 0, "{out}");

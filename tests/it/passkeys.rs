@@ -358,6 +358,75 @@ async fn sessions_api_signs_out_everywhere_else() {
     assert_eq!(here.get(app.url("/x")).send().await.unwrap().status(), 200);
 }
 
+async fn sessions_name_their_browser_and_one_can_be_signed_out_but_not_anothers() {
+    let app = spawn().await;
+    let with_agent = |ua: &str| {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(ua)
+            .build()
+            .unwrap()
+    };
+    let laptop = with_agent("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0");
+    let phone = with_agent(
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+    );
+    app.sign_in(&laptop, "owner@example.com").await;
+    app.sign_in(&phone, "owner@example.com").await;
+    let stranger = browser();
+    app.sign_in(&stranger, "stranger@example.com").await;
+
+    // The account page and the API name each session's browser and address.
+    let page = laptop.get(app.url("/.sesame/account")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Firefox on Linux"), "{page}");
+    assert!(page.contains("Safari on iPhone"), "{page}");
+    assert!(page.contains("127.0.0.1"), "{page}");
+    assert!(page.contains("last seen"), "{page}");
+    let list: Value = laptop.get(app.url("/.sesame/api/sessions")).send().await.unwrap().json().await.unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let on_phone = list.iter().find(|s| s["browser"] == "Safari on iPhone").expect("the phone's session");
+    assert_eq!(on_phone["client"], "127.0.0.1");
+    assert_eq!(on_phone["current"], false);
+    let mine = list.iter().find(|s| s["current"] == true).unwrap();
+    assert_eq!(mine["browser"], "Firefox on Linux");
+    let theirs: Value = stranger.get(app.url("/.sesame/api/sessions")).send().await.unwrap().json().await.unwrap();
+    let theirs = theirs[0]["id"].as_str().unwrap().to_string();
+
+    let delete = |b: &reqwest::Client, id: &str, origin: &str| {
+        b.delete(app.url(&format!("/.sesame/api/sessions/{id}")))
+            .header("Origin", origin)
+            .send()
+    };
+    let phone_id = on_phone["id"].as_str().unwrap();
+    // Another person's session is not found; a page elsewhere cannot ask.
+    let r = delete(&laptop, &theirs, &app.base).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(stranger.get(app.url("/x")).send().await.unwrap().status(), 200);
+    let r = delete(&laptop, phone_id, "https://evil.example").await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = laptop
+        .delete(app.url(&format!("/.sesame/api/sessions/{phone_id}")))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(phone.get(app.url("/x")).send().await.unwrap().status(), 200);
+    // Its own session is signed out with /logout.
+    let r = delete(&laptop, mine["id"].as_str().unwrap(), &app.base).await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "current_session");
+
+    let r = delete(&laptop, phone_id, &app.base).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(phone.get(app.url("/x")).send().await.unwrap().status(), 401);
+    assert_eq!(laptop.get(app.url("/x")).send().await.unwrap().status(), 200);
+    let r = delete(&laptop, phone_id, &app.base).await.unwrap();
+    assert_eq!(r.status(), 404, "gone already");
+}
+
 async fn admin_can_list_and_revoke_passkeys() {
     let app = spawn().await;
     let (mut p, passkey) = app.with_passkey("lost@example.com").await;

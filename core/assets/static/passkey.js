@@ -226,6 +226,14 @@
       }
       return;
     }
+    id = t.getAttribute("data-signout");
+    if (id) {
+      if (window.confirm("Sign out " + (t.getAttribute("data-name") || "this session") + "?")) {
+        call("DELETE", "/api/sessions/" + encodeURIComponent(id))
+          .then(function () { window.location.reload(); }, failed);
+      }
+      return;
+    }
     if (t.id === "signout-others") {
       call("DELETE", "/api/sessions").then(function () { window.location.reload(); }, failed);
     }

@@ -1,22 +1,55 @@
 //! A default name for a new passkey, from the authenticator's AAGUID (read
-//! out of the attestation object) where it is one of a few well-known
-//! passkey providers. Anything else is just "Passkey".
+//! out of the attestation object): the passkey provider's name in
+//! passkeydeveloper's public list of AAGUIDs ("iCloud Keychain",
+//! "1Password"), bundled in `core/assets/aaguids.json` with the date of the
+//! list (`scripts/refresh-aaguids` updates it). Anything not listed, or a
+//! list that is empty or unreadable, gives "Passkey".
 
-/// Well-known AAGUIDs of passkey providers (public registry, a small subset).
-const KNOWN: &[(&str, &str)] = &[
-    (
-        "ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4",
-        "Google Password Manager",
-    ),
-    ("adce0002-35bc-c60a-648b-0b25f1f05503", "Chrome on Mac"),
-    ("fbfc3007-154e-4ecc-8c0b-6e020557d7bd", "iCloud Keychain"),
-    ("08987058-cadc-4b81-b6e1-30de50dcbe96", "Windows Hello"),
-    ("9ddd1817-af5a-4672-a2b9-3e3dd95000a9", "Windows Hello"),
-    ("6028b017-b1d4-4c02-b4b3-afcdafc96bb2", "Windows Hello"),
-    ("bada5566-a7aa-401f-bd96-45619a55120d", "1Password"),
-    ("d548826e-79b4-db40-a3d8-11116f7e8349", "Bitwarden"),
-    ("53414d53-554e-4700-0000-000000000000", "Samsung Pass"),
-];
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// The bundled list.
+const LIST: &str = include_str!("../../assets/aaguids.json");
+
+/// What a passkey is called when its provider is not known.
+const FALLBACK: &str = "Passkey";
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    /// The list's last change (`YYYY-MM-DD`).
+    date: String,
+    names: HashMap<String, String>,
+}
+
+fn listed() -> Option<&'static Listed> {
+    static LISTED: OnceLock<Option<Listed>> = OnceLock::new();
+    LISTED.get_or_init(|| parse(LIST)).as_ref()
+}
+
+/// A list as the refresh script writes it; `None` (logged) if it is not
+/// one (the retired list is an empty object).
+fn parse(text: &str) -> Option<Listed> {
+    match serde_json::from_str::<Listed>(text) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "the bundled AAGUID list does not parse; new passkeys are named \"Passkey\"");
+            None
+        }
+    }
+}
+
+/// `aaguid`'s provider in `list`, or [`FALLBACK`].
+fn name_in<'a>(list: Option<&'a Listed>, aaguid: &str) -> &'a str {
+    list.and_then(|l| l.names.get(aaguid))
+        .map(String::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or(FALLBACK)
+}
+
+/// How many providers the bundled list names, and its date.
+pub fn list_info() -> (usize, &'static str) {
+    listed().map_or((0, "none"), |l| (l.names.len(), l.date.as_str()))
+}
 
 /// The AAGUID in a CBOR attestation object, as a lower-case UUID string.
 /// Reads only the `authData` byte string: rpIdHash (32) | flags (1) |
@@ -58,14 +91,10 @@ pub fn aaguid(attestation_object: &[u8]) -> Option<String> {
 
 /// The default name for a passkey whose attestation object this is.
 pub fn default_name(attestation_object: &[u8]) -> String {
-    aaguid(attestation_object)
-        .and_then(|g| {
-            KNOWN
-                .iter()
-                .find(|(id, _)| *id == g)
-                .map(|(_, name)| (*name).to_string())
-        })
-        .unwrap_or_else(|| "Passkey".to_string())
+    match aaguid(attestation_object) {
+        Some(g) => name_in(listed(), &g).to_string(),
+        None => FALLBACK.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -102,7 +131,13 @@ mod tests {
             aaguid(&object(icloud, 0x45)).as_deref(),
             Some("fbfc3007-154e-4ecc-8c0b-6e020557d7bd")
         );
-        assert_eq!(default_name(&object(icloud, 0x45)), "iCloud Keychain");
+        // Named as the bundled list names it.
+        assert_eq!(default_name(&object(icloud, 0x45)), "Apple Passwords");
+        let one_password = [
+            0xba, 0xda, 0x55, 0x66, 0xa7, 0xaa, 0x40, 0x1f, 0xbd, 0x96, 0x45, 0x61, 0x9a, 0x55,
+            0x12, 0x0d,
+        ];
+        assert_eq!(default_name(&object(one_password, 0x45)), "1Password");
         assert_eq!(default_name(&object([0; 16], 0x45)), "Passkey");
         assert_eq!(
             default_name(&object(icloud, 0x05)),
@@ -115,5 +150,33 @@ mod tests {
             "Passkey",
             "truncated"
         );
+    }
+
+    #[test]
+    fn the_bundled_list_is_whole_and_dated() {
+        let (count, date) = list_info();
+        assert!(count >= 50, "{count} names");
+        assert_eq!(date.len(), 10, "{date}");
+        let listed = listed().unwrap();
+        for (aaguid, name) in &listed.names {
+            assert_eq!(aaguid.len(), 36, "{aaguid}");
+            assert_eq!(*aaguid, aaguid.to_lowercase());
+            assert!(!name.trim().is_empty(), "{aaguid}");
+        }
+    }
+
+    #[test]
+    fn an_empty_or_retired_list_names_every_passkey_passkey() {
+        let g = "bada5566-a7aa-401f-bd96-45619a55120d";
+        let whole = parse(LIST);
+        assert_eq!(name_in(whole.as_ref(), g), "1Password");
+        let empty = parse(r#"{"source": "", "date": "2027-01-01", "names": {}}"#);
+        assert!(empty.is_some());
+        assert_eq!(name_in(empty.as_ref(), g), "Passkey");
+        // What the list becomes once retired: an empty object.
+        assert!(parse("{}").is_none());
+        assert_eq!(name_in(None, g), "Passkey");
+        let blank = parse(&format!(r#"{{"date": "x", "names": {{"{g}": "  "}}}}"#));
+        assert_eq!(name_in(blank.as_ref(), g), "Passkey");
     }
 }

@@ -135,6 +135,7 @@ mod tests {
             last_seen: loaded_at,
             revoked: false,
             parent: None,
+            device: None,
         };
         Arc::new(LiveSession::new(record, loaded_at))
     }

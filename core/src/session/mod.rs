@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::keys::random_id;
-use crate::store::{AuthMethod, DynStore, Invalidation, SessionRecord, StoreResult, User};
+use crate::store::{AuthMethod, Device, DynStore, Invalidation, SessionRecord, StoreResult, User};
 
 /// How long a session stays cached: the bound on how late a revocation made
 /// elsewhere is seen if its notification is lost.
@@ -293,7 +293,18 @@ impl Sessions {
     /// user's identity as the store has it now; `None` if the user was
     /// disabled or removed since `user` was read.
     pub async fn create(&self, user: &User, method: AuthMethod) -> StoreResult<Option<NewSession>> {
-        self.mint(user, method, None).await
+        self.create_from(user, method, None).await
+    }
+
+    /// [`Sessions::create`], signed in with `device` (shown in the
+    /// person's list of sessions).
+    pub async fn create_from(
+        &self,
+        user: &User,
+        method: AuthMethod,
+        device: Option<&Device>,
+    ) -> StoreResult<Option<NewSession>> {
+        self.mint(user, method, None, device).await
     }
 
     /// A site's own session made from `parent`, a live portal session (a
@@ -309,7 +320,8 @@ impl Sessions {
             disabled: false,
             created_at: parent.created_at,
         };
-        self.mint(&user, parent.auth_method, Some(parent)).await
+        self.mint(&user, parent.auth_method, Some(parent), None)
+            .await
     }
 
     async fn mint(
@@ -317,6 +329,7 @@ impl Sessions {
         user: &User,
         method: AuthMethod,
         parent: Option<&SessionRecord>,
+        device: Option<&Device>,
     ) -> StoreResult<Option<NewSession>> {
         let id = random_id(32);
         let now = self.clock.now();
@@ -338,6 +351,7 @@ impl Sessions {
             last_seen: now,
             revoked: false,
             parent: parent.map(|p| p.id_hash.clone()),
+            device: device.map(|d| Box::new(d.clone())),
         };
         let Some(record) = self.store.create_session(&record).await? else {
             return Ok(None);
@@ -603,6 +617,7 @@ mod tests {
             last_seen: 0,
             revoked: false,
             parent: None,
+            device: None,
         }
     }
 

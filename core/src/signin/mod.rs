@@ -152,6 +152,9 @@ pub struct SignIn<'a> {
     pub limits: Limits<'a>,
     /// The asking browsers waiting here for another device's decision.
     pub waiters: &'a Waiters,
+    /// The browser or program a session started here is signed in with
+    /// (see [`SignIn::with_device`]); `None`: not known.
+    pub device: Option<crate::store::Device>,
 }
 
 /// A fresh id for a pending sign-in (also the token's `jti`).
@@ -160,6 +163,14 @@ pub fn new_pending_id() -> PendingId {
 }
 
 impl SignIn<'_> {
+    /// Sessions started here are signed in with `device`.
+    pub fn with_device(self, device: crate::store::Device) -> Self {
+        SignIn {
+            device: Some(device),
+            ..self
+        }
+    }
+
     /// The link's lifetime in whole minutes, as the pages and the email say it.
     pub fn ttl_minutes(&self) -> u64 {
         self.link.ttl.as_secs().div_ceil(60)
@@ -461,7 +472,11 @@ impl SignIn<'_> {
         method: AuthMethod,
         by: StartedBy<'_>,
     ) -> Result<NewSession, SignInError> {
-        let Some(session) = self.sessions.create(user, method).await? else {
+        let Some(session) = self
+            .sessions
+            .create_from(user, method, self.device.as_ref())
+            .await?
+        else {
             return Err(SignInError::NotAllowed);
         };
         self.metrics.sessions_created.inc();

@@ -33,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("migrations/postgres/0009_known_browsers.sql"),
     ),
+    (
+        10,
+        include_str!("migrations/postgres/0010_session_devices.sql"),
+    ),
 ];
 /// Arbitrary key for `pg_advisory_xact_lock` while migrating.
 const MIGRATION_LOCK: i64 = 0x5e5a_3e00;

@@ -65,6 +65,7 @@ fn session(id_hash: &str, user: &User, expires_at: i64) -> SessionRecord {
         last_seen: 10,
         revoked: false,
         parent: None,
+        device: None,
     }
 }
 
@@ -490,6 +491,33 @@ async fn a_session_carries_the_users_identity_as_stored_and_ends_once() {
         .set_user_disabled(&email("nobody@example.com"), true, 30)
         .await
         .unwrap());
+}
+
+#[tokio::test]
+async fn a_sessions_device_is_listed_and_not_carried_per_request() {
+    let (_dir, store) = store().await;
+    let ada = user("u_1", "ada@example.com", &[]);
+    store.add_user(&ada).await.unwrap();
+    let device = Device {
+        agent: "Firefox on Linux".into(),
+        client: "203.0.113.7".into(),
+    };
+    let with = SessionRecord {
+        device: Some(Box::new(device.clone())),
+        ..session("h1", &ada, 1_000)
+    };
+    store.create_session(&with).await.unwrap().unwrap();
+    store
+        .create_session(&session("h2", &ada, 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let listed = store.list_sessions(Some(&ada.email), 10).await.unwrap();
+    let of = |h: &str| listed.iter().find(|s| s.id_hash.as_str() == h).unwrap();
+    assert_eq!(of("h1").device.as_deref(), Some(&device));
+    assert_eq!(of("h2").device, None, "a session made without one");
+    // A session looked up for a request does not carry it.
+    assert_eq!(store.session("h1").await.unwrap().unwrap().device, None);
 }
 
 #[tokio::test]

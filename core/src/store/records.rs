@@ -61,6 +61,24 @@ pub struct SessionRecord {
     /// The portal session this site session was handed off from: revoked
     /// with it. `None` for a session signed in on its own.
     pub parent: Option<SessionHash>,
+    /// Where it was signed in from, for the person's list of their
+    /// sessions: only [`SessionStore::list_sessions`] reads it (a session
+    /// checked per request has no use for it), and only sessions created
+    /// by a browser or program have one.
+    ///
+    /// [`SessionStore::list_sessions`]: super::SessionStore::list_sessions
+    pub device: Option<Box<Device>>,
+}
+
+/// The browser or program a session was signed in with, as a person would
+/// recognise it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// "Firefox on Linux" (from its User-Agent; see
+    /// `signin::cross_device::browser`).
+    pub agent: String,
+    /// The client's address when it signed in.
+    pub client: String,
 }
 
 /// A registered passkey. `credential` is webauthn-rs's serialised `Passkey`

@@ -7,9 +7,9 @@
 use sqlx::Row;
 
 use super::{
-    AuthMethod, Ceremony, CeremonyKind, Decision, DeviceRequest, Handoff, KeyPurpose, KeyRecord,
-    OidcCode, OidcGrant, PasskeyRecord, PendingLogin, RequestKind, SessionHash, SessionRecord,
-    StoreError, StoreResult, User, UserId,
+    AuthMethod, Ceremony, CeremonyKind, Decision, Device, DeviceRequest, Handoff, KeyPurpose,
+    KeyRecord, OidcCode, OidcGrant, PasskeyRecord, PendingLogin, RequestKind, SessionHash,
+    SessionRecord, StoreError, StoreResult, User, UserId,
 };
 use crate::email::Email;
 
@@ -235,7 +235,18 @@ pub(super) fn session(row: &impl Cols) -> StoreResult<SessionRecord> {
         last_seen: row.int("last_seen")?,
         revoked: row.opt_int("revoked_at")?.is_some(),
         parent: row.opt_text("parent")?.map(SessionHash::from),
+        device: None,
     })
+}
+
+/// A session with its device (selected with `session_cols!()` and `agent,
+/// client`).
+pub(super) fn session_listed(row: &impl Cols) -> StoreResult<SessionRecord> {
+    let mut s = session(row)?;
+    if let (Some(agent), Some(client)) = (row.opt_text("agent")?, row.opt_text("client")?) {
+        s.device = Some(Box::new(Device { agent, client }));
+    }
+    Ok(s)
 }
 
 fn auth_method(row: &impl Cols) -> StoreResult<AuthMethod> {

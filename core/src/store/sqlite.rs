@@ -31,6 +31,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/sqlite/0008_device_requests.sql"),
     ),
     (9, include_str!("migrations/sqlite/0009_known_browsers.sql")),
+    (
+        10,
+        include_str!("migrations/sqlite/0010_session_devices.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

@@ -16,8 +16,8 @@ macro_rules! impl_session_store {
                 // live, its row locked too: a revocation running at the same
                 // time either sees the new child or makes the insert fail.
                 sqlx::query(concat!(
-                    "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen, parent) \
-                     SELECT $1, id, email, name, groups_json, $2, $3, $4, $5, $7 FROM users WHERE id = $6 AND disabled = 0 \
+                    "INSERT INTO sessions (id_hash, user_id, email, name, groups_json, auth_method, created_at, expires_at, last_seen, parent, agent, client) \
+                     SELECT $1, id, email, name, groups_json, $2, $3, $4, $5, $7, $8, $9 FROM users WHERE id = $6 AND disabled = 0 \
                      AND ($7 IS NULL OR EXISTS (SELECT 1 FROM sessions p WHERE p.id_hash = $7 AND p.revoked_at IS NULL AND p.expires_at > $3",
                     $user_lock,
                     "))",
@@ -32,6 +32,8 @@ macro_rules! impl_session_store {
                 .bind(s.last_seen)
                 .bind(s.user_id.as_str())
                 .bind(s.parent.as_deref())
+                .bind(s.device.as_ref().map(|d| d.agent.as_str()))
+                .bind(s.device.as_ref().map(|d| d.client.as_str()))
                 .fetch_optional(&self.pool)
                 .await?
                 .as_ref()
@@ -90,7 +92,7 @@ macro_rules! impl_session_store {
 
             async fn list_sessions(&self, user: Option<&Email>, now: i64) -> StoreResult<Vec<SessionRecord>> {
                 sqlx::query(
-                    concat!("SELECT ", $crate::store::shared::session_cols!(), " FROM sessions WHERE revoked_at IS NULL AND expires_at > $1 \
+                    concat!("SELECT ", $crate::store::shared::session_cols!(), ", agent, client FROM sessions WHERE revoked_at IS NULL AND expires_at > $1 \
                      AND ($2 IS NULL OR email = $2) ORDER BY created_at DESC"),
                 )
                 .bind(now)
@@ -98,7 +100,7 @@ macro_rules! impl_session_store {
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
-                .map(shared::session)
+                .map(shared::session_listed)
                 .collect()
             }
 
