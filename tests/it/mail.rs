@@ -225,3 +225,34 @@ impl Mailing {
         assert_eq!(r.status(), 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_email_says_where_it_was_asked_from_and_is_marked_automatic() {
+    let app = spawn().await;
+    let b = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0")
+        .build()
+        .unwrap();
+    let mail = app.ask_link(&b, "where@example.com", "/").await;
+    // Both parts, read by a real mail parser.
+    for part in [&mail.text, &mail.html] {
+        assert!(
+            part.contains("Requested from Firefox on Linux (network 127.0.0.x)."),
+            "{part}"
+        );
+    }
+    assert_eq!(
+        mail.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
+    let id = mail.header("Message-ID").expect("a Message-ID");
+    assert!(
+        id.starts_with('<') && id.ends_with("@example.com>"),
+        "on the sender's domain: {id}"
+    );
+    // A new one for each message.
+    let again = app.ask_link(&b, "where@example.com", "/").await;
+    assert_ne!(again.header("Message-ID").unwrap(), id);
+}

@@ -65,6 +65,8 @@ struct EmailVars<'a> {
     link: &'a str,
     code: &'a str,
     ttl_minutes: u64,
+    /// "Firefox on Linux (network 203.0.113.x)".
+    requested_from: &'a str,
 }
 
 /// Compose the sign-in email from `assets/email/`.
@@ -75,12 +77,14 @@ pub fn compose(
     link: &str,
     code: &Code,
     ttl_minutes: u64,
+    requested_from: &str,
 ) -> OutgoingMail {
     let vars = EmailVars {
         site_name,
         link,
         code: code.as_str(),
         ttl_minutes,
+        requested_from,
     };
     OutgoingMail {
         to: to.clone(),

@@ -79,10 +79,16 @@ impl Mailer for SmtpMailer {
             .as_str()
             .parse()
             .map_err(|e: lettre::address::AddressError| MailError::Message(e.to_string()))?;
+        // Message-ID on the sender's domain (not this host's name), and
+        // marked as sent by a program (RFC 3834): auto-responders and
+        // out-of-office replies leave it alone.
+        let message_id = format!("<{}@{}>", crate::random::id(18), self.from.email.domain());
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject.clone())
+            .message_id(Some(message_id))
+            .header(AutoSubmitted)
             .multipart(MultiPart::alternative_plain_html(
                 mail.text.clone(),
                 mail.html.clone(),
@@ -103,5 +109,24 @@ impl Mailer for SmtpMailer {
             )),
             Err(e) => Err(MailError::Transport(e.to_string())),
         }
+    }
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): a message a program sent,
+/// not a person, which no auto-responder answers.
+#[derive(Debug, Clone, Copy)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-generated".to_string())
     }
 }

@@ -226,6 +226,7 @@ impl SignIn<'_> {
         let now = self.clock.now();
         let ttl = self.link.ttl.as_secs() as i64;
         let code = Code::generate();
+        let requested_from = format!("{} (network {})", asker.agent, asker.net);
         let mut pending = PendingLogin {
             id: pending_id.clone(),
             email: email.clone(),
@@ -274,6 +275,7 @@ impl SignIn<'_> {
             &link,
             &code,
             self.ttl_minutes(),
+            &requested_from,
         );
         if self.outbox.enqueue(mail, self.metrics) {
             tracing::info!(target: "sesame::audit", event = "link_issued", site = %site.name, email = %email, login = %pending_id);

@@ -18,9 +18,17 @@ pub struct Mail {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// The message as it came over SMTP.
+    pub raw: Vec<u8>,
 }
 
 impl Mail {
+    /// Header `name`'s value as sent (unfolded, trimmed), by a real parser.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let msg = mail_parser::MessageParser::default().parse(&self.raw)?;
+        msg.header_raw(name).map(|v| v.trim().to_string())
+    }
+
     pub fn link(&self) -> String {
         let start = self.text.find("http").expect("a link in the mail");
         self.text[start..]
@@ -84,6 +92,7 @@ impl Handler for Sink {
             subject: msg.subject().unwrap_or("").to_string(),
             text: msg.body_text(0).map(|s| s.into_owned()).unwrap_or_default(),
             html: msg.body_html(0).map(|s| s.into_owned()).unwrap_or_default(),
+            raw: self.buf.clone(),
         };
         self.out.lock().unwrap().push(mail);
         response::OK
